@@ -1,0 +1,39 @@
+# Set-up and everyday commands. Everything installs into .venv; nothing is fetched at run time.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# llama-cpp-python compiles llama.cpp on install; the multimodal part is not needed (text only).
+# On a workstation with CUDA use: make CMAKE_ARGS="-DGGML_CUDA=on -DLLAVA_BUILD=OFF" install
+CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
+export CMAKE_ARGS
+
+.PHONY: install run serve test test-clients lint package package-test bench soak clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)  ## open the window, with the server running
+	$(VENV)/bin/ai-service-platform
+
+serve: $(STAMP)  ## run the server headless
+	$(VENV)/bin/ai-service-platform serve
+
+test-clients: $(STAMP)
+	bash tests/clients/setup.sh
+
+test: $(STAMP) test-clients  ## install what the tests need and run them all
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest
+
+lint: $(STAMP)
+	$(PY) -m ruff check server app tests
+	$(PY) -m mypy server
+
+clean:
+	rm -rf $(VENV) build dist tests/.envs tests/artifacts

@@ -1,0 +1,127 @@
+"""The HTTP layer: ``create_app`` builds a FastAPI application around one :class:`Services`.
+
+Handlers are thin: parse and bound the request, find the key, hand the work to the engines, meter it.
+Every error, wherever it is raised, leaves as the OpenAI error envelope.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+import server
+from server.api import chat, embeddings, models, responses
+from server.api.http import JSON, error_response, new_id, require_key
+from server.config import Settings
+from server.engines.manager import Factory
+from server.errors import APIError, EngineFailure, InvalidRequest, MethodNotAllowed, NotFound
+from server.services import Services
+
+log = logging.getLogger(__name__)
+
+PUBLIC_ROUTES: frozenset[tuple[str, str]] = frozenset({("GET", "/health")})
+"""Routes that answer without a key. Every other route depends on ``require_key``."""
+
+
+class RequestIds:
+    """Give every request an id (``x-request-id``) before anything else runs."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            request_id = new_id("req_")
+            scope.setdefault("state", {})["request_id"] = request_id
+
+            async def send_with_id(message: dict) -> None:  # type: ignore[type-arg]
+                if message["type"] == "http.response.start":
+                    headers = list(message.get("headers", []))
+                    if not any(k.lower() == b"x-request-id" for k, _ in headers):
+                        headers.append((b"x-request-id", request_id.encode()))
+                    message["headers"] = headers
+                await send(message)
+
+            await self.app(scope, receive, send_with_id)
+        else:
+            await self.app(scope, receive, send)
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    services: Services | None = None,
+    engines: Mapping[str, Factory] | None = None,
+) -> FastAPI:
+    """Build the application. Without ``services`` it opens (and on shutdown closes) its own."""
+    owned = services is None
+    if services is None:
+        if settings is None:
+            raise ValueError("create_app needs settings or services")
+        services = Services.open(settings, engines=engines)
+    opened = services
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        if owned:
+            opened.close()
+
+    app = FastAPI(
+        title="AI Service Platform",
+        version=server.__version__,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        lifespan=lifespan,
+    )
+    app.state.services = services
+
+    protected = APIRouter(dependencies=[Depends(require_key)])
+    for module in (models, chat, embeddings, responses):
+        protected.include_router(module.router)
+    app.include_router(protected)
+
+    @app.get("/health", include_in_schema=False)
+    async def health() -> Response:
+        return JSON({"status": "ok"})
+
+    @app.exception_handler(APIError)
+    async def api_error(request: Request, exc: APIError) -> Response:
+        return error_response(exc, getattr(request.state, "request_id", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        param = ".".join(str(p) for p in first["loc"][1:]) or None
+        return error_response(InvalidRequest(f"Invalid request: {first['msg']}", param=param))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        if exc.status_code == 405:
+            error: APIError = MethodNotAllowed(f"Method {request.method} is not allowed for {request.url.path}.")
+        elif exc.status_code == 404:
+            error = NotFound(f"Invalid URL ({request.method} {request.url.path[:200]})")
+        else:
+            error = APIError(str(exc.detail))
+            error.status = exc.status_code
+        return error_response(error, getattr(request.state, "request_id", None))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        request_id = getattr(request.state, "request_id", None)
+        log.exception("unexpected error in request %s", request_id)
+        return error_response(
+            EngineFailure(f"The server had an error while processing your request (request id {request_id})."),
+            request_id,
+        )
+
+    app.add_middleware(RequestIds)
+    return app

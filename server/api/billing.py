@@ -1,0 +1,61 @@
+"""One ledger row per request, whatever happens to it.
+
+A completed request waits for its row to be committed before its last bytes are sent; a request cut
+short by a disconnect or a failure is queued for the ledger without waiting (nobody is left to wait).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from server.chat import Meter
+from server.config import ModelConfig
+from server.keys import KeyRecord
+from server.usage import Ledger, Status, UsageEntry, cost_of
+
+
+@dataclass
+class Bill:
+    """The billing of one request; ``settle`` or ``abandon`` exactly once."""
+
+    ledger: Ledger
+    request_id: str
+    key: KeyRecord
+    model: ModelConfig
+    endpoint: str
+    stream: bool
+    meter: Meter
+    settled: bool = False
+
+    def _entry(self, status: Status, http_status: int, disconnected: bool) -> UsageEntry:
+        m = self.meter
+        free = status == "failed" and m.output_tokens == 0  # failures before the first token cost nothing
+        return UsageEntry(
+            request_id=self.request_id,
+            key_id=self.key.id,
+            model=self.model.name,
+            endpoint=self.endpoint,
+            input_tokens=m.input_tokens,
+            output_tokens=m.output_tokens,
+            cached_tokens=m.cached_tokens,
+            reasoning_tokens=m.reasoning_tokens,
+            cost=0.0 if free else cost_of(self.model, m.input_tokens, m.output_tokens),
+            latency_ms=m.latency_ms,
+            ttft_ms=m.ttft_ms,
+            status=status,
+            http_status=http_status,
+            stream=self.stream,
+            client_disconnected=disconnected,
+        )
+
+    async def settle(self) -> None:
+        """The request completed: record it and wait until the row is committed."""
+        if not self.settled:
+            self.settled = True
+            await self.ledger.record(self._entry("completed", 200, False))
+
+    def abandon(self, *, disconnected: bool, http_status: int = 499) -> None:
+        """The request ended early: record exactly what was used, without waiting."""
+        if not self.settled:
+            self.settled = True
+            self.ledger.submit(self._entry("disconnected" if disconnected else "failed", http_status, disconnected))

@@ -1,0 +1,68 @@
+"""``POST /v1/embeddings``."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from server.api.billing import Bill
+from server.api.http import JSON, read_json, services
+from server.chat import Meter
+from server.engines.base import EmbeddingBackend, Embeddings
+from server.errors import InvalidRequest, ModelNotFound
+from server.keys import KeyRecord
+from server.protocol import embeddings as wire
+
+router = APIRouter()
+
+
+@router.post("/v1/embeddings")
+async def create_embeddings(request: Request) -> Response:
+    key: KeyRecord = request.state.key
+    req = await read_json(request, wire.EmbeddingRequest)
+    if not key.may_use(req.model):
+        raise ModelNotFound(req.model)
+    backend, worker, config = services(request).models.get(req.model, "embedding")
+    embedder: EmbeddingBackend = backend  # type: ignore[assignment]
+    inputs = req.inputs()
+    if len(inputs) > config.max_batch:
+        raise InvalidRequest(
+            f"At most {config.max_batch} inputs can be embedded in one request with '{config.name}', "
+            f"not {len(inputs)}.",
+            param="input",
+        )
+    if inputs and isinstance(inputs[0], list):
+        vocabulary = embedder.vocabulary_size
+        for index, ids in enumerate(inputs):
+            if max(ids) >= vocabulary:  # type: ignore[type-var,arg-type]
+                raise InvalidRequest(
+                    f"input[{index}] holds token ids outside this model's vocabulary of {vocabulary} tokens.",
+                    param="input",
+                )
+    if req.dimensions is not None and req.dimensions != embedder.dimensions:
+        raise InvalidRequest(
+            f"'{config.name}' produces {embedder.dimensions}-dimensional embeddings; dimensions cannot be changed.",
+            param="dimensions",
+        )
+    meter = Meter()
+    bill = Bill(services(request).ledger, request.state.request_id, key, config, "embeddings", False, meter)
+
+    def work(_should_stop: Any) -> Any:
+        return iter([embedder.embed(inputs)])
+
+    result: Embeddings | None = None
+    try:
+        async for item in worker.run(key.id, work):
+            result = item
+    except BaseException as exc:
+        bill.abandon(disconnected=isinstance(exc, asyncio.CancelledError), http_status=getattr(exc, "status", 500))
+        raise
+    assert result is not None
+    meter.input_tokens = result.tokens
+    await bill.settle()
+    encoding = req.encoding_format or "float"
+    vectors = [wire.encode_vector(v, encoding) for v in result.vectors]
+    return JSON(wire.embedding_list(config.name, vectors, result.tokens))

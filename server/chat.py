@@ -1,0 +1,206 @@
+"""Chat generation as the API uses it: messages in, a metered stream of deltas out.
+
+Both ``/v1/chat/completions`` and ``/v1/responses`` go through :func:`prepare` and :func:`run`; only
+the HTTP layer knows how the events are framed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from server.config import ModelConfig
+from server.engines.base import ChatBackend, EngineFailureError, Message, Piece, Prompt, Sampling
+from server.engines.manager import ModelManager
+from server.engines.worker import ModelWorker
+from server.errors import EngineFailure, InvalidRequest
+from server.reasoning import ThinkSplitter
+
+ROLES: dict[str, Literal["system", "user", "assistant", "tool"]] = {
+    "system": "system",
+    "developer": "system",
+    "user": "user",
+    "assistant": "assistant",
+    "tool": "tool",
+    "function": "tool",
+}
+
+
+@dataclass
+class Meter:
+    """What a request has used so far: what is billed, whatever happens to the connection."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+    started: float = field(default_factory=time.monotonic)
+    first_token_at: float | None = None
+
+    @property
+    def ttft_ms(self) -> float | None:
+        return None if self.first_token_at is None else (self.first_token_at - self.started) * 1000
+
+    @property
+    def latency_ms(self) -> float:
+        return (time.monotonic() - self.started) * 1000
+
+
+@dataclass(frozen=True)
+class Delta:
+    index: int
+    content: str = ""
+    reasoning: str = ""
+
+
+@dataclass(frozen=True)
+class ChoiceEnd:
+    index: int
+    finish_reason: Literal["stop", "length"]
+
+
+Event = Delta | ChoiceEnd
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A validated chat request, its rendered prompt, and the model to run it on."""
+
+    config: ModelConfig
+    backend: ChatBackend
+    worker: ModelWorker
+    prompt: Prompt
+    sampling: Sampling
+    n: int
+
+    @property
+    def worst_case_output(self) -> int:
+        return self.sampling.max_tokens * self.n
+
+
+def to_messages(turns: Sequence[tuple[str, str, str | None]]) -> list[Message]:
+    """``(role, text, name)`` triples as engine messages, with OpenAI's roles mapped to the template's."""
+    return [Message(role=ROLES[role], content=text, name=name) for role, text, name in turns]
+
+
+async def prepare(
+    models: ModelManager,
+    model: str,
+    messages: list[Message],
+    *,
+    max_tokens: int | None,
+    max_tokens_param: str,
+    temperature: float | None,
+    top_p: float | None,
+    stop: tuple[str, ...] = (),
+    seed: int | None = None,
+    presence_penalty: float | None = None,
+    frequency_penalty: float | None = None,
+    logit_bias: dict[int, float] | None = None,
+    json_schema: dict[str, Any] | None = None,
+    n: int = 1,
+) -> Prepared:
+    """Find the model, render the prompt off the event loop, and check it fits the context."""
+    backend, worker, config = models.get(model, "chat")
+    chat: ChatBackend = backend  # type: ignore[assignment]
+    prompt = await asyncio.to_thread(chat.render, messages)
+    context = chat.context_length
+    room = context - len(prompt)
+    if room < 1:
+        raise InvalidRequest(
+            f"This model's maximum context length is {context} tokens. However, your messages resulted in "
+            f"{len(prompt)} tokens. Please reduce the length of the messages.",
+            param="messages",
+            code="context_length_exceeded",
+        )
+    if max_tokens is not None and max_tokens > room:
+        raise InvalidRequest(
+            f"This model's maximum context length is {context} tokens. However, you requested "
+            f"{len(prompt) + max_tokens} tokens ({len(prompt)} in the messages, {max_tokens} in the completion). "
+            f"Please reduce the length of the messages or completion.",
+            param=max_tokens_param,
+            code="context_length_exceeded",
+        )
+    sampling = Sampling(
+        max_tokens=max_tokens if max_tokens is not None else room,
+        temperature=1.0 if temperature is None else temperature,
+        top_p=1.0 if top_p is None else top_p,
+        stop=stop,
+        seed=seed,
+        presence_penalty=presence_penalty or 0.0,
+        frequency_penalty=frequency_penalty or 0.0,
+        logit_bias=logit_bias or {},
+        json_schema=json_schema,
+    )
+    return Prepared(config=config, backend=chat, worker=worker, prompt=prompt, sampling=sampling, n=n)
+
+
+async def run(prepared: Prepared, meter: Meter, fairness_key: str) -> AsyncIterator[Event]:
+    """Generate each of the ``n`` choices in turn, metering every token as it arrives."""
+    meter.input_tokens = len(prepared.prompt)
+    for index in range(prepared.n):
+        splitter = ThinkSplitter() if prepared.config.reasoning else None
+        finish: Literal["stop", "length"] = "length"
+
+        def work(should_stop: Any) -> Any:
+            return prepared.backend.generate(prepared.prompt, prepared.sampling, should_stop)
+
+        stream: AsyncIterator[Piece] = prepared.worker.run(fairness_key, work)
+        try:
+            async for piece in stream:
+                if meter.first_token_at is None and piece.tokens:
+                    meter.first_token_at = time.monotonic()
+                if index == 0:
+                    meter.cached_tokens += piece.cached_tokens
+                meter.output_tokens += piece.tokens
+                if splitter is None:
+                    if piece.text:
+                        yield Delta(index, content=piece.text)
+                else:
+                    before = splitter.mode
+                    parts = splitter.feed(piece.text)
+                    if piece.finish_reason is not None:
+                        parts += splitter.flush()
+                    if before == "reasoning" or splitter.mode == "reasoning" or any(c == "reasoning" for c, _ in parts):
+                        meter.reasoning_tokens += piece.tokens
+                    for channel, text in parts:
+                        yield Delta(index, reasoning=text) if channel == "reasoning" else Delta(index, content=text)
+                if piece.finish_reason is not None:
+                    finish = piece.finish_reason
+        except EngineFailureError as exc:
+            raise EngineFailure(f"The model failed while generating: {exc}") from exc
+        finally:
+            await stream.aclose()  # type: ignore[attr-defined]
+        yield ChoiceEnd(index, finish)
+
+
+@dataclass
+class Collected:
+    """A finished generation gathered into whole texts, for non-streamed responses."""
+
+    contents: list[str]
+    reasonings: list[str]
+    finish_reasons: list[str]
+
+
+async def collect(events: AsyncIterator[Event], n: int) -> Collected:
+    contents = [""] * n
+    reasonings = [""] * n
+    finishes = ["stop"] * n
+    content_parts: list[list[str]] = [[] for _ in range(n)]
+    reasoning_parts: list[list[str]] = [[] for _ in range(n)]
+    async for event in events:
+        if isinstance(event, Delta):
+            if event.content:
+                content_parts[event.index].append(event.content)
+            if event.reasoning:
+                reasoning_parts[event.index].append(event.reasoning)
+        else:
+            finishes[event.index] = event.finish_reason
+    for i in range(n):
+        contents[i] = "".join(content_parts[i])
+        reasonings[i] = "".join(reasoning_parts[i])
+    return Collected(contents, reasonings, finishes)

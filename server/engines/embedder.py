@@ -1,0 +1,75 @@
+"""Embeddings with sentence-transformers, from a model directory on disk (never a hub)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from server.config import ModelConfig
+from server.engines.base import Embeddings, LoadError
+
+
+class SentenceTransformerEmbedder:
+    """A sentence-transformers model loaded from its own directory, offline."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        self.config = config
+        directory = Path(config.source)
+        if not config.source or not (directory / "modules.json").is_file():
+            raise LoadError(f"no sentence-transformers model directory at {config.source or '(unset)'}")
+        # Never reach for a hub: the weights are on disk or the load fails.
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("TQDM_DISABLE", "1")
+        try:
+            import torch  # noqa: PLC0415  (seconds to import: only when an embedding model loads)
+            from sentence_transformers import SentenceTransformer  # noqa: PLC0415
+        except ImportError as exc:
+            raise LoadError(f"sentence-transformers is not installed: {exc}") from exc
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        device = "cuda" if config.n_gpu_layers != 0 and torch.cuda.is_available() else "cpu"
+        try:
+            self._model: Any = SentenceTransformer(str(directory), device=device, local_files_only=True)
+        except Exception as exc:  # any failure to read the directory is the operator's to see
+            raise LoadError(f"cannot load {directory}: {exc}") from exc
+        self._model.max_seq_length = min(self._model.max_seq_length or config.context_length, config.context_length)
+        self.device = device
+        self._torch = torch
+        measure = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
+        dims = measure()
+        self._dims = int(dims) if dims else len(self._model.encode(["x"])[0])
+
+    @property
+    def dimensions(self) -> int:
+        return self._dims
+
+    @property
+    def vocabulary_size(self) -> int:
+        return int(self._model.tokenizer.vocab_size)
+
+    def _texts(self, inputs: Sequence[str] | Sequence[Sequence[int]]) -> list[str]:
+        if all(isinstance(i, str) for i in inputs):
+            return list(inputs)  # type: ignore[arg-type]
+        tokenizer = self._model.tokenizer
+        return [tokenizer.decode(list(ids), skip_special_tokens=True) for ids in inputs]
+
+    def count_tokens(self, texts: list[str]) -> int:
+        encoded = self._model.tokenizer(
+            texts, add_special_tokens=True, truncation=True, max_length=self._model.max_seq_length
+        )
+        return sum(len(ids) for ids in encoded["input_ids"])
+
+    def embed(self, inputs: Sequence[str] | Sequence[Sequence[int]]) -> Embeddings:
+        texts = self._texts(inputs)
+        with self._torch.inference_mode():
+            vectors = self._model.encode(
+                texts, batch_size=32, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+            )
+        return Embeddings(vectors=vectors.tolist(), tokens=self.count_tokens(texts))
+
+    def close(self) -> None:
+        self._model = None

@@ -1,0 +1,114 @@
+"""Deterministic engines for tests and demonstrations, registered like any other engine.
+
+The chat model answers with the words of the last user message (one token per word), or with a fixed
+``reply``; its ``source`` tunes it: ``delay=0.01`` seconds per token, ``fail_at=5`` raises after five
+tokens, ``think=1`` wraps a thought in ``<think>…</think>`` first, ``repeat=1`` repeats until the
+token limit. The embedder hashes character trigrams, so similar texts get similar vectors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from collections.abc import Iterator, Sequence
+
+from server.config import ModelConfig
+from server.engines.base import Embeddings, EngineFailureError, Message, Piece, Prompt, Sampling, ShouldStop
+from server.engines.stops import StopScanner
+
+
+def _options(source: str) -> dict[str, str]:
+    pairs = (part.split("=", 1) for part in source.split(",") if "=" in part)
+    return {k.strip(): v.strip() for k, v in pairs}
+
+
+def _token_id(word: str) -> int:
+    return int.from_bytes(hashlib.blake2b(word.encode(), digest_size=4).digest(), "big") % 50_000
+
+
+class FakeChat:
+    def __init__(self, config: ModelConfig) -> None:
+        self.config = config
+        options = _options(config.source)
+        self.delay = float(options.get("delay", "0"))
+        self.fail_at = int(options.get("fail_at", "-1"))
+        self.think = options.get("think") == "1"
+        self.repeat = options.get("repeat") == "1"
+        self.reply = options.get("reply")
+
+    @property
+    def context_length(self) -> int:
+        return self.config.context_length
+
+    def render(self, messages: Sequence[Message]) -> Prompt:
+        words: list[str] = []
+        for message in messages:
+            words += [f"<{message.role}>", *message.content.split()]
+        words.append("<assistant>")
+        return Prompt(tokens=tuple(_token_id(w) for w in words), text=" ".join(words))
+
+    def _words(self, prompt: Prompt) -> list[str]:
+        last_user = prompt.text.rsplit("<user>", 1)[-1].replace("<assistant>", "").split()
+        words = self.reply.split("_") if self.reply else [w for w in last_user if not w.startswith("<")]
+        words = words or ["…"]
+        if self.think:
+            words = ["<think>", "Let", "me", "think.", "</think>", *words]
+        return words
+
+    def generate(self, prompt: Prompt, sampling: Sampling, should_stop: ShouldStop) -> Iterator[Piece]:
+        words = self._words(prompt)
+        scanner = StopScanner(sampling.stop)
+        produced = 0
+        finish = "length"
+        while produced < sampling.max_tokens and not should_stop():
+            if produced == self.fail_at:
+                raise EngineFailureError(f"the fake engine failed after {produced} tokens, as configured")
+            if produced >= len(words) and not self.repeat:
+                finish = "stop"
+                break
+            word = words[produced % len(words)]
+            produced += 1
+            if self.delay:
+                time.sleep(self.delay)
+            text = scanner.feed(word if produced == 1 else " " + word)
+            if scanner.stopped:
+                finish = "stop"
+                yield Piece(text, 1)
+                break
+            yield Piece(text, 1)
+        yield Piece(scanner.flush(), 0, finish_reason=finish)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        pass
+
+
+class FakeEmbedder:
+    def __init__(self, config: ModelConfig) -> None:
+        self.config = config
+        self._dims = int(_options(config.source).get("dims", "64"))
+
+    @property
+    def dimensions(self) -> int:
+        return self._dims
+
+    @property
+    def vocabulary_size(self) -> int:
+        return 50_000
+
+    def _vector(self, text: str) -> list[float]:
+        vector = [0.0] * self._dims
+        padded = f"  {text.lower()}  "
+        for i in range(len(padded) - 2):
+            vector[_token_id(padded[i : i + 3]) % self._dims] += 1.0
+        norm = math.sqrt(sum(v * v for v in vector)) or 1.0
+        return [v / norm for v in vector]
+
+    def embed(self, inputs: Sequence[str] | Sequence[Sequence[int]]) -> Embeddings:
+        texts = [t if isinstance(t, str) else " ".join(map(str, t)) for t in inputs]
+        return Embeddings(
+            vectors=[self._vector(t) for t in texts], tokens=sum(max(1, len(t.split())) for t in texts)
+        )
+
+    def close(self) -> None:
+        pass

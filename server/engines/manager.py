@@ -1,0 +1,196 @@
+"""The model table at run time: which models are loading, loaded or failed, and their workers.
+
+Engines are found by name in a registry of factories; the built-in ones are registered exactly as an
+extension's would be. Loading happens on a background thread so the server answers at once; a model
+that fails is reported with its reason and is never replaced by another.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+from server.config import ModelConfig
+from server.engines.base import ChatBackend, EmbeddingBackend, LoadError
+from server.engines.worker import ModelWorker, QueueStats
+from server.errors import ModelNotFound, ModelUnavailable
+
+log = logging.getLogger(__name__)
+
+Backend = ChatBackend | EmbeddingBackend
+Factory = Callable[[ModelConfig], Backend]
+State = Literal["loading", "loaded", "failed", "unloaded"]
+
+
+def _llama(config: ModelConfig) -> Backend:
+    from server.engines.llama import LlamaChat  # noqa: PLC0415  (llama.cpp loads only when asked for)
+
+    return LlamaChat(config)
+
+
+def _sentence_transformers(config: ModelConfig) -> Backend:
+    from server.engines.embedder import SentenceTransformerEmbedder  # noqa: PLC0415  (torch takes seconds)
+
+    return SentenceTransformerEmbedder(config)
+
+
+def _fake(config: ModelConfig) -> Backend:
+    from server.engines.fake import FakeChat, FakeEmbedder  # noqa: PLC0415
+
+    return FakeChat(config) if config.kind == "chat" else FakeEmbedder(config)
+
+
+BUILTIN_ENGINES: Mapping[str, Factory] = {
+    "llama.cpp": _llama,
+    "sentence-transformers": _sentence_transformers,
+    "fake": _fake,
+}
+
+
+@dataclass(frozen=True)
+class ModelStatus:
+    """What the window and ``/v1/models`` know of one model."""
+
+    name: str
+    kind: str
+    engine: str
+    state: State
+    error: str | None
+    source: str
+    load_seconds: float | None
+    queue: QueueStats | None
+
+
+class _Slot:
+    def __init__(self, config: ModelConfig) -> None:
+        self.config = config
+        self.state: State = "unloaded"
+        self.error: str | None = None
+        self.backend: Backend | None = None
+        self.worker: ModelWorker | None = None
+        self.load_seconds: float | None = None
+        self.created = int(time.time())
+
+
+class ModelManager:
+    """Holds every configured model and its worker thread."""
+
+    def __init__(
+        self,
+        configs: Iterable[ModelConfig],
+        *,
+        max_queue: int,
+        engines: Mapping[str, Factory] | None = None,
+    ) -> None:
+        self._engines = dict(BUILTIN_ENGINES if engines is None else engines)
+        self._max_queue = max_queue
+        self._lock = threading.Lock()
+        self._slots: dict[str, _Slot] = {c.name: _Slot(c) for c in configs}
+        self._loader: threading.Thread | None = None
+        self.loaded_event = threading.Event()
+
+    # -- loading ---------------------------------------------------------------------------------
+    def load_all_in_background(self) -> None:
+        """Load every model, one after another, on a background thread."""
+        names = list(self._slots)
+        for name in names:
+            self._slots[name].state = "loading"
+        self._loader = threading.Thread(target=self._load_many, args=(names,), name="model-loader", daemon=True)
+        self._loader.start()
+
+    def _load_many(self, names: list[str]) -> None:
+        for name in names:
+            self.load(name)
+        self.loaded_event.set()
+
+    def wait_loaded(self, timeout: float | None = None) -> bool:
+        return self.loaded_event.wait(timeout)
+
+    def load(self, name: str) -> ModelStatus:
+        """Load (or reload) one model on the calling thread; failures are recorded, not raised."""
+        slot = self._slot(name)
+        self.unload(name)
+        slot.state, slot.error = "loading", None
+        factory = self._engines.get(slot.config.engine)
+        started = time.monotonic()
+        try:
+            if factory is None:
+                raise LoadError(f"no engine named {slot.config.engine!r} is registered")
+            backend = factory(slot.config)
+        except LoadError as exc:
+            slot.state, slot.error = "failed", str(exc)
+            log.warning("model %s failed to load: %s", name, exc)
+            return self.status(name)
+        except Exception as exc:  # an engine's unexpected failure is the operator's to read
+            slot.state, slot.error = "failed", f"{type(exc).__name__}: {exc}"
+            log.exception("model %s failed to load", name)
+            return self.status(name)
+        with self._lock:
+            slot.backend = backend
+            slot.worker = ModelWorker(name, self._max_queue)
+            slot.load_seconds = time.monotonic() - started
+            slot.state = "loaded"
+        log.info("model %s loaded in %.2f s", name, slot.load_seconds)
+        return self.status(name)
+
+    def unload(self, name: str) -> None:
+        slot = self._slot(name)
+        with self._lock:
+            backend, worker = slot.backend, slot.worker
+            slot.backend, slot.worker = None, None
+            slot.state = "unloaded"
+        if worker is not None:
+            worker.close()
+        if backend is not None:
+            backend.close()
+
+    def close(self) -> None:
+        if self._loader is not None:
+            self._loader.join(timeout=120)
+        for name in list(self._slots):
+            self.unload(name)
+
+    # -- serving ---------------------------------------------------------------------------------
+    def _slot(self, name: str) -> _Slot:
+        slot = self._slots.get(name)
+        if slot is None:
+            raise ModelNotFound(name)
+        return slot
+
+    def get(self, name: str, kind: str) -> tuple[Backend, ModelWorker, ModelConfig]:
+        """A loaded model of the given kind, or the error a client should see."""
+        slot = self._slots.get(name)
+        if slot is None or slot.config.kind != kind:
+            raise ModelNotFound(name)
+        with self._lock:
+            backend, worker = slot.backend, slot.worker
+        if backend is None or worker is None:
+            if slot.state == "loading":
+                raise ModelUnavailable(f"The model '{name}' is still loading; try again shortly.", param="model")
+            raise ModelNotFound(name)
+        return backend, worker, slot.config
+
+    def served(self) -> list[tuple[ModelConfig, int]]:
+        """The loaded models, with their creation time, in table order."""
+        return [(s.config, s.created) for s in self._slots.values() if s.state == "loaded"]
+
+    def status(self, name: str) -> ModelStatus:
+        slot = self._slot(name)
+        worker = slot.worker
+        return ModelStatus(
+            name=name,
+            kind=slot.config.kind,
+            engine=slot.config.engine,
+            state=slot.state,
+            error=slot.error,
+            source=slot.config.source,
+            load_seconds=slot.load_seconds,
+            queue=worker.stats() if worker is not None else None,
+        )
+
+    def statuses(self) -> list[ModelStatus]:
+        return [self.status(name) for name in self._slots]

@@ -1,0 +1,186 @@
+"""One worker thread per model, fed by a queue that is fair across keys.
+
+Jobs wait in one first-in-first-out line per key and the worker takes from the lines in turn, so a key
+that floods the queue delays only its own requests. A job whose client goes away leaves the queue, or,
+if it is running, stops at the next token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from server.errors import RateLimited
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Work = Callable[[Callable[[], bool]], Iterator[T]]
+
+
+class _End:
+    pass
+
+
+_END = _End()
+
+
+@dataclass
+class _Failure:
+    error: BaseException
+
+
+@dataclass
+class _Job(Generic[T]):
+    key: str
+    work: Work[T]
+    emit: Callable[[object], None]
+    enqueued_at: float = field(default_factory=time.monotonic)
+    started_at: float | None = None
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    """What the window shows of a model's queue."""
+
+    running: int
+    waiting: int
+    waiting_keys: int
+    longest_wait_s: float
+    served: int
+    mean_wait_s: float
+
+
+class ModelWorker:
+    """Runs one model's jobs on one thread, in fair order across keys."""
+
+    def __init__(self, name: str, max_queue: int) -> None:
+        self.name = name
+        self.max_queue = max_queue
+        self._lock = threading.Condition()
+        self._lines: OrderedDict[str, deque[_Job[Any]]] = OrderedDict()
+        self._waiting = 0
+        self._current: _Job[Any] | None = None
+        self._closed = False
+        self._served = 0
+        self._total_wait = 0.0
+        self._thread = threading.Thread(target=self._loop, name=f"model:{name}", daemon=True)
+        self._thread.start()
+
+    async def run(self, key: str, work: Work[T]) -> AsyncIterator[T]:
+        """Queue ``work`` under ``key`` and yield what it produces, on the caller's event loop.
+
+        Closing the iterator early (the client disconnected) cancels the job.
+        """
+        loop = asyncio.get_running_loop()
+        inbox: asyncio.Queue[object] = asyncio.Queue()
+
+        def emit(item: object) -> None:
+            loop.call_soon_threadsafe(inbox.put_nowait, item)
+
+        job: _Job[T] = _Job(key, work, emit)
+        self._enqueue(job)
+        try:
+            while True:
+                item = await inbox.get()
+                if item is _END:
+                    return
+                if isinstance(item, _Failure):
+                    raise item.error
+                yield item  # type: ignore[misc]
+        finally:
+            job.cancelled.set()
+            self._forget(job)
+
+    def _enqueue(self, job: _Job[Any]) -> None:
+        with self._lock:
+            if self._closed:
+                raise RuntimeError(f"model {self.name} is unloaded")
+            if self._waiting >= self.max_queue:
+                raise RateLimited(
+                    f"The queue for model '{self.name}' is full ({self.max_queue} waiting); try again shortly.",
+                    retry_after=self._estimated_wait(),
+                )
+            self._lines.setdefault(job.key, deque()).append(job)
+            self._waiting += 1
+            self._lock.notify()
+
+    def _estimated_wait(self) -> float:
+        mean = self._total_wait / self._served if self._served else 1.0
+        return max(1.0, mean)
+
+    def _forget(self, job: _Job[Any]) -> None:
+        with self._lock:
+            line = self._lines.get(job.key)
+            if line is not None and job in line:
+                line.remove(job)
+                self._waiting -= 1
+                if not line:
+                    del self._lines[job.key]
+
+    def _next(self) -> _Job[Any] | None:
+        with self._lock:
+            while not self._lines and not self._closed:
+                self._lock.wait()
+            if self._closed and not self._lines:
+                return None
+            key, line = next(iter(self._lines.items()))
+            job = line.popleft()
+            self._waiting -= 1
+            # The key goes to the back of the rotation; an emptied line leaves it.
+            del self._lines[key]
+            if line:
+                self._lines[key] = line
+            job.started_at = time.monotonic()
+            self._current = job
+            self._served += 1
+            self._total_wait += job.started_at - job.enqueued_at
+            return job
+
+    def _loop(self) -> None:
+        while True:
+            job = self._next()
+            if job is None:
+                return
+            try:
+                if not job.cancelled.is_set():
+                    for item in job.work(job.cancelled.is_set):
+                        job.emit(item)
+            except BaseException as exc:  # handed to the awaiting request, which renders it
+                job.emit(_Failure(exc))
+            finally:
+                job.emit(_END)
+                with self._lock:
+                    self._current = None
+
+    def stats(self) -> QueueStats:
+        with self._lock:
+            moment = time.monotonic()
+            oldest = min((line[0].enqueued_at for line in self._lines.values()), default=moment)
+            return QueueStats(
+                running=1 if self._current is not None else 0,
+                waiting=self._waiting,
+                waiting_keys=len(self._lines),
+                longest_wait_s=moment - oldest,
+                served=self._served,
+                mean_wait_s=self._total_wait / self._served if self._served else 0.0,
+            )
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop taking work, cancel what waits and what runs, and join the thread."""
+        with self._lock:
+            self._closed = True
+            for line in self._lines.values():
+                for job in line:
+                    job.cancelled.set()
+            if self._current is not None:
+                self._current.cancelled.set()
+            self._lock.notify_all()
+        self._thread.join(timeout)

@@ -1,0 +1,32 @@
+"""Logging for the appliance: one format, and a filter that keeps API keys out of every line."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+_KEY = re.compile(r"aisp-[0-9A-Za-z]{8,}")
+_BEARER = re.compile(r"(?i)(bearer\s+)\S+")
+
+
+def redact(text: str) -> str:
+    """Replace anything that looks like a key or a bearer token."""
+    return _BEARER.sub(r"\1[redacted]", _KEY.sub("aisp-[redacted]", text))
+
+
+class RedactSecrets(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = redact(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        return True
+
+
+def configure_logging(level: str = "info") -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(RedactSecrets())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())

@@ -1,0 +1,73 @@
+"""``POST /v1/embeddings``."""
+
+from __future__ import annotations
+
+import base64
+import struct
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
+
+MAX_INPUTS = 2048
+MAX_INPUT_CHARS = 100_000
+MAX_TOKEN_IDS = 8192
+
+
+
+def _check_input(value: Any) -> list[str] | list[list[int]]:
+    """A string, strings, token ids, or arrays of token ids, with a clear message for anything else."""
+    if isinstance(value, str):
+        value = [value]
+    elif isinstance(value, list) and value and all(type(v) is int for v in value):
+        value = [value]
+    if not isinstance(value, list) or not value:
+        raise ValueError("input must be a non-empty string, array of strings, or array of token arrays")
+    if len(value) > MAX_INPUTS:
+        raise ValueError(f"at most {MAX_INPUTS} inputs may be embedded in one request, not {len(value)}")
+    if all(isinstance(v, str) for v in value):
+        for index, text in enumerate(value):
+            if len(text) > MAX_INPUT_CHARS:
+                raise ValueError(f"input[{index}] is longer than {MAX_INPUT_CHARS} characters")
+        return value
+    for index, ids in enumerate(value):
+        if not isinstance(ids, list) or not ids or not all(type(t) is int for t in ids):
+            raise ValueError(f"input[{index}] must be a string or a non-empty array of integer token ids")
+        if len(ids) > MAX_TOKEN_IDS:
+            raise ValueError(f"input[{index}] has more than {MAX_TOKEN_IDS} tokens")
+        if min(ids) < 0 or max(ids) >= 2**31:
+            raise ValueError(f"input[{index}] holds a token id out of range (token ids are non-negative)")
+    return value
+
+
+class EmbeddingRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    input: Any
+    model: Annotated[str, Field(min_length=1, max_length=256)]
+    encoding_format: Literal["float", "base64"] | None = None
+    dimensions: Annotated[StrictInt, Field(ge=1, le=65536)] | None = None
+    user: Annotated[str, Field(max_length=512)] | None = None
+
+    @field_validator("input")
+    @classmethod
+    def _input(cls, value: Any) -> list[str] | list[list[int]]:
+        return _check_input(value)
+
+    def inputs(self) -> list[str] | list[list[int]]:
+        """The inputs as a list of strings or a list of token-id arrays."""
+        return self.input  # type: ignore[no-any-return]
+
+
+def encode_vector(vector: list[float], encoding: Literal["float", "base64"]) -> list[float] | str:
+    if encoding == "float":
+        return vector
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode("ascii")
+
+
+def embedding_list(model: str, vectors: list[list[float] | str], prompt_tokens: int) -> dict[str, Any]:
+    return {
+        "object": "list",
+        "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)],
+        "model": model,
+        "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
+    }

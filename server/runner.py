@@ -1,0 +1,148 @@
+"""``ServerThread``: uvicorn on a background thread with its own event loop, started and stopped at will.
+
+The window keeps the GUI thread for painting; the server never blocks it and is stopped by setting
+``should_exit`` (no signal handlers are installed off the main thread).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import socket
+import threading
+from dataclasses import dataclass
+
+import uvicorn
+
+from server.api import create_app
+from server.engines.manager import ModelStatus
+from server.services import Services
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServerStatus:
+    """A snapshot for the window: where the server listens and what it serves."""
+
+    running: bool
+    host: str
+    port: int
+    lan: bool
+    url: str
+    requests: int
+    models: tuple[ModelStatus, ...]
+    error: str | None
+
+
+class ServerStartError(RuntimeError):
+    """The server could not start listening (the port is taken, the address is not ours…)."""
+
+
+class ServerThread:
+    """Runs the HTTP server for one :class:`Services` on a background thread."""
+
+    def __init__(self, services: Services, *, host: str | None = None, port: int | None = None) -> None:
+        self.services = services
+        settings = services.settings
+        self.host = host or settings.bind_host
+        self.port = settings.port if port is None else port
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self._socket: socket.socket | None = None
+        self.error: str | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive() and self._server is not None and self._server.started
+
+    @property
+    def url(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
+        return f"http://{host}:{self.port}"
+
+    def _bind(self) -> socket.socket:
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((self.host, self.port))
+        except OSError as exc:
+            sock.close()
+            reason = "is already in use" if exc.errno == errno.EADDRINUSE else f"cannot be bound ({exc.strerror})"
+            raise ServerStartError(f"Port {self.port} on {self.host} {reason}.") from exc
+        sock.listen(2048)
+        sock.setblocking(False)
+        return sock
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Bind the port (so a clash is reported here, at once) and serve until :meth:`stop`."""
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self.error = None
+        self._socket = self._bind()
+        self.port = self._socket.getsockname()[1]
+        config = uvicorn.Config(
+            create_app(services=self.services),
+            log_config=None,
+            access_log=False,
+            lifespan="on",
+            timeout_keep_alive=15,
+            timeout_graceful_shutdown=5,
+            limit_concurrency=1024,
+            h11_max_incomplete_event_size=64 * 1024,
+        )
+        server = uvicorn.Server(config)
+        self._server = server
+        started = threading.Event()
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(loop)
+            try:
+                loop.run_until_complete(server.serve(sockets=[self._socket] if self._socket else None))
+            except BaseException as exc:  # reported to the window, which shows it
+                self.error = f"{type(exc).__name__}: {exc}"
+                log.exception("the server stopped with an error")
+            finally:
+                started.set()
+                loop.close()
+
+        self._thread = threading.Thread(target=run, name="http-server", daemon=True)
+        self._thread.start()
+        deadline = threading.Event()
+        waited = 0.0
+        while not server.started and self._thread.is_alive() and waited < timeout:
+            deadline.wait(0.01)
+            waited += 0.01
+        if not server.started:
+            self.stop()
+            raise ServerStartError(self.error or f"the server did not start within {timeout:.0f} s")
+        log.info("serving on %s", self.url)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop accepting, let streams end (within a grace period), and join the thread."""
+        server, thread = self._server, self._thread
+        if server is not None:
+            server.should_exit = True
+        if thread is not None:
+            thread.join(timeout)
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
+        self._server = None
+        self._thread = None
+
+    def status(self) -> ServerStatus:
+        settings = self.services.settings
+        return ServerStatus(
+            running=self.running,
+            host=self.host,
+            port=self.port,
+            lan=settings.lan,
+            url=self.url,
+            requests=self.services.ledger.requests_recorded,
+            models=tuple(self.services.models.statuses()),
+            error=self.error,
+        )

@@ -1,0 +1,110 @@
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import pytest
+
+from server import keys
+from server.errors import Unauthenticated
+from server.services import Services
+
+
+def test_generated_keys_are_well_formed_unique_and_long() -> None:
+    made = {keys.generate_key() for _ in range(200)}
+    assert len(made) == 200
+    for token in made:
+        assert token.startswith("aisp-") and len(token) == keys.KEY_LENGTH
+        assert keys.well_formed(token)
+
+
+def test_a_single_changed_character_breaks_the_checksum() -> None:
+    token = keys.generate_key()
+    body_char = token[10]
+    altered = token[:10] + ("A" if body_char != "A" else "B") + token[11:]
+    assert not keys.well_formed(altered)
+    assert not keys.well_formed(token[:-1])
+    assert not keys.well_formed(token + "x")
+    assert not keys.well_formed("sk-" + token[5:])
+
+
+def test_only_a_keyed_digest_is_stored(make_services: Callable[..., Services]) -> None:
+    services = make_services()
+    secret, record = services.keys.create("alice", owner_note="laptop")
+    dump = "\n".join(services.store.db.connection().iterdump())
+    assert secret not in dump
+    assert secret[5:-6] not in dump
+    assert services.keys.digest(secret) in dump
+    assert record.hint == f"aisp-…{secret[-4:]}"
+
+
+def test_authenticate_revoke_and_expiry(make_services: Callable[..., Services]) -> None:
+    services = make_services()
+    secret, record = services.keys.create("bob")
+    assert services.keys.authenticate(secret).id == record.id
+    services.keys.revoke(record.id)
+    with pytest.raises(Unauthenticated, match="revoked"):
+        services.keys.authenticate(secret)
+    short, _ = services.keys.create("short", expires_at=time.time() + 0.2)
+    services.keys.authenticate(short)
+    time.sleep(0.3)
+    with pytest.raises(Unauthenticated, match="expired"):
+        services.keys.authenticate(short)
+
+
+def test_malformed_keys_never_reach_the_database(make_services: Callable[..., Services]) -> None:
+    services = make_services()
+    services.keys.create("real")
+    queries: list[str] = []
+    connection = services.store.db.connection()
+    connection.set_trace_callback(queries.append)
+    try:
+        for token in ["", "aisp-", "' OR 1=1 --", "x" * 10_000, keys.generate_key()[:-1] + "0"]:
+            with pytest.raises(Unauthenticated):
+                services.keys.authenticate(token)
+    finally:
+        connection.set_trace_callback(None)
+    assert queries == []
+
+
+def test_last_use_is_written_coarsely(make_services: Callable[..., Services]) -> None:
+    services = make_services()
+    secret, record = services.keys.create("busy")
+    assert record.last_used_at is None
+    writes: list[str] = []
+    connection = services.store.db.connection()
+    connection.set_trace_callback(lambda sql: writes.append(sql) if sql.startswith("UPDATE") else None)
+    try:
+        for _ in range(20):
+            services.keys.authenticate(secret)
+    finally:
+        connection.set_trace_callback(None)
+    assert len(writes) == 1
+    assert services.keys.get(record.id).last_used_at is not None
+
+
+def test_roll_keeps_the_old_key_for_the_grace_period(make_services: Callable[..., Services]) -> None:
+    services = make_services()
+    old_secret, old = services.keys.create("rolling", allowed_models=["fake-chat"])
+    new_secret, new = services.keys.roll(old.id, grace_seconds=0.3)
+    assert new.allowed_models == ("fake-chat",)
+    assert services.keys.authenticate(old_secret).status() == "expiring"
+    assert services.keys.authenticate(new_secret).id == new.id
+    time.sleep(0.4)
+    with pytest.raises(Unauthenticated):
+        services.keys.authenticate(old_secret)
+    assert services.keys.authenticate(new_secret).id == new.id
+
+
+def test_secret_file_is_private_and_stable(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "secret"
+    first = keys.load_or_create_secret(path)
+    assert keys.load_or_create_secret(path) == first
+    assert path.stat().st_mode & 0o077 == 0
+
+
+def test_parse_duration() -> None:
+    assert keys.parse_duration("30d") == 30 * 86400
+    assert keys.parse_duration("90m") == 5400
+    with pytest.raises(ValueError):
+        keys.parse_duration("soon")
