@@ -31,6 +31,54 @@ LAST_USED_RESOLUTION = 60.0
 """Seconds: last use is written at most this often per key, not on every request."""
 
 KeyStatus = Literal["active", "expiring", "expired", "revoked"]
+BudgetUnit = Literal["tokens", "cost"]
+BudgetPeriod = Literal["day", "week", "month", "lifetime"]
+
+
+@dataclass(frozen=True)
+class KeyLimits:
+    """What one key may consume; ``None`` means unlimited."""
+
+    rpm: int | None = None
+    """Requests per minute."""
+    tpm: int | None = None
+    """Tokens per minute (input plus the most output a request may produce)."""
+    max_concurrent: int | None = None
+    """Requests in flight at once."""
+    budget_unit: BudgetUnit | None = None
+    """Whether the budget counts tokens or money."""
+    budget_amount: float | None = None
+    budget_period: BudgetPeriod | None = None
+    """The budget renews each UTC day, ISO week, calendar month, or never (lifetime)."""
+
+    def __post_init__(self) -> None:
+        for name in ("rpm", "tpm", "max_concurrent"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, int) and 1 <= value <= 10_000_000_000):
+                raise InvalidRequest(f"{name} must be a positive whole number", param=name)
+        has_budget = (self.budget_unit, self.budget_amount, self.budget_period)
+        if any(v is not None for v in has_budget) and any(v is None for v in has_budget):
+            raise InvalidRequest("a budget needs a unit, an amount and a period", param="budget")
+        if self.budget_amount is not None and not 0 <= self.budget_amount <= 1e15:
+            raise InvalidRequest("the budget must be zero or more", param="budget_amount")
+        if self.budget_unit not in (None, "tokens", "cost"):
+            raise InvalidRequest("the budget unit is tokens or cost", param="budget_unit")
+        if self.budget_period not in (None, "day", "week", "month", "lifetime"):
+            raise InvalidRequest("the budget period is day, week, month or lifetime", param="budget_period")
+
+    @property
+    def has_budget(self) -> bool:
+        return self.budget_amount is not None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "rpm": self.rpm,
+            "tpm": self.tpm,
+            "max_concurrent": self.max_concurrent,
+            "budget_unit": self.budget_unit,
+            "budget_amount": self.budget_amount,
+            "budget_period": self.budget_period,
+        }
 
 
 def _base62(number: int, width: int) -> str:
@@ -92,6 +140,7 @@ class KeyRecord:
     revoked_at: float | None
     allowed_models: tuple[str, ...] | None
     rolled_to: str | None
+    limits: KeyLimits = KeyLimits()
 
     def status(self, at: float | None = None) -> KeyStatus:
         moment = now() if at is None else at
@@ -121,12 +170,13 @@ class KeyRecord:
             "revoked_at": self.revoked_at,
             "allowed_models": list(self.allowed_models) if self.allowed_models is not None else None,
             "status": self.status(),
+            "limits": self.limits.as_dict(),
         }
 
 
 _COLUMNS = (
     "public_id, name, owner_note, hint, created_at, last_used_at, expires_at, revoked_at, "
-    "allowed_models, rolled_to"
+    "allowed_models, rolled_to, rpm, tpm, max_concurrent, budget_unit, budget_amount, budget_period"
 )
 
 
@@ -143,6 +193,7 @@ def _record(row: tuple[Any, ...]) -> KeyRecord:
         revoked_at=row[7],
         allowed_models=tuple(models) if models is not None else None,
         rolled_to=row[9],
+        limits=KeyLimits(row[10], row[11], row[12], row[13], row[14], row[15]),
     )
 
 
@@ -171,6 +222,7 @@ class KeyService:
         owner_note: str = "",
         allowed_models: list[str] | tuple[str, ...] | None = None,
         expires_at: float | None = None,
+        limits: KeyLimits | None = None,
     ) -> tuple[str, KeyRecord]:
         """Make a key; the secret is returned here once and never stored."""
         token = generate_key()
@@ -185,6 +237,7 @@ class KeyService:
             created_at=now(),
             expires_at=expires_at,
             allowed_models=models,
+            **(limits or KeyLimits()).as_dict(),
         )
         return token, self.get(public_id)
 
@@ -204,6 +257,16 @@ class KeyService:
         self._update(key_id, name=_clean_name(name))
         return self.get(key_id)
 
+    def set_limits(self, key_id: str, limits: KeyLimits) -> KeyRecord:
+        self.get(key_id)
+        self._update(key_id, **limits.as_dict())
+        return self.get(key_id)
+
+    def set_models(self, key_id: str, allowed_models: list[str] | tuple[str, ...] | None) -> KeyRecord:
+        self.get(key_id)
+        self._update(key_id, allowed_models=None if allowed_models is None else json.dumps(sorted(set(allowed_models))))
+        return self.get(key_id)
+
     def revoke(self, key_id: str) -> KeyRecord:
         record = self.get(key_id)
         if record.revoked_at is None:
@@ -219,7 +282,11 @@ class KeyService:
             raise InvalidRequest("the grace period must be between 0 and 90 days", param="grace_seconds")
         with self._store.db.atomic():
             token, new = self.create(
-                old.name, owner_note=old.owner_note, allowed_models=old.allowed_models, expires_at=old.expires_at
+                old.name,
+                owner_note=old.owner_note,
+                allowed_models=old.allowed_models,
+                expires_at=old.expires_at,
+                limits=old.limits,
             )
             deadline = now() + grace_seconds
             if old.expires_at is not None:

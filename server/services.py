@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from server.config import Settings
 from server.engines.manager import Factory, ModelManager
 from server.keys import KeyService, load_or_create_secret
+from server.limits import AuthThrottle, Limiter
 from server.responses import ResponseStore
 from server.store import Store
 from server.usage import Ledger
@@ -28,6 +29,8 @@ class Services:
     ledger: Ledger
     models: ModelManager
     responses: ResponseStore
+    limiter: Limiter
+    auth_throttle: AuthThrottle
 
     @classmethod
     def open(cls, settings: Settings, *, engines: Mapping[str, Factory] | None = None) -> Services:
@@ -43,7 +46,12 @@ class Services:
             ledger=Ledger(store),
             models=models,
             responses=ResponseStore(store),
+            limiter=Limiter(store),
+            auth_throttle=AuthThrottle(),
         )
+        released = services.limiter.release_orphans()
+        if released:
+            log.warning("released %d budget reservations left by a previous run", released)
         if settings.load_models:
             models.load_all_in_background()
         return services

@@ -10,7 +10,6 @@ import json
 import logging
 import sqlite3
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ import peewee as pw
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 PRAGMAS: dict[str, object] = {
     "journal_mode": "wal",
@@ -39,9 +38,8 @@ class Tables:
     UsageHourly: Any
     StoredResponse: Any
     Setting: Any
-
-    def all(self) -> list[Any]:
-        return [self.ApiKey, self.UsageRecord, self.UsageHourly, self.StoredResponse, self.Setting]
+    KeySpendDaily: Any
+    BudgetReservation: Any
 
 
 def _define(db: pw.SqliteDatabase) -> Tables:
@@ -62,6 +60,12 @@ def _define(db: pw.SqliteDatabase) -> Tables:
         revoked_at = pw.FloatField(null=True)
         allowed_models = pw.TextField(null=True)  # JSON list; NULL means every model
         rolled_to = pw.CharField(max_length=32, null=True)
+        rpm = pw.IntegerField(null=True)
+        tpm = pw.IntegerField(null=True)
+        max_concurrent = pw.IntegerField(null=True)
+        budget_unit = pw.CharField(max_length=8, null=True)  # "tokens" or "cost"
+        budget_amount = pw.FloatField(null=True)
+        budget_period = pw.CharField(max_length=8, null=True)  # day, week, month, lifetime
 
     class UsageRecord(Base):
         request_id = pw.CharField(max_length=64, unique=True)
@@ -98,6 +102,26 @@ def _define(db: pw.SqliteDatabase) -> Tables:
         class Meta:
             indexes = ((("hour", "key_id", "model", "endpoint"), True),)
 
+    class KeySpendDaily(Base):
+        """Tokens and cost per key per UTC day, written with the ledger: budgets read this."""
+
+        key_id = pw.CharField(max_length=32)
+        day = pw.IntegerField()
+        tokens = pw.IntegerField(default=0)
+        cost = pw.FloatField(default=0.0)
+
+        class Meta:
+            indexes = ((("key_id", "day"), True),)
+
+    class BudgetReservation(Base):
+        """Worst-case spend held for a request in flight; removed with the request's ledger row."""
+
+        key_id = pw.CharField(max_length=32, index=True)
+        unit = pw.CharField(max_length=8)
+        amount = pw.FloatField()
+        boot = pw.CharField(max_length=32)
+        created_at = pw.FloatField()
+
     class StoredResponse(Base):
         response_id = pw.CharField(max_length=64, unique=True)
         key_id = pw.CharField(max_length=32, index=True)
@@ -111,18 +135,60 @@ def _define(db: pw.SqliteDatabase) -> Tables:
         name = pw.CharField(max_length=64, primary_key=True)
         value = pw.TextField()  # JSON
 
-    return Tables(ApiKey, UsageRecord, UsageHourly, StoredResponse, Setting)
+    return Tables(ApiKey, UsageRecord, UsageHourly, StoredResponse, Setting, KeySpendDaily, BudgetReservation)
 
 
-Migration = Callable[[pw.SqliteDatabase, Tables], None]
+_V1 = (
+    'CREATE TABLE "api_key" ("id" INTEGER NOT NULL PRIMARY KEY, "public_id" VARCHAR(32) NOT NULL, '
+    '"name" VARCHAR(200) NOT NULL, "owner_note" TEXT NOT NULL, "digest" CHAR(64) NOT NULL, "hint" VARCHAR(32) '
+    'NOT NULL, "created_at" REAL NOT NULL, "last_used_at" REAL, "expires_at" REAL, "revoked_at" REAL, '
+    '"allowed_models" TEXT, "rolled_to" VARCHAR(32))',
+    'CREATE UNIQUE INDEX "api_key_public_id" ON "api_key" ("public_id")',
+    'CREATE UNIQUE INDEX "api_key_digest" ON "api_key" ("digest")',
+    'CREATE TABLE "setting" ("name" VARCHAR(64) NOT NULL PRIMARY KEY, "value" TEXT NOT NULL)',
+    'CREATE TABLE "stored_response" ("id" INTEGER NOT NULL PRIMARY KEY, "response_id" VARCHAR(64) NOT NULL, '
+    '"key_id" VARCHAR(32) NOT NULL, "created_at" REAL NOT NULL, "model" VARCHAR(128) NOT NULL, '
+    '"previous_response_id" VARCHAR(64), "input_items" TEXT NOT NULL, "body" TEXT NOT NULL)',
+    'CREATE UNIQUE INDEX "stored_response_response_id" ON "stored_response" ("response_id")',
+    'CREATE INDEX "stored_response_key_id" ON "stored_response" ("key_id")',
+    'CREATE TABLE "usage_hourly" ("id" INTEGER NOT NULL PRIMARY KEY, "hour" INTEGER NOT NULL, "key_id" '
+    'VARCHAR(32) NOT NULL, "model" VARCHAR(128) NOT NULL, "endpoint" VARCHAR(64) NOT NULL, "requests" INTEGER '
+    'NOT NULL, "input_tokens" INTEGER NOT NULL, "output_tokens" INTEGER NOT NULL, "cost" REAL NOT NULL)',
+    'CREATE UNIQUE INDEX "usage_hourly_hour_key_id_model_endpoint" ON "usage_hourly" ("hour", "key_id", "model", '
+    '"endpoint")',
+    'CREATE TABLE "usage_record" ("id" INTEGER NOT NULL PRIMARY KEY, "request_id" VARCHAR(64) NOT NULL, '
+    '"created_at" REAL NOT NULL, "key_id" VARCHAR(32), "model" VARCHAR(128) NOT NULL, "endpoint" VARCHAR(64) NOT '
+    'NULL, "input_tokens" INTEGER NOT NULL, "output_tokens" INTEGER NOT NULL, "total_tokens" INTEGER NOT NULL, '
+    '"cached_tokens" INTEGER NOT NULL, "reasoning_tokens" INTEGER NOT NULL, "cost" REAL NOT NULL, "latency_ms" '
+    'REAL NOT NULL, "ttft_ms" REAL, "status" VARCHAR(16) NOT NULL, "http_status" INTEGER NOT NULL, "stream" '
+    'INTEGER NOT NULL, "client_disconnected" INTEGER NOT NULL, "exact" INTEGER NOT NULL)',
+    'CREATE UNIQUE INDEX "usage_record_request_id" ON "usage_record" ("request_id")',
+    'CREATE INDEX "usage_record_created_at" ON "usage_record" ("created_at")',
+    'CREATE INDEX "usage_record_key_id" ON "usage_record" ("key_id")',
+)
 
+_V2 = (
+    'ALTER TABLE "api_key" ADD COLUMN "rpm" INTEGER',
+    'ALTER TABLE "api_key" ADD COLUMN "tpm" INTEGER',
+    'ALTER TABLE "api_key" ADD COLUMN "max_concurrent" INTEGER',
+    'ALTER TABLE "api_key" ADD COLUMN "budget_unit" VARCHAR(8)',
+    'ALTER TABLE "api_key" ADD COLUMN "budget_amount" REAL',
+    'ALTER TABLE "api_key" ADD COLUMN "budget_period" VARCHAR(8)',
+    'CREATE TABLE "key_spend_daily" ("id" INTEGER NOT NULL PRIMARY KEY, "key_id" VARCHAR(32) NOT NULL, '
+    '"day" INTEGER NOT NULL, "tokens" INTEGER NOT NULL, "cost" REAL NOT NULL)',
+    'CREATE UNIQUE INDEX "key_spend_daily_key_id_day" ON "key_spend_daily" ("key_id", "day")',
+    'CREATE TABLE "budget_reservation" ("id" INTEGER NOT NULL PRIMARY KEY, "key_id" VARCHAR(32) NOT NULL, '
+    '"unit" VARCHAR(8) NOT NULL, "amount" REAL NOT NULL, "boot" VARCHAR(32) NOT NULL, "created_at" REAL NOT NULL)',
+    'CREATE INDEX "budget_reservation_key_id" ON "budget_reservation" ("key_id")',
+    # Budgets count what keys spent before limits existed.
+    'INSERT INTO "key_spend_daily" ("key_id", "day", "tokens", "cost") SELECT "key_id", '
+    'CAST("created_at" / 86400 AS INTEGER) * 86400, SUM("total_tokens"), SUM("cost") FROM "usage_record" '
+    'WHERE "key_id" IS NOT NULL GROUP BY 1, 2',
+)
 
-def _create_v1(db: pw.SqliteDatabase, tables: Tables) -> None:
-    db.create_tables(tables.all())
-
-
-MIGRATIONS: dict[int, Migration] = {1: _create_v1}
-"""Schema version → the step that brings the previous version to it."""
+MIGRATIONS: dict[int, tuple[str, ...]] = {1: _V1, 2: _V2}
+"""Schema version → the statements that bring the previous version to it. Written out, never derived
+from the models, so that a step means the same thing forever."""
 
 
 class Store:
@@ -146,7 +212,8 @@ class Store:
                 )
             for version in range(current + 1, SCHEMA_VERSION + 1):
                 with self.db.atomic():
-                    MIGRATIONS[version](self.db, self.tables)
+                    for statement in MIGRATIONS[version]:
+                        self.db.execute_sql(statement)
                     self.db.execute_sql(f"PRAGMA user_version = {version}")
                 log.info("database migrated to schema version %d", version)
 

@@ -60,6 +60,8 @@ class UsageEntry:
     client_disconnected: bool = False
     exact: bool = True
     created_at: float = field(default_factory=time.time)
+    reservation_id: int | None = None
+    """The budget reservation this row settles; it is removed in the same transaction."""
 
     @property
     def total_tokens(self) -> int:
@@ -77,6 +79,12 @@ _ROLLUP = (
     "requests = requests + excluded.requests, input_tokens = input_tokens + excluded.input_tokens, "
     "output_tokens = output_tokens + excluded.output_tokens, cost = cost + excluded.cost"
 )
+_SPEND = (
+    'INSERT INTO "key_spend_daily" ("key_id", "day", "tokens", "cost") VALUES (?,?,?,?) '
+    'ON CONFLICT ("key_id", "day") DO UPDATE SET "tokens" = "tokens" + excluded."tokens", '
+    '"cost" = "cost" + excluded."cost"'
+)
+_UNRESERVE = 'DELETE FROM "budget_reservation" WHERE "id" = ?'
 COMMIT_WAIT_S = 10.0
 
 
@@ -169,16 +177,26 @@ class Ledger:
         with db.atomic():
             cursor = db.cursor()
             rollup: dict[tuple[int, str, str, str], list[float]] = {}
+            spend: dict[tuple[str, int], list[float]] = {}
             for e in rows:
+                if e.reservation_id is not None:
+                    cursor.execute(_UNRESERVE, (e.reservation_id,))
                 cursor.execute(_INSERT, _row(e))
                 if cursor.rowcount != 1:
                     continue  # already recorded: a replay after a crash must not count twice
-                acc = rollup.setdefault((int(e.created_at // 3600 * 3600), e.key_id or "", e.model, e.endpoint), [0, 0, 0, 0.0])
+                acc = rollup.setdefault(
+                    (int(e.created_at // 3600 * 3600), e.key_id or "", e.model, e.endpoint), [0, 0, 0, 0.0]
+                )
                 acc[0] += 1
                 acc[1] += e.input_tokens
                 acc[2] += e.output_tokens
                 acc[3] += e.cost
+                if e.key_id is not None:
+                    day = spend.setdefault((e.key_id, int(e.created_at // 86400 * 86400)), [0, 0.0])
+                    day[0] += e.total_tokens
+                    day[1] += e.cost
             cursor.executemany(_ROLLUP, [(*k, *v) for k, v in rollup.items()])
+            cursor.executemany(_SPEND, [(*k, *v) for k, v in spend.items()])
 
 
 _FLUSH: Any = object()

@@ -36,8 +36,12 @@ REF_PREFIX = "#/components/schemas/"
 MAX_REPORTED = 8
 
 
+DATA_KEYWORDS = {"enum", "const", "default", "example", "examples"}  # values are data, not schemas
+NAME_MAPS = {"properties", "patternProperties", "$defs", "dependentSchemas"}  # name -> schema
+
+
 def _adapt(node: Any, component: str) -> Any:
-    """Rewrite one OpenAPI schema node into plain JSON Schema 2020-12 (see module doc)."""
+    """Rewrite one OpenAPI schema into plain JSON Schema 2020-12 (see module doc)."""
     if isinstance(node, list):
         return [_adapt(item, component) for item in node]
     if not isinstance(node, dict):
@@ -48,13 +52,15 @@ def _adapt(node: Any, component: str) -> Any:
             continue
         if key == "$recursiveRef":
             out["$ref"] = REF_PREFIX + component
-        elif key in ("example", "examples", "x-oaiMeta"):
-            out[key] = value  # free-form data, not schemas
+        elif key in DATA_KEYWORDS or key.startswith("x-"):
+            out[key] = value
+        elif key in NAME_MAPS and isinstance(value, dict):
+            out[key] = {name: _adapt(sub, component) for name, sub in value.items()}
         else:
             out[key] = _adapt(value, component)
     if "discriminator" in out and "oneOf" in out:
         out["anyOf"] = out.pop("oneOf")
-    if out.pop("nullable", False):
+    if out.pop("nullable", False) is True:
         out = {"anyOf": [out, {"type": "null"}]}
     return out
 
@@ -114,7 +120,7 @@ def _explain(error: ValidationError) -> tuple[str, str]:
 
 def validate(schema_name: str, instance: object) -> None:
     """Raise AssertionError listing how ``instance`` violates the named schema."""
-    errors = sorted(_validator(schema_name).iter_errors(instance), key=lambda e: list(e.path))
+    errors = sorted(_validator(schema_name).iter_errors(instance), key=lambda e: e.json_path)
     if not errors:
         return
     lines = [f"{schema_name}: {len(errors)} schema violation(s)"]

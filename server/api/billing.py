@@ -8,9 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from fastapi import Request
+
 from server.chat import Meter
 from server.config import ModelConfig
 from server.keys import KeyRecord
+from server.limits import Admission, Limiter
+from server.services import Services
 from server.usage import Ledger, Status, UsageEntry, cost_of
 
 
@@ -19,6 +23,8 @@ class Bill:
     """The billing of one request; ``settle`` or ``abandon`` exactly once."""
 
     ledger: Ledger
+    limiter: Limiter
+    admission: Admission
     request_id: str
     key: KeyRecord
     model: ModelConfig
@@ -46,16 +52,40 @@ class Bill:
             http_status=http_status,
             stream=self.stream,
             client_disconnected=disconnected,
+            reservation_id=self.admission.reservation_id,
         )
 
     async def settle(self) -> None:
         """The request completed: record it and wait until the row is committed."""
         if not self.settled:
             self.settled = True
-            await self.ledger.record(self._entry("completed", 200, False))
+            try:
+                await self.ledger.record(self._entry("completed", 200, False))
+            finally:
+                self.limiter.settle(self.admission, self.meter.input_tokens + self.meter.output_tokens)
 
     def abandon(self, *, disconnected: bool, http_status: int = 499) -> None:
         """The request ended early: record exactly what was used, without waiting."""
         if not self.settled:
             self.settled = True
             self.ledger.submit(self._entry("disconnected" if disconnected else "failed", http_status, disconnected))
+            self.limiter.settle(self.admission, self.meter.input_tokens + self.meter.output_tokens)
+
+
+def admit(
+    request: Request,
+    key: KeyRecord,
+    model: ModelConfig,
+    endpoint: str,
+    *,
+    stream: bool,
+    meter: Meter,
+    input_tokens: int,
+    max_output: int,
+) -> Bill:
+    """Check the key's limits for this request (reserving its worst-case budget) and open its bill."""
+    services: Services = request.app.state.services
+    admission = services.limiter.admit(key, model, input_tokens, max_output)
+    return Bill(
+        services.ledger, services.limiter, admission, request.state.request_id, key, model, endpoint, stream, meter
+    )

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from server import chat
-from server.api.billing import Bill
+from server.api.billing import Bill, admit
 from server.api.http import JSON, EventStream, new_id, read_json, services
 from server.errors import APIError, InvalidRequest, ModelNotFound
 from server.keys import KeyRecord
@@ -86,13 +86,24 @@ async def create_chat_completion(request: Request) -> Response:
     prepared = await prepare_chat(request, req, key)
     request_id: str = request.state.request_id
     meter = chat.Meter()
-    bill = Bill(services(request).ledger, request_id, key, prepared.config, "chat.completions", bool(req.stream), meter)
+    bill = admit(
+        request,
+        key,
+        prepared.config,
+        "chat.completions",
+        stream=bool(req.stream),
+        meter=meter,
+        input_tokens=len(prepared.prompt),
+        max_output=prepared.worst_case_output,
+    )
     completion_id = "chatcmpl-" + request_id.removeprefix("req_")
     created = int(time.time())
     if req.stream:
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
         body = _stream(prepared, meter, bill, key, completion_id, created, include_usage)
-        return EventStream(body, headers={"x-request-id": request_id})
+        return EventStream(
+            body, headers={"x-request-id": request_id}, on_close=lambda: bill.abandon(disconnected=True)
+        )
     try:
         collected = await chat.collect(chat.run(prepared, meter, key.id), prepared.n)
     except BaseException as exc:

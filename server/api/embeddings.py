@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from server.api.billing import Bill
+from server.api.billing import admit
 from server.api.http import JSON, read_json, services
 from server.chat import Meter
 from server.engines.base import EmbeddingBackend, Embeddings
@@ -48,7 +48,12 @@ async def create_embeddings(request: Request) -> Response:
             param="dimensions",
         )
     meter = Meter()
-    bill = Bill(services(request).ledger, request.state.request_id, key, config, "embeddings", False, meter)
+    # Tokens are counted by the model itself; reserve an upper bound (a token covers at least one
+    # character or one id, plus the two special tokens each input gets).
+    bound = sum(len(i) + 2 for i in inputs)
+    bill = admit(
+        request, key, config, "embeddings", stream=False, meter=meter, input_tokens=bound, max_output=0
+    )
 
     def work(_should_stop: Any) -> Any:
         return iter([embedder.embed(inputs)])

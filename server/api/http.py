@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import TypeVar
 
 from fastapi import Request
@@ -50,6 +50,17 @@ def error_response(error: APIError, request_id: str | None = None) -> Response:
 
 async def require_key(request: Request) -> KeyRecord:
     """The key behind ``Authorization: Bearer …``; every protected route depends on this."""
+    svc = services(request)
+    address = request.client.host if request.client else "unknown"
+    svc.auth_throttle.check(address)
+    try:
+        return _authenticate(request, svc)
+    except Unauthenticated:
+        svc.auth_throttle.failed(address)
+        raise
+
+
+def _authenticate(request: Request, svc: Services) -> KeyRecord:
     if KEY_PARAMS.intersection(k.lower() for k in request.query_params):
         raise Unauthenticated("API keys are accepted only in the Authorization header, never in the URL.")
     values = request.headers.getlist("authorization")
@@ -63,7 +74,7 @@ async def require_key(request: Request) -> KeyRecord:
     scheme, _, token = values[0].partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthenticated("Use Bearer auth: Authorization: Bearer YOUR_KEY.")
-    record = services(request).keys.authenticate(token.strip())
+    record = svc.keys.authenticate(token.strip())
     request.state.key = record
     return record
 
@@ -100,12 +111,18 @@ class EventStream(Response):
 
     media_type = "text/event-stream"
 
-    def __init__(self, body: AsyncIterator[bytes], headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        body: AsyncIterator[bytes],
+        headers: dict[str, str] | None = None,
+        on_close: Callable[[], None] | None = None,
+    ) -> None:
         super().__init__(content=None, status_code=200, headers=headers, media_type=self.media_type)
         del self.headers["content-length"]
         self.headers["cache-control"] = "no-cache"
         self.headers["x-accel-buffering"] = "no"
         self._body = body
+        self._on_close = on_close
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         async def produce() -> None:
@@ -136,6 +153,8 @@ class EventStream(Response):
             aclose = getattr(self._body, "aclose", None)
             if aclose is not None:
                 await aclose()
+            if self._on_close is not None:
+                self._on_close()  # a stream that never started still releases what it held
         if producer.done() and not producer.cancelled():
             error = producer.exception()
             if error is not None and not isinstance(error, OSError):

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from server import chat
-from server.api.billing import Bill
+from server.api.billing import Bill, admit
 from server.api.http import JSON, EventStream, new_id, read_json, services
 from server.errors import APIError, InvalidRequest, ModelNotFound
 from server.keys import KeyRecord
@@ -81,9 +81,20 @@ async def create_response(request: Request) -> Response:
     input_items = [wire.input_item(item.id or new_id("msg_"), item) for item in items]
     meter = chat.Meter()
     run = _Run(req, key, svc.responses, response_id, input_items, prepared, meter)
-    run.bill = Bill(svc.ledger, request_id, key, prepared.config, "responses", bool(req.stream), meter)
+    run.bill = admit(
+        request,
+        key,
+        prepared.config,
+        "responses",
+        stream=bool(req.stream),
+        meter=meter,
+        input_tokens=len(prepared.prompt),
+        max_output=prepared.worst_case_output,
+    )
     if req.stream:
-        return EventStream(run.stream(), headers={"x-request-id": request_id})
+        return EventStream(
+            run.stream(), headers={"x-request-id": request_id}, on_close=lambda: run.bill.abandon(disconnected=True)
+        )
     try:
         collected = await chat.collect(chat.run(prepared, meter, key.id), 1)
     except BaseException as exc:

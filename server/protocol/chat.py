@@ -184,7 +184,6 @@ def completion(
         "choices": choices,
         "usage": usage_,
         "service_tier": "default",
-        "system_fingerprint": None,
     }
 
 
@@ -206,7 +205,6 @@ def chunk(
         "model": model,
         "choices": choices,
         "service_tier": "default",
-        "system_fingerprint": None,
     }
     if usage_ is not None:
         value["usage"] = usage_

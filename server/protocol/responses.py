@@ -114,7 +114,7 @@ def reasoning_item(item_id: str, text: str) -> dict[str, Any]:
 def response_usage(input_tokens: int, output_tokens: int, cached: int, reasoning: int) -> dict[str, Any]:
     return {
         "input_tokens": input_tokens,
-        "input_tokens_details": {"cached_tokens": cached},
+        "input_tokens_details": {"cached_tokens": cached, "cache_write_tokens": 0},
         "output_tokens": output_tokens,
         "output_tokens_details": {"reasoning_tokens": reasoning},
         "total_tokens": input_tokens + output_tokens,
@@ -136,7 +136,7 @@ def response_object(
     fmt: dict[str, Any] = {"type": "text"}
     if request.text is not None and request.text.format is not None:
         fmt = request.text.format.model_dump(by_alias=True, exclude_none=True)
-    return {
+    body: dict[str, Any] = {
         "id": response_id,
         "object": "response",
         "created_at": created_at,
@@ -162,6 +162,11 @@ def response_object(
         "user": request.user,
         "metadata": request.metadata or {},
     }
+    # The spec makes these optional but not nullable: absent rather than null.
+    for optional in ("usage", "user"):
+        if body[optional] is None:
+            del body[optional]
+    return body
 
 
 def input_item(item_id: str, message: InputMessage) -> dict[str, Any]:

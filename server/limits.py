@@ -1,0 +1,286 @@
+"""Per-key limits: requests and tokens per minute, requests in flight, and budgets that hold under
+concurrency; and a throttle on failed authentication per client address.
+
+Rates and concurrency are counted in memory (one server process serves a data directory). Budgets are
+kept in SQLite: the worst case of a request is reserved by one conditional INSERT, so that no number
+of concurrent requests can together reserve more than the budget left; the reservation is removed in
+the same transaction that writes the request's ledger row (see ``usage.Ledger``), and reservations left
+by a process that died are released at start-up.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from server.config import ModelConfig
+from server.errors import QuotaExceeded, RateLimited
+from server.keys import BudgetPeriod, KeyLimits, KeyRecord
+from server.store import Store
+from server.usage import cost_of
+
+WINDOW_S = 60.0
+
+
+def period_start(period: BudgetPeriod, at: float) -> float:
+    """The UTC moment the current budget period began."""
+    if period == "lifetime":
+        return 0.0
+    moment = dt.datetime.fromtimestamp(at, dt.UTC)
+    day = moment.replace(hour=0, minute=0, second=0, microsecond=0)
+    if period == "day":
+        return day.timestamp()
+    if period == "week":
+        return (day - dt.timedelta(days=day.weekday())).timestamp()
+    return day.replace(day=1).timestamp()
+
+
+def period_end(period: BudgetPeriod, at: float) -> float | None:
+    """When the current budget period renews (``None`` for a lifetime budget)."""
+    start = dt.datetime.fromtimestamp(period_start(period, at), dt.UTC)
+    if period == "lifetime":
+        return None
+    if period == "day":
+        return (start + dt.timedelta(days=1)).timestamp()
+    if period == "week":
+        return (start + dt.timedelta(days=7)).timestamp()
+    year, month = (start.year + 1, 1) if start.month == 12 else (start.year, start.month + 1)
+    return start.replace(year=year, month=month).timestamp()
+
+
+_RESERVE = (
+    'INSERT INTO "budget_reservation" ("key_id", "unit", "amount", "boot", "created_at") '
+    "SELECT ?1, ?2, ?3, ?4, ?5 WHERE "
+    '(SELECT COALESCE(SUM(CASE ?2 WHEN \'tokens\' THEN "tokens" ELSE "cost" END), 0) FROM "key_spend_daily" '
+    'WHERE "key_id" = ?1 AND "day" >= ?6) '
+    '+ (SELECT COALESCE(SUM("amount"), 0) FROM "budget_reservation" WHERE "key_id" = ?1 AND "unit" = ?2) '
+    "+ ?3 <= ?7"
+)
+
+
+@dataclass(frozen=True)
+class BudgetState:
+    unit: str
+    amount: float
+    period: BudgetPeriod
+    spent: float
+    reserved: float
+    renews_at: float | None
+
+
+@dataclass
+class Admission:
+    """A request let in: it holds a place in its key's windows and maybe a budget reservation."""
+
+    key_id: str
+    estimate: int
+    reservation_id: int | None
+    stamp: float
+    released: bool = False
+
+
+@dataclass
+class _KeyWindow:
+    events: deque[list[float]] = field(default_factory=deque)  # [time, tokens]
+    in_flight: int = 0
+
+
+@dataclass(frozen=True)
+class KeyActivity:
+    """A key's use against its limits, right now."""
+
+    requests_last_minute: int
+    tokens_last_minute: int
+    in_flight: int
+    budget: BudgetState | None
+
+
+class Limiter:
+    """Admits or refuses each request for its key's limits."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self.boot = secrets.token_hex(8)
+        self._lock = threading.Lock()
+        self._keys: dict[str, _KeyWindow] = {}
+
+    def release_orphans(self) -> int:
+        """Release reservations held by processes that are gone (called once at start-up)."""
+        cursor = self._store.db.execute_sql('DELETE FROM "budget_reservation" WHERE "boot" != ?', (self.boot,))
+        return int(cursor.rowcount)
+
+    def admit(self, key: KeyRecord, model: ModelConfig, input_tokens: int, max_output: int) -> Admission:
+        """Let the request in, or raise ``RateLimited`` / ``QuotaExceeded``."""
+        limits = key.limits
+        estimate = input_tokens + max_output
+        now = time.monotonic()
+        with self._lock:
+            window = self._keys.setdefault(key.id, _KeyWindow())
+            self._prune(window, now)
+            self._check_rates(limits, window, estimate, now)
+            reservation = self._reserve(key, model, input_tokens, max_output) if limits.has_budget else None
+            stamp = [now, float(estimate)]
+            window.events.append(stamp)
+            window.in_flight += 1
+        return Admission(key.id, estimate, reservation, now)
+
+    def _check_rates(self, limits: KeyLimits, window: _KeyWindow, estimate: int, now: float) -> None:
+        if limits.max_concurrent is not None and window.in_flight >= limits.max_concurrent:
+            raise RateLimited(
+                f"Rate limit reached: at most {limits.max_concurrent} concurrent requests for this key.",
+                retry_after=1,
+            )
+        if limits.rpm is not None and len(window.events) >= limits.rpm:
+            wait = window.events[0][0] + WINDOW_S - now
+            raise RateLimited(
+                f"Rate limit reached: {limits.rpm} requests per minute for this key. "
+                f"Please try again in {max(wait, 0):.1f}s.",
+                retry_after=wait,
+            )
+        if limits.tpm is not None:
+            if estimate > limits.tpm:
+                raise RateLimited(
+                    f"Request too large: it may use {estimate} tokens, more than this key's limit of "
+                    f"{limits.tpm} tokens per minute. Reduce the input or max tokens.",
+                    retry_after=WINDOW_S,
+                )
+            used = sum(tokens for _, tokens in window.events)
+            if used + estimate > limits.tpm:
+                freed, wait = used, 0.0
+                for stamp, tokens in window.events:
+                    freed -= tokens
+                    wait = stamp + WINDOW_S - now
+                    if freed + estimate <= limits.tpm:
+                        break
+                raise RateLimited(
+                    f"Rate limit reached: {limits.tpm} tokens per minute for this key (used {int(used)}, "
+                    f"requested {estimate}). Please try again in {max(wait, 0):.1f}s.",
+                    retry_after=wait,
+                )
+
+    def _reserve(self, key: KeyRecord, model: ModelConfig, input_tokens: int, max_output: int) -> int:
+        limits = key.limits
+        assert limits.budget_unit and limits.budget_period and limits.budget_amount is not None
+        if limits.budget_unit == "tokens":
+            amount = float(input_tokens + max_output)
+        else:
+            amount = cost_of(model, input_tokens, max_output)
+        wall = time.time()
+        start = period_start(limits.budget_period, wall)
+        cursor = self._store.db.execute_sql(
+            _RESERVE,
+            (key.id, limits.budget_unit, amount, self.boot, wall, int(start), limits.budget_amount),
+        )
+        if cursor.rowcount != 1:
+            state = self.budget(key)
+            left = max(0.0, (state.amount - state.spent - state.reserved) if state else 0.0)
+            what = "tokens" if limits.budget_unit == "tokens" else "cost"
+            raise QuotaExceeded(
+                f"You exceeded this key's {limits.budget_period} budget: this request may need {amount:g} "
+                f"{what}, {left:g} left. Ask the operator to raise the budget"
+                + ("." if limits.budget_period == "lifetime" else ", or wait for it to renew.")
+            )
+        return int(cursor.lastrowid)
+
+    def settle(self, admission: Admission, actual_tokens: int) -> None:
+        """Replace the estimate in the token window by what the request really used, and leave."""
+        with self._lock:
+            if admission.released:
+                return
+            admission.released = True
+            window = self._keys.get(admission.key_id)
+            if window is None:
+                return
+            window.in_flight = max(0, window.in_flight - 1)
+            for stamp in window.events:
+                if stamp[0] == admission.stamp and stamp[1] == admission.estimate:
+                    stamp[1] = float(actual_tokens)
+                    break
+
+    def release_reservation(self, admission: Admission) -> None:
+        """Drop a reservation when no ledger row will be written for the request."""
+        if admission.reservation_id is not None:
+            self._store.db.execute_sql('DELETE FROM "budget_reservation" WHERE "id" = ?', (admission.reservation_id,))
+            admission.reservation_id = None
+
+    @staticmethod
+    def _prune(window: _KeyWindow, now: float) -> None:
+        while window.events and window.events[0][0] <= now - WINDOW_S:
+            window.events.popleft()
+
+    def budget(self, key: KeyRecord) -> BudgetState | None:
+        limits = key.limits
+        if not limits.has_budget:
+            return None
+        assert limits.budget_unit and limits.budget_period and limits.budget_amount is not None
+        wall = time.time()
+        column = "tokens" if limits.budget_unit == "tokens" else "cost"
+        spent = self._store.db.execute_sql(
+            f'SELECT COALESCE(SUM("{column}"), 0) FROM "key_spend_daily" WHERE "key_id" = ? AND "day" >= ?',
+            (key.id, int(period_start(limits.budget_period, wall))),
+        ).fetchone()[0]
+        reserved = self._store.db.execute_sql(
+            'SELECT COALESCE(SUM("amount"), 0) FROM "budget_reservation" WHERE "key_id" = ? AND "unit" = ?',
+            (key.id, limits.budget_unit),
+        ).fetchone()[0]
+        return BudgetState(
+            limits.budget_unit, limits.budget_amount, limits.budget_period, float(spent), float(reserved),
+            period_end(limits.budget_period, wall),
+        )
+
+    def activity(self, key: KeyRecord) -> KeyActivity:
+        """The key's use against its limits, for the window and ``keys list``."""
+        now = time.monotonic()
+        with self._lock:
+            window = self._keys.get(key.id, _KeyWindow())
+            self._prune(window, now)
+            requests, tokens, in_flight = len(window.events), int(sum(t for _, t in window.events)), window.in_flight
+        return KeyActivity(requests, tokens, in_flight, self.budget(key))
+
+
+class AuthThrottle:
+    """Slows down guessing: an address with too many failed authentications waits before trying again.
+
+    Counted per address, so a flood from one machine never locks out valid keys used from others.
+    """
+
+    def __init__(self, max_failures: int = 20, window_s: float = 60.0, max_addresses: int = 10_000) -> None:
+        self.max_failures = max_failures
+        self.window_s = window_s
+        self.max_addresses = max_addresses
+        self._failures: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def check(self, address: str) -> None:
+        """Raise ``RateLimited`` if this address is throttled."""
+        now = time.monotonic()
+        with self._lock:
+            failures = self._failures.get(address)
+            if failures is None:
+                return
+            while failures and failures[0] <= now - self.window_s:
+                failures.popleft()
+            if not failures:
+                del self._failures[address]
+                return
+            if len(failures) >= self.max_failures:
+                raise RateLimited(
+                    "Too many failed authentication attempts from your address; try again later.",
+                    retry_after=failures[0] + self.window_s - now,
+                )
+
+    def failed(self, address: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if address not in self._failures and len(self._failures) >= self.max_addresses:
+                # Bounded memory: forget the address whose failures are oldest.
+                oldest = min(self._failures, key=lambda a: self._failures[a][-1] if self._failures[a] else 0)
+                del self._failures[oldest]
+            failures = self._failures.setdefault(address, deque())
+            failures.append(now)
+            while len(failures) > self.max_failures:
+                failures.popleft()
