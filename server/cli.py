@@ -17,7 +17,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from server.config import ConfigError, Settings, load_settings
-from server.keys import KeyService, load_or_create_secret, parse_duration
+from server.errors import APIError
+from server.keys import KeyLimits, KeyService, load_or_create_secret, parse_duration
 from server.logs import configure_logging
 from server.runner import ServerStartError, ServerThread
 from server.services import Services
@@ -46,6 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--models", help="comma-separated models the key may use (default: all)")
     create.add_argument("--expires-in", help="lifetime such as 30d, 12h or 90m (default: never)")
     create.add_argument("--note", default="", help="who or what the key is for")
+    _limit_arguments(create)
+    limit = keys.add_parser("limits", help="set a key's rate limits and budget")
+    limit.add_argument("key_id")
+    _limit_arguments(limit)
+    limit.add_argument("--models", help="comma-separated models the key may use ('*' for all)")
     listing = keys.add_parser("list", help="list keys (never their secrets)")
     listing.add_argument("--json", action="store_true", help="print JSON")
     revoke = keys.add_parser("revoke", help="revoke a key at once")
@@ -61,6 +67,32 @@ def build_parser() -> argparse.ArgumentParser:
     exporting.add_argument("--since", help="an ISO date/time (UTC) or a duration back from now, such as 7d")
     exporting.add_argument("--output", "-o", help="a file to write (default: standard output)")
     return parser
+
+
+def _limit_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--rpm", type=int, help="requests per minute")
+    parser.add_argument("--tpm", type=int, help="tokens per minute")
+    parser.add_argument("--concurrency", type=int, help="requests in flight at once")
+    parser.add_argument("--budget-tokens", type=float, help="a token budget per period")
+    parser.add_argument("--budget-cost", type=float, help="a money budget per period (model prices)")
+    parser.add_argument(
+        "--budget-period", choices=("day", "week", "month", "lifetime"), default="month", help="default: month"
+    )
+
+
+def _limits(args: argparse.Namespace) -> KeyLimits:
+    if args.budget_tokens is not None and args.budget_cost is not None:
+        raise ConfigError("give --budget-tokens or --budget-cost, not both")
+    unit = "tokens" if args.budget_tokens is not None else "cost" if args.budget_cost is not None else None
+    amount = args.budget_tokens if unit == "tokens" else args.budget_cost
+    return KeyLimits(
+        rpm=args.rpm,
+        tpm=args.tpm,
+        max_concurrent=args.concurrency,
+        budget_unit=unit,
+        budget_amount=amount,
+        budget_period=args.budget_period if unit else None,
+    )
 
 
 def _since(text: str | None) -> float | None:
@@ -145,9 +177,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 store.close()
             log.info("exported %d rows", count)
             return 0
-    except ConfigError as exc:
+    except (ConfigError, ValueError) as exc:
         sys.stderr.write(f"ai-service-platform: {exc}\n")
         return 2
+    except APIError as exc:
+        sys.stderr.write(f"ai-service-platform: {exc.message}\n")
+        return 1
     build_parser().print_help()
     return 2
 
@@ -157,7 +192,9 @@ def _keys(args: argparse.Namespace, settings: Settings) -> int:
     if args.keys_command == "create":
         models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
         expires = time.time() + parse_duration(args.expires_in) if args.expires_in else None
-        secret, record = keys.create(args.name, owner_note=args.note, allowed_models=models, expires_at=expires)
+        secret, record = keys.create(
+            args.name, owner_note=args.note, allowed_models=models, expires_at=expires, limits=_limits(args)
+        )
         sys.stderr.write(f"created {record.id} ({record.name}); the secret is shown once:\n")
         sys.stdout.write(secret + "\n")
         return 0
@@ -172,6 +209,13 @@ def _keys(args: argparse.Namespace, settings: Settings) -> int:
                 f"{r.id:<22} {r.name[:24]:<24} {r.hint:<12} {r.status():<9} {_fmt_time(r.created_at):<17} "
                 f"{_fmt_time(r.last_used_at):<17} {_fmt_time(r.expires_at)}\n"
             )
+        return 0
+    if args.keys_command == "limits":
+        record = keys.set_limits(args.key_id, _limits(args))
+        if args.models:
+            models = None if args.models.strip() == "*" else [m.strip() for m in args.models.split(",") if m.strip()]
+            record = keys.set_models(args.key_id, models)
+        sys.stdout.write(json.dumps(record.as_dict()["limits"] | {"allowed_models": record.allowed_models}) + "\n")
         return 0
     if args.keys_command == "revoke":
         record = keys.revoke(args.key_id)

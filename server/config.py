@@ -134,6 +134,12 @@ class Settings(BaseModel):
     """The largest request body accepted, in bytes (``AISP_MAX_BODY_BYTES``); larger gets 413."""
     max_queue: Annotated[int, Field(ge=1, le=100_000)] = 256
     """Requests waiting per model before new ones get 429 (``AISP_MAX_QUEUE``)."""
+    header_timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
+    """Seconds a client has to send a request's headers (``AISP_HEADER_TIMEOUT_S``); slower gets 408."""
+    body_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    """Seconds a client has to send a request body (``AISP_BODY_TIMEOUT_S``); slower gets 408."""
+    max_connections: Annotated[int, Field(ge=1, le=100_000)] = 512
+    """Open HTTP connections at most (``AISP_MAX_CONNECTIONS``); more are closed at once."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     """Log verbosity (``AISP_LOG_LEVEL``)."""
     load_models: bool = True
@@ -189,6 +195,9 @@ ENVIRONMENT: dict[str, str] = {
     "AISP_MODELS": "models",
     "AISP_MAX_BODY_BYTES": "max_body_bytes",
     "AISP_MAX_QUEUE": "max_queue",
+    "AISP_HEADER_TIMEOUT_S": "header_timeout_s",
+    "AISP_BODY_TIMEOUT_S": "body_timeout_s",
+    "AISP_MAX_CONNECTIONS": "max_connections",
     "AISP_LOG_LEVEL": "log_level",
     "AISP_LOAD_MODELS": "load_models",
 }

@@ -76,6 +76,14 @@ class MethodNotAllowed(APIError):
     code = "method_not_allowed"
 
 
+class RequestTimeout(APIError):
+    """408: the client sent its request too slowly."""
+
+    status = 408
+    type = "invalid_request_error"
+    code = "request_timeout"
+
+
 class PayloadTooLarge(APIError):
     """413: the body is larger than the configured limit."""
 

@@ -1,4 +1,9 @@
-"""Separate a reasoning model's ``<think>…</think>`` text from its answer, as text streams in."""
+"""Separate a reasoning model's ``<think>…</think>`` text from its answer, as text streams in.
+
+The whitespace that templates put around the tags (Qwen3 writes ``<think>\\n…\\n</think>\\n\\n``) belongs
+to neither channel: the reasoning is trimmed at both ends and the answer at its start, even when that
+whitespace arrives in separate pieces.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ class ThinkSplitter:
     def __init__(self) -> None:
         self._mode: Literal["start", "reasoning", "content"] = "start"
         self._held = ""
+        self._trim = False  # drop leading whitespace: just after a tag
 
     @property
     def mode(self) -> Literal["start", "reasoning", "content"]:
@@ -26,26 +32,34 @@ class ThinkSplitter:
             if self._mode == "start":
                 stripped = self._held.lstrip()
                 if stripped.startswith(OPEN):
-                    self._mode = "reasoning"
-                    self._held = stripped[len(OPEN) :].lstrip("\n")
+                    self._mode, self._trim = "reasoning", True
+                    self._held = stripped[len(OPEN) :]
                     continue
                 if OPEN.startswith(stripped):
                     break  # could still become "<think>"
                 self._mode = "content"
                 continue
+            if self._trim:
+                self._held = self._held.lstrip()
+                if not self._held:
+                    break
+                self._trim = False
             if self._mode == "reasoning":
                 at = self._held.find(CLOSE)
                 if at >= 0:
-                    if at:
-                        out.append(("reasoning", self._held[:at]))
-                    self._held = self._held[at + len(CLOSE) :].lstrip("\n")
-                    self._mode = "content"
+                    thought = self._held[:at].rstrip()
+                    if thought:
+                        out.append(("reasoning", thought))
+                    self._held = self._held[at + len(CLOSE) :]
+                    self._mode, self._trim = "content", True
                     continue
+                # Hold back what may be the start of "</think>", and trailing whitespace that may precede it.
                 keep = _partial_suffix(self._held, CLOSE)
-                emit = self._held[: len(self._held) - keep]
+                body = self._held[: len(self._held) - keep]
+                emit = body.rstrip()
                 if emit:
                     out.append(("reasoning", emit))
-                self._held = self._held[len(self._held) - keep :]
+                self._held = self._held[len(emit) :]
                 break
             out.append(("content", self._held))
             self._held = ""
@@ -53,9 +67,12 @@ class ThinkSplitter:
 
     def flush(self) -> list[tuple[Channel, str]]:
         held, self._held = self._held, ""
-        if not held:
-            return []
-        return [("reasoning" if self._mode == "reasoning" else "content", held)]
+        if self._mode == "reasoning":
+            held = held.rstrip()
+            return [("reasoning", held)] if held else []
+        if self._trim:
+            held = held.lstrip()
+        return [("content", held)] if held else []
 
 
 def _partial_suffix(text: str, tag: str) -> int:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import uvicorn
 
 from server.api import create_app
+from server.connections import GuardedConfig
 from server.engines.manager import ModelStatus
 from server.services import Services
 
@@ -83,14 +84,16 @@ class ServerThread:
         self.error = None
         self._socket = self._bind()
         self.port = self._socket.getsockname()[1]
-        config = uvicorn.Config(
+        settings = self.services.settings
+        config = GuardedConfig(
             create_app(services=self.services),
+            header_timeout_s=settings.header_timeout_s,
+            max_connections=settings.max_connections,
             log_config=None,
             access_log=False,
             lifespan="on",
             timeout_keep_alive=15,
             timeout_graceful_shutdown=5,
-            limit_concurrency=1024,
             h11_max_incomplete_event_size=64 * 1024,
         )
         server = uvicorn.Server(config)

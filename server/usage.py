@@ -67,6 +67,13 @@ class UsageEntry:
     def total_tokens(self) -> int:
         return self.input_tokens + self.output_tokens
 
+    @property
+    def billed_tokens(self) -> int:
+        """Tokens counted against budgets: none for a failure before the first generated token."""
+        if self.status == "failed" and self.output_tokens == 0:
+            return 0
+        return self.total_tokens
+
 
 _INSERT = (
     "INSERT OR IGNORE INTO usage_record (request_id, created_at, key_id, model, endpoint, input_tokens, "
@@ -193,7 +200,7 @@ class Ledger:
                 acc[3] += e.cost
                 if e.key_id is not None:
                     day = spend.setdefault((e.key_id, int(e.created_at // 86400 * 86400)), [0, 0.0])
-                    day[0] += e.total_tokens
+                    day[0] += e.billed_tokens
                     day[1] += e.cost
             cursor.executemany(_ROLLUP, [(*k, *v) for k, v in rollup.items()])
             cursor.executemany(_SPEND, [(*k, *v) for k, v in spend.items()])

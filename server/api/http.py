@@ -14,7 +14,14 @@ from pydantic import BaseModel
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
-from server.errors import APIError, InvalidRequest, PayloadTooLarge, Unauthenticated, UnsupportedMediaType
+from server.errors import (
+    APIError,
+    InvalidRequest,
+    PayloadTooLarge,
+    RequestTimeout,
+    Unauthenticated,
+    UnsupportedMediaType,
+)
 from server.keys import KeyRecord
 from server.protocol.wire import BodyError, dumps, parse_request
 from server.services import Services
@@ -86,17 +93,22 @@ async def read_json(request: Request, model: type[M]) -> M:
         raise UnsupportedMediaType(
             f"Unsupported content type '{content_type[:100]}': send the request body as application/json."
         )
-    limit = services(request).settings.max_body_bytes
+    settings = services(request).settings
+    limit = settings.max_body_bytes
     declared = request.headers.get("content-length")
     if declared is not None and (not declared.isdigit() or int(declared) > limit):
         raise PayloadTooLarge(f"The request body is larger than the {limit} bytes this server accepts.")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"The request body is larger than the {limit} bytes this server accepts.")
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(settings.body_timeout_s):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise PayloadTooLarge(f"The request body is larger than the {limit} bytes this server accepts.")
+                chunks.append(chunk)
+    except TimeoutError as exc:
+        raise RequestTimeout(f"The request body did not arrive within {settings.body_timeout_s:g} seconds.") from exc
     try:
         return parse_request(model, b"".join(chunks))
     except BodyError as exc:

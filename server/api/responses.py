@@ -40,7 +40,7 @@ def _item_text(item: dict[str, Any]) -> str:
     content = item.get("content", "")
     if isinstance(content, str):
         return content
-    return "".join(part.get("text", "") for part in content)
+    return "\n".join(part.get("text") or part.get("refusal") or "" for part in content)
 
 
 def _json_schema(req: wire.ResponseRequest) -> dict[str, Any] | None:

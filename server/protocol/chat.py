@@ -45,12 +45,12 @@ def check_content(value: Any) -> str | list[dict[str, Any]] | None:
 
 
 def content_text(content: str | list[dict[str, Any]] | None) -> str:
-    """The text of checked content."""
+    """The text of checked content; separate parts stay separate (a newline apart), never run together."""
     if content is None:
         return ""
     if isinstance(content, str):
         return content
-    return "".join(p.get("text") or p.get("refusal") or "" for p in content)
+    return "\n".join(p.get("text") or p.get("refusal") or "" for p in content)
 
 
 class ChatMessage(BaseModel):

@@ -1,0 +1,207 @@
+"""Read-only usage reports for the window's graphs: requests, tokens and cost per time bucket.
+
+Every report reads the hourly roll-up (``usage_hourly``), which the ledger updates in the same
+transaction as its own rows, so the numbers equal the ledger while a range query touches at most one
+row per hour, key, model and endpoint however many requests were made. Buckets are whole hours (the
+roll-up's grain): a range is widened to whole hours before it is read.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from server.store import Store
+from server.usage import LEDGER_COLUMNS, ledger_rows
+
+HOUR = 3600
+MAX_BUCKETS = 10_000
+"""More buckets than anyone can read on a graph; a larger request is refused rather than slow."""
+
+GroupBy = Literal["model", "key", "none"]
+Metric = Literal["requests", "input_tokens", "output_tokens", "cost"]
+METRICS: tuple[Metric, ...] = ("requests", "input_tokens", "output_tokens", "cost")
+OTHER = "(other)"
+"""The group that collects everything past ``max_groups``; no model name or key id can look like it."""
+
+_GROUP_COLUMN: dict[GroupBy, str] = {"model": "model", "key": "key_id", "none": "''"}
+
+
+@dataclass(frozen=True)
+class Amounts:
+    """What a set of requests used."""
+
+    requests: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost: float = 0.0
+
+    def __add__(self, other: Amounts) -> Amounts:
+        return Amounts(
+            self.requests + other.requests,
+            self.input_tokens + other.input_tokens,
+            self.output_tokens + other.output_tokens,
+            self.cost + other.cost,
+        )
+
+    def get(self, metric: Metric) -> float:
+        """One metric's value (cost is a float, the others whole numbers)."""
+        value: float = getattr(self, metric)
+        return value
+
+
+ZERO = Amounts()
+
+
+def _sum(amounts: Iterable[Amounts]) -> Amounts:
+    total = ZERO
+    for amount in amounts:
+        total = total + amount
+    return total
+
+
+@dataclass(frozen=True)
+class UsageSeries:
+    """Usage per time bucket and group (model, key id, or ``""`` for everything when not grouped)."""
+
+    start: int
+    end: int
+    bucket_seconds: int
+    group_by: GroupBy
+    buckets: tuple[int, ...]
+    """The start of each bucket, epoch seconds; the last one may be cut short by ``end``."""
+    groups: tuple[str, ...]
+    """Groups that had any request in the range, the busiest first (then by name)."""
+    cells: Mapping[tuple[int, str], Amounts] = field(default_factory=dict)
+
+    def amounts(self, bucket: int, group: str) -> Amounts:
+        return self.cells.get((bucket, group), ZERO)
+
+    def bucket_end(self, bucket: int) -> int:
+        return min(bucket + self.bucket_seconds, self.end)
+
+    def values(self, metric: Metric, group: str) -> list[float]:
+        """One group's metric over the buckets, zero where nothing happened."""
+        return [self.amounts(b, group).get(metric) for b in self.buckets]
+
+    def group_total(self, group: str) -> Amounts:
+        return _sum(self.amounts(b, group) for b in self.buckets)
+
+    def bucket_total(self, bucket: int) -> Amounts:
+        return _sum(self.amounts(bucket, g) for g in self.groups)
+
+    def total(self) -> Amounts:
+        return _sum(self.cells.values())
+
+    def limited(self, max_groups: int) -> UsageSeries:
+        """The same usage with the quietest groups past ``max_groups - 1`` merged into :data:`OTHER`."""
+        if max_groups < 2 or len(self.groups) <= max_groups:
+            return self
+        kept = self.groups[: max_groups - 1]
+        cells: dict[tuple[int, str], Amounts] = {}
+        for (bucket, group), amount in self.cells.items():
+            target = group if group in kept else OTHER
+            cells[(bucket, target)] = cells.get((bucket, target), ZERO) + amount
+        return UsageSeries(
+            self.start, self.end, self.bucket_seconds, self.group_by, self.buckets, (*kept, OTHER), cells
+        )
+
+
+def whole_hours(start: float, end: float) -> tuple[int, int]:
+    """The range widened to whole hours, as the roll-up stores it."""
+    return int(math.floor(start / HOUR) * HOUR), int(math.ceil(end / HOUR) * HOUR)
+
+
+def usage_series(
+    store: Store, start: float, end: float, *, bucket_seconds: int = HOUR, group_by: GroupBy = "model"
+) -> UsageSeries:
+    """Usage from ``start`` to ``end`` (epoch seconds, widened to whole hours) in buckets of
+    ``bucket_seconds`` (a whole number of hours), grouped by model, by key, or not at all."""
+    if bucket_seconds < HOUR or bucket_seconds % HOUR:
+        raise ValueError(f"buckets must be whole hours, not {bucket_seconds} s")
+    if group_by not in _GROUP_COLUMN:
+        raise ValueError(f"cannot group usage by {group_by!r}")
+    first, last = whole_hours(start, end)
+    if last <= first:
+        raise ValueError("the range must end after it starts")
+    count = -(-(last - first) // bucket_seconds)
+    if count > MAX_BUCKETS:
+        raise ValueError(f"{count} buckets are too many to show; choose longer buckets")
+    column = _GROUP_COLUMN[group_by]
+    # Integer division of the hour offset picks the bucket inside SQLite, so only one row per bucket and
+    # group comes back to Python, however long the range.
+    sql = (
+        f"SELECT (hour - ?) / ? AS bucket, {column} AS grp, SUM(requests), SUM(input_tokens), "
+        "SUM(output_tokens), SUM(cost) FROM usage_hourly WHERE hour >= ? AND hour < ? GROUP BY bucket, grp"
+    )
+    cells: dict[tuple[int, str], Amounts] = {}
+    busy: dict[str, int] = {}
+    for index, group, requests, input_tokens, output_tokens, cost in store.db.execute_sql(
+        sql, (first, bucket_seconds, first, last)
+    ):
+        group = group or ""
+        cells[(first + int(index) * bucket_seconds, group)] = Amounts(
+            int(requests), int(input_tokens), int(output_tokens), float(cost)
+        )
+        busy[group] = busy.get(group, 0) + int(requests)
+    groups = tuple(sorted(busy, key=lambda g: (-busy[g], g)))
+    buckets = tuple(first + i * bucket_seconds for i in range(count))
+    return UsageSeries(first, last, bucket_seconds, group_by, buckets, groups, cells)
+
+
+def format_value(metric: Metric, value: float) -> str:
+    """A metric as the window shows it and the CSV export writes it."""
+    if metric == "cost":
+        return f"{value:.6f}"
+    return str(int(value))
+
+
+def format_time(moment: float) -> str:
+    """A bucket boundary in local time with its offset, unambiguous in a spreadsheet."""
+    return dt.datetime.fromtimestamp(moment).astimezone().isoformat(timespec="minutes")
+
+
+SERIES_COLUMNS = ("period_start", "period_end", "group", "group_id", *METRICS)
+
+
+def export_series_csv(series: UsageSeries, path: Path, label: Callable[[str], str] = str) -> int:
+    """Write every bucket and group of ``series`` as CSV (the numbers formatted as shown); returns the rows."""
+    count = 0
+    with path.open("w", encoding="utf-8", newline="") as out:
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(SERIES_COLUMNS)
+        for bucket in series.buckets:
+            for group in series.groups:
+                amounts = series.amounts(bucket, group)
+                writer.writerow(
+                    (
+                        format_time(bucket),
+                        format_time(series.bucket_end(bucket)),
+                        label(group),
+                        group,
+                        *(format_value(m, amounts.get(m)) for m in METRICS),
+                    )
+                )
+                count += 1
+    return count
+
+
+def export_ledger_csv(
+    store: Store, path: Path, start: float, end: float, progress: Callable[[int], None] | None = None
+) -> int:
+    """Write every ledger row from ``start`` to ``end`` as CSV; ``progress`` hears the count now and then."""
+    count = 0
+    with path.open("w", encoding="utf-8", newline="") as out:
+        writer = csv.DictWriter(out, fieldnames=LEDGER_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        for record in ledger_rows(store, start, end):
+            writer.writerow(record)
+            count += 1
+            if progress is not None and count % 10_000 == 0:
+                progress(count)
+    return count
