@@ -246,7 +246,7 @@ class _Run:
             yield self.event(kind, response=body)
         except APIError as error:
             self.bill.abandon(disconnected=False, http_status=error.status)
-            failed = self.body("failed", [], error={"code": error.code or error.type, "message": error.message})
+            failed = self.body("failed", [], error={"code": _response_error_code(error), "message": error.message})
             yield self.event("error", code=error.code, message=error.message, param=error.param)
             yield self.event("response.failed", response=failed)
         except BaseException:
@@ -276,6 +276,13 @@ class _Run:
                 part=wire.output_text_part(""),
             ),
         ]
+
+
+def _response_error_code(error: APIError) -> str:
+    """A failed response's ``error.code``: the spec allows only its own short list of codes."""
+    if error.status == 429:
+        return "rate_limit_exceeded"
+    return "invalid_prompt" if 400 <= error.status < 500 else "server_error"
 
 
 @router.get("/v1/responses/{response_id}")
