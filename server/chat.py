@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from server.config import ModelConfig
@@ -93,6 +93,7 @@ async def prepare(
     *,
     max_tokens: int | None,
     max_tokens_param: str,
+    messages_param: str = "messages",
     temperature: float | None,
     top_p: float | None,
     stop: tuple[str, ...] = (),
@@ -113,7 +114,7 @@ async def prepare(
         raise InvalidRequest(
             f"This model's maximum context length is {context} tokens. However, your messages resulted in "
             f"{len(prompt)} tokens. Please reduce the length of the messages.",
-            param="messages",
+            param=messages_param,
             code="context_length_exceeded",
         )
     if max_tokens is not None and max_tokens > room:
@@ -138,17 +139,29 @@ async def prepare(
     return Prepared(config=config, backend=chat, worker=worker, prompt=prompt, sampling=sampling, n=n)
 
 
-async def run(prepared: Prepared, meter: Meter, fairness_key: str) -> AsyncIterator[Event]:
-    """Generate each of the ``n`` choices in turn, metering every token as it arrives."""
+async def run(prepared: Prepared, meter: Meter, fairness_key: str) -> AsyncGenerator[Event, None]:
+    """Generate each of the ``n`` choices in turn, metering every token as it is generated.
+
+    Closing the generator early stops generation; the tokens generated but never delivered are
+    metered too, once the engine has stopped.
+    """
     meter.input_tokens = len(prepared.prompt)
+
+    def undelivered(piece: Piece) -> None:
+        meter.output_tokens += piece.tokens
+
     for index in range(prepared.n):
         splitter = ThinkSplitter() if prepared.config.reasoning else None
         finish: Literal["stop", "length"] = "length"
+        sampling = prepared.sampling
+        if index and sampling.seed is not None:
+            # Each choice is its own sample: the same seed would make every choice the same text.
+            sampling = replace(sampling, seed=sampling.seed + index)
 
-        def work(should_stop: Any) -> Any:
-            return prepared.backend.generate(prepared.prompt, prepared.sampling, should_stop)
+        def work(should_stop: Any, sampling: Sampling = sampling) -> Any:
+            return prepared.backend.generate(prepared.prompt, sampling, should_stop)
 
-        stream: AsyncIterator[Piece] = prepared.worker.run(fairness_key, work)
+        stream: AsyncIterator[Piece] = prepared.worker.run(fairness_key, work, undelivered)
         try:
             async for piece in stream:
                 if meter.first_token_at is None and piece.tokens:
@@ -186,20 +199,23 @@ class Collected:
     finish_reasons: list[str]
 
 
-async def collect(events: AsyncIterator[Event], n: int) -> Collected:
+async def collect(events: AsyncGenerator[Event, None], n: int) -> Collected:
     contents = [""] * n
     reasonings = [""] * n
     finishes = ["stop"] * n
     content_parts: list[list[str]] = [[] for _ in range(n)]
     reasoning_parts: list[list[str]] = [[] for _ in range(n)]
-    async for event in events:
-        if isinstance(event, Delta):
-            if event.content:
-                content_parts[event.index].append(event.content)
-            if event.reasoning:
-                reasoning_parts[event.index].append(event.reasoning)
-        else:
-            finishes[event.index] = event.finish_reason
+    try:
+        async for event in events:
+            if isinstance(event, Delta):
+                if event.content:
+                    content_parts[event.index].append(event.content)
+                if event.reasoning:
+                    reasoning_parts[event.index].append(event.reasoning)
+            else:
+                finishes[event.index] = event.finish_reason
+    finally:
+        await events.aclose()  # cancelled: stop generation and meter what was generated
     for i in range(n):
         contents[i] = "".join(content_parts[i])
         reasonings[i] = "".join(reasoning_parts[i])

@@ -16,12 +16,12 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from server.config import ConfigError, Settings, load_settings
+from server.config import ConfigError, Settings
 from server.errors import APIError
 from server.keys import KeyLimits, KeyService, load_or_create_secret, parse_duration
 from server.logs import configure_logging
 from server.runner import ServerStartError, ServerThread
-from server.services import Services
+from server.services import Services, settings_from_store
 from server.store import Store
 from server.usage import export
 
@@ -112,13 +112,7 @@ def _since(text: str | None) -> float | None:
 
 
 def _settings(**overrides: Any) -> Settings:
-    base = load_settings()
-    store = Store(base.database_path)
-    try:
-        stored = store.all_settings()
-    finally:
-        store.close()
-    return load_settings(stored=stored.get("server", {}), **overrides)
+    return settings_from_store(**overrides)
 
 
 def _key_service(settings: Settings) -> KeyService:

@@ -111,6 +111,39 @@ def default_models() -> list[ModelConfig]:
     ]
 
 
+BUILTIN = "builtin"
+"""A stored model whose source is ``builtin`` uses the file its package installed, wherever that is now."""
+
+
+def resolve_builtin(models: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Stored model rows with their ``builtin`` sources replaced by the packaged files' current paths."""
+    defaults = {m.name: m.source for m in default_models()}
+    return [
+        {**row, "source": defaults.get(row.get("name", ""), "")} if row.get("source") == BUILTIN else row
+        for row in models
+    ]
+
+
+def storable_models(models: tuple[ModelConfig, ...]) -> list[dict[str, Any]]:
+    """The model table as saved: packaged models by reference, so a reinstall elsewhere still finds them."""
+    defaults = {m.name: m.source for m in default_models()}
+    rows = []
+    for model in models:
+        row = model.model_dump()
+        if model.source and defaults.get(model.name) == model.source:
+            row["source"] = BUILTIN
+        rows.append(row)
+    return rows
+
+
+def stored_values(saved: Mapping[str, Any]) -> dict[str, Any]:
+    """Settings values from what the store holds (``server`` and ``models`` entries)."""
+    values = dict(saved.get("server") or {})
+    if saved.get("models") is not None:
+        values["models"] = resolve_builtin(list(saved["models"]))
+    return values
+
+
 def default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir(APP_NAME, appauthor=False))
 

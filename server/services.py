@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from typing import Any
 from dataclasses import dataclass
 
-from server.config import Settings
+from server.config import Settings, load_settings, storable_models, stored_values
 from server.engines.manager import Factory, ModelManager
 from server.keys import KeyService, load_or_create_secret
 from server.limits import AuthThrottle, Limiter
@@ -19,6 +20,20 @@ from server.store import Store
 from server.usage import Ledger
 
 log = logging.getLogger(__name__)
+
+
+def settings_from_store(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Settings from defaults, what the window saved in the store, the environment and ``overrides``."""
+    base = load_settings(environ, **{k: v for k, v in overrides.items() if k == "data_dir"})
+    if base.database_path.exists():
+        store = Store(base.database_path)
+        try:
+            saved = store.all_settings()
+        finally:
+            store.close()
+    else:
+        saved = {}
+    return load_settings(environ, stored=stored_values(saved), **overrides)
 
 
 @dataclass
@@ -55,6 +70,20 @@ class Services:
         if settings.load_models:
             models.load_all_in_background()
         return services
+
+    def save_server_settings(self, **values: object) -> None:
+        """Save host, port or LAN for the next start (the running server keeps its address)."""
+        allowed = {"host", "port", "lan"}
+        unknown = set(values) - allowed
+        if unknown:
+            raise ValueError(f"not server settings: {', '.join(sorted(unknown))}")
+        current = dict(self.store.get_setting("server", {}) or {})
+        current.update(values)
+        self.store.set_setting("server", current)
+
+    def save_models(self) -> None:
+        """Save the model table as it is now (the Models page's changes survive a restart)."""
+        self.store.set_setting("models", storable_models(tuple(self.models.configs())))
 
     def close(self) -> None:
         """Finish writing the ledger, unload the models and close the store."""

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
@@ -19,6 +20,7 @@ from server.protocol import chat as wire
 from server.protocol.wire import SSE_DONE, sse_data
 
 router = APIRouter()
+T = TypeVar("T")
 
 
 def _refuse_unsupported(req: wire.ChatCompletionRequest) -> None:
@@ -79,6 +81,34 @@ async def prepare_chat(request: Request, req: wire.ChatCompletionRequest, key: K
     )
 
 
+async def until_disconnected(request: Request, work: Awaitable[T]) -> T | None:
+    """Await ``work``, or cancel it and return None as soon as the client hangs up.
+
+    Starlette notices a disconnect only while a response streams; a request that waits for a whole
+    answer would otherwise keep its model busy for a client that is gone.
+    """
+    task = asyncio.ensure_future(work)
+
+    async def hung_up() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    watcher = asyncio.ensure_future(hung_up())
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task  # its clean-up (stopping the engine) ends before the bill is written
+    if task.cancelled():
+        return None
+    return task.result()
+
+
 @router.post("/v1/chat/completions")
 async def create_chat_completion(request: Request) -> Response:
     key: KeyRecord = request.state.key
@@ -105,10 +135,13 @@ async def create_chat_completion(request: Request) -> Response:
             body, headers={"x-request-id": request_id}, on_close=lambda: bill.abandon(disconnected=True)
         )
     try:
-        collected = await chat.collect(chat.run(prepared, meter, key.id), prepared.n)
+        collected = await until_disconnected(request, chat.collect(chat.run(prepared, meter, key.id), prepared.n))
     except BaseException as exc:
         bill.abandon(disconnected=isinstance(exc, asyncio.CancelledError), http_status=getattr(exc, "status", 500))
         raise
+    if collected is None:
+        bill.abandon(disconnected=True)
+        return Response(status_code=499)  # nobody is listening
     await bill.settle()
     choices = [
         wire.choice(
@@ -141,10 +174,11 @@ async def _stream(
             value["usage"] = None
         return sse_data(value)
 
+    events = chat.run(prepared, meter, key.id)
     try:
         for index in range(prepared.n):
             yield frame([wire.chunk_choice(index, {"role": "assistant", "content": "", "refusal": None})])
-        async for event in chat.run(prepared, meter, key.id):
+        async for event in events:
             if isinstance(event, chat.Delta):
                 delta: dict[str, Any] = {}
                 if event.reasoning:
@@ -169,5 +203,7 @@ async def _stream(
         yield sse_data(error.body())
         yield SSE_DONE
     except BaseException:
+        # Closed while waiting to send: stop the generation first, so the bill holds every token made.
+        await events.aclose()
         bill.abandon(disconnected=True)
         raise

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from server.api.billing import admit
+from server.api.chat import until_disconnected
 from server.api.http import JSON, read_json, services
 from server.chat import Meter
 from server.engines.base import EmbeddingBackend, Embeddings
@@ -58,14 +59,22 @@ async def create_embeddings(request: Request) -> Response:
     def work(_should_stop: Any) -> Any:
         return iter([embedder.embed(inputs)])
 
-    result: Embeddings | None = None
+    made: list[Embeddings] = []  # delivered, or finished after the client left: either way it is billed
+
+    async def run() -> Embeddings:
+        async for item in worker.run(key.id, work, made.append):
+            made.append(item)
+        return made[0]
+
     try:
-        async for item in worker.run(key.id, work):
-            result = item
+        result = await until_disconnected(request, run())
     except BaseException as exc:
         bill.abandon(disconnected=isinstance(exc, asyncio.CancelledError), http_status=getattr(exc, "status", 500))
         raise
-    assert result is not None
+    if result is None:
+        meter.input_tokens = made[0].tokens if made else 0
+        bill.abandon(disconnected=True)
+        return Response(status_code=499)  # nobody is listening
     meter.input_tokens = result.tokens
     await bill.settle()
     encoding = req.encoding_format or "float"

@@ -12,6 +12,7 @@ from starlette.responses import Response
 
 from server import chat
 from server.api.billing import Bill, admit
+from server.api.chat import until_disconnected
 from server.api.http import JSON, EventStream, new_id, read_json, services
 from server.errors import APIError, InvalidRequest, ModelNotFound
 from server.keys import KeyRecord
@@ -49,7 +50,9 @@ def _json_schema(req: wire.ResponseRequest) -> dict[str, Any] | None:
         return None
     if fmt.type == "json_object":
         return {}
-    return fmt.schema_ or {}
+    if fmt.schema_ is None:
+        raise InvalidRequest("A text.format of type json_schema needs a schema.", param="text.format.schema")
+    return fmt.schema_
 
 
 @router.post("/v1/responses")
@@ -72,6 +75,7 @@ async def create_response(request: Request) -> Response:
         chat.to_messages(turns),
         max_tokens=req.max_output_tokens,
         max_tokens_param="max_output_tokens",
+        messages_param="input",
         temperature=req.temperature,
         top_p=req.top_p,
         json_schema=_json_schema(req),
@@ -96,10 +100,13 @@ async def create_response(request: Request) -> Response:
             run.stream(), headers={"x-request-id": request_id}, on_close=lambda: run.bill.abandon(disconnected=True)
         )
     try:
-        collected = await chat.collect(chat.run(prepared, meter, key.id), 1)
+        collected = await until_disconnected(request, chat.collect(chat.run(prepared, meter, key.id), 1))
     except BaseException as exc:
         run.bill.abandon(disconnected=isinstance(exc, asyncio.CancelledError), http_status=getattr(exc, "status", 500))
         raise
+    if collected is None:
+        run.bill.abandon(disconnected=True)
+        return Response(status_code=499)  # nobody is listening
     body = run.finish(collected.contents[0], collected.reasonings[0], collected.finish_reasons[0])
     await run.bill.settle()
     await run.save(body)
@@ -178,8 +185,9 @@ class _Run:
         reasoning: list[str] = []
         finish = "stop"
         message_index: int | None = None
+        events = chat.run(self.prepared, self.meter, self.key.id)
         try:
-            async for event in chat.run(self.prepared, self.meter, self.key.id):
+            async for event in events:
                 if isinstance(event, chat.ChoiceEnd):
                     finish = event.finish_reason
                     continue
@@ -250,6 +258,7 @@ class _Run:
             yield self.event("error", code=error.code, message=error.message, param=error.param)
             yield self.event("response.failed", response=failed)
         except BaseException:
+            await events.aclose()  # stop generating before billing, so every token made is counted
             self.bill.abandon(disconnected=True)
             raise
 

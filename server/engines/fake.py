@@ -36,6 +36,8 @@ class FakeChat:
         self.think = options.get("think") == "1"
         self.repeat = options.get("repeat") == "1"
         self.reply = options.get("reply")
+        self.generated = 0
+        """Tokens generated since loading, whoever received them: what exact billing must add up to."""
 
     @property
     def context_length(self) -> int:
@@ -69,6 +71,7 @@ class FakeChat:
                 break
             word = words[produced % len(words)]
             produced += 1
+            self.generated += 1
             if self.delay:
                 time.sleep(self.delay)
             text = scanner.feed(word if produced == 1 else " " + word)

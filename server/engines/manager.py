@@ -92,11 +92,13 @@ class ModelManager:
         self._slots: dict[str, _Slot] = {c.name: _Slot(c) for c in configs}
         self._loader: threading.Thread | None = None
         self.loaded_event = threading.Event()
+        self.loaded_event.set()  # nothing is loading until load_all_in_background
 
     # -- loading ---------------------------------------------------------------------------------
     def load_all_in_background(self) -> None:
         """Load every model, one after another, on a background thread."""
         names = list(self._slots)
+        self.loaded_event.clear()
         for name in names:
             self._slots[name].state = "loading"
         self._loader = threading.Thread(target=self._load_many, args=(names,), name="model-loader", daemon=True)
@@ -153,6 +155,28 @@ class ModelManager:
             self._loader.join(timeout=120)
         for name in list(self._slots):
             self.unload(name)
+
+    # -- the table -------------------------------------------------------------------------------
+    def configs(self) -> list[ModelConfig]:
+        return [slot.config for slot in list(self._slots.values())]
+
+    def add(self, config: ModelConfig) -> None:
+        """Add a model to the table, unloaded."""
+        with self._lock:
+            if config.name in self._slots:
+                raise ValueError(f"a model named {config.name!r} already exists")
+            self._slots[config.name] = _Slot(config)
+
+    def replace(self, config: ModelConfig) -> None:
+        """Change a model's settings; it is unloaded and must be loaded again."""
+        self.unload(config.name)
+        with self._lock:
+            self._slots[config.name] = _Slot(config)
+
+    def remove(self, name: str) -> None:
+        self.unload(name)
+        with self._lock:
+            self._slots.pop(name, None)
 
     # -- serving ---------------------------------------------------------------------------------
     def _slot(self, name: str) -> _Slot:

@@ -21,6 +21,8 @@ from server.errors import RateLimited
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+DRAIN_TIMEOUT_S = 30.0
+"""How long a cancelled job that had started may take to stop (a long prompt evaluates uninterrupted)."""
 Work = Callable[[Callable[[], bool]], Iterator[T]]
 
 
@@ -74,10 +76,12 @@ class ModelWorker:
         self._thread = threading.Thread(target=self._loop, name=f"model:{name}", daemon=True)
         self._thread.start()
 
-    async def run(self, key: str, work: Work[T]) -> AsyncIterator[T]:
+    async def run(self, key: str, work: Work[T], discard: Callable[[T], None] | None = None) -> AsyncIterator[T]:
         """Queue ``work`` under ``key`` and yield what it produces, on the caller's event loop.
 
-        Closing the iterator early (the client disconnected) cancels the job.
+        Closing the iterator early (the client disconnected) cancels the job. A job that had started
+        is waited for until it stops (within one step of its work), and what it produced after the
+        caller stopped listening goes to ``discard``: generated tokens are billed even if never sent.
         """
         loop = asyncio.get_running_loop()
         inbox: asyncio.Queue[object] = asyncio.Queue()
@@ -87,17 +91,30 @@ class ModelWorker:
 
         job: _Job[T] = _Job(key, work, emit)
         self._enqueue(job)
+        ended = False
         try:
             while True:
                 item = await inbox.get()
                 if item is _END:
+                    ended = True
                     return
                 if isinstance(item, _Failure):
+                    ended = True
                     raise item.error
                 yield item  # type: ignore[misc]
         finally:
             job.cancelled.set()
-            self._forget(job)
+            if not self._forget(job) and not ended:
+                await self._drain(inbox, discard)
+
+    async def _drain(self, inbox: asyncio.Queue[object], discard: Callable[[Any], None] | None) -> None:
+        try:
+            async with asyncio.timeout(DRAIN_TIMEOUT_S):
+                while (item := await inbox.get()) is not _END:
+                    if discard is not None and not isinstance(item, _Failure):
+                        discard(item)
+        except TimeoutError:
+            log.warning("a cancelled job on %s did not stop within %.0f s", self.name, DRAIN_TIMEOUT_S)
 
     def _enqueue(self, job: _Job[Any]) -> None:
         with self._lock:
@@ -116,7 +133,8 @@ class ModelWorker:
         mean = self._total_wait / self._served if self._served else 1.0
         return max(1.0, mean)
 
-    def _forget(self, job: _Job[Any]) -> None:
+    def _forget(self, job: _Job[Any]) -> bool:
+        """Take a job out of its line; False if it was not waiting there (it started, or it ended)."""
         with self._lock:
             line = self._lines.get(job.key)
             if line is not None and job in line:
@@ -124,6 +142,8 @@ class ModelWorker:
                 self._waiting -= 1
                 if not line:
                     del self._lines[job.key]
+                return True
+            return False
 
     def _next(self) -> _Job[Any] | None:
         with self._lock:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 
 MAX_MESSAGES = 4096
 MAX_N = 16
@@ -57,7 +58,7 @@ class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="allow", strict=True)
 
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
-    content: Any = None
+    content: Any = Field(default=None, validate_default=True)
     name: Annotated[str, Field(max_length=256)] | None = None
     tool_call_id: Annotated[str, Field(max_length=256)] | None = None
     tool_calls: Annotated[list[dict[str, Any]], Field(max_length=128)] | None = None
@@ -65,7 +66,10 @@ class ChatMessage(BaseModel):
 
     @field_validator("content")
     @classmethod
-    def _content(cls, value: Any) -> str | list[dict[str, Any]] | None:
+    def _content(cls, value: Any, info: ValidationInfo) -> str | list[dict[str, Any]] | None:
+        # Only an assistant turn (one that called tools or refused) may come without content.
+        if value is None and info.data.get("role", "assistant") != "assistant":
+            raise PydanticCustomError("missing", "Field required")
         return check_content(value)
 
     @property
