@@ -15,9 +15,13 @@ from typing import Any, Literal
 from server.config import ModelConfig
 from server.engines.base import ChatBackend, EngineFailureError, Message, Piece, Prompt, Sampling
 from server.engines.manager import ModelManager
+from server.engines.upstream import UpstreamClient, UpstreamModel
 from server.engines.worker import ModelWorker
 from server.errors import EngineFailure, InvalidRequest
+from server.events import ChoiceEnd, Delta, Event, Meter
 from server.reasoning import ThinkSplitter
+from server.upstream_chat import Remote, estimate_input
+from server.upstream_chat import run as run_remote
 
 ROLES: dict[str, Literal["system", "user", "assistant", "tool"]] = {
     "system": "system",
@@ -29,40 +33,6 @@ ROLES: dict[str, Literal["system", "user", "assistant", "tool"]] = {
 }
 
 
-@dataclass
-class Meter:
-    """What a request has used so far: what is billed, whatever happens to the connection."""
-
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cached_tokens: int = 0
-    reasoning_tokens: int = 0
-    started: float = field(default_factory=time.monotonic)
-    first_token_at: float | None = None
-
-    @property
-    def ttft_ms(self) -> float | None:
-        return None if self.first_token_at is None else (self.first_token_at - self.started) * 1000
-
-    @property
-    def latency_ms(self) -> float:
-        return (time.monotonic() - self.started) * 1000
-
-
-@dataclass(frozen=True)
-class Delta:
-    index: int
-    content: str = ""
-    reasoning: str = ""
-
-
-@dataclass(frozen=True)
-class ChoiceEnd:
-    index: int
-    finish_reason: Literal["stop", "length"]
-
-
-Event = Delta | ChoiceEnd
 
 
 @dataclass(frozen=True)
@@ -70,11 +40,18 @@ class Prepared:
     """A validated chat request, its rendered prompt, and the model to run it on."""
 
     config: ModelConfig
-    backend: ChatBackend
-    worker: ModelWorker
+    backend: ChatBackend | None
+    worker: ModelWorker | None
     prompt: Prompt
     sampling: Sampling
     n: int
+    remote: Remote | None = None
+    """Set when an upstream engine serves the model."""
+
+    @property
+    def input_tokens(self) -> int:
+        """Prompt tokens, or their upper bound for an upstream (reserved before its usage is known)."""
+        return self.remote.estimated_input if self.remote is not None else len(self.prompt)
 
     @property
     def worst_case_output(self) -> int:
@@ -103,9 +80,27 @@ async def prepare(
     logit_bias: dict[int, float] | None = None,
     json_schema: dict[str, Any] | None = None,
     n: int = 1,
+    upstream: UpstreamClient | None = None,
 ) -> Prepared:
     """Find the model, render the prompt off the event loop, and check it fits the context."""
     backend, worker, config = models.get(model, "chat")
+    if isinstance(backend, UpstreamModel):
+        if upstream is None:
+            raise EngineFailure("upstream engines are not available in this server")
+        estimate = estimate_input(messages)
+        sampling = Sampling(
+            max_tokens=max_tokens if max_tokens is not None else max(16, config.context_length - estimate),
+            temperature=1.0 if temperature is None else temperature,
+            top_p=1.0 if top_p is None else top_p,
+            stop=stop,
+            seed=seed,
+            presence_penalty=presence_penalty or 0.0,
+            frequency_penalty=frequency_penalty or 0.0,
+            logit_bias=logit_bias or {},
+            json_schema=json_schema,
+        )
+        remote = Remote(backend, upstream, tuple(messages), estimate)
+        return Prepared(config, None, None, Prompt(tokens=()), sampling, n, remote)
     chat: ChatBackend = backend  # type: ignore[assignment]
     prompt = await asyncio.to_thread(chat.render, messages)
     context = chat.context_length
@@ -145,6 +140,12 @@ async def run(prepared: Prepared, meter: Meter, fairness_key: str) -> AsyncGener
     Closing the generator early stops generation; the tokens generated but never delivered are
     metered too, once the engine has stopped.
     """
+    if prepared.remote is not None:
+        async for event in run_remote(prepared.remote, prepared.sampling, prepared.n, meter):
+            yield event
+        return
+    assert prepared.backend is not None and prepared.worker is not None
+    backend, worker = prepared.backend, prepared.worker
     meter.input_tokens = len(prepared.prompt)
 
     def undelivered(piece: Piece) -> None:
@@ -159,9 +160,9 @@ async def run(prepared: Prepared, meter: Meter, fairness_key: str) -> AsyncGener
             sampling = replace(sampling, seed=sampling.seed + index)
 
         def work(should_stop: Any, sampling: Sampling = sampling) -> Any:
-            return prepared.backend.generate(prepared.prompt, sampling, should_stop)
+            return backend.generate(prepared.prompt, sampling, should_stop)
 
-        stream: AsyncIterator[Piece] = prepared.worker.run(fairness_key, work, undelivered)
+        stream: AsyncIterator[Piece] = worker.run(fairness_key, work, undelivered)
         try:
             async for piece in stream:
                 if meter.first_token_at is None and piece.tokens:

@@ -38,9 +38,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the server headless, until interrupted")
     serve.add_argument("--host", help="address to bind (a loopback address unless --lan)")
     serve.add_argument("--port", type=int, help="TCP port (0 picks a free one)")
-    serve.add_argument("--lan", action="store_true", default=None, help="serve the LAN (bind every interface)")
+    serve.add_argument(
+        "--lan", action="store_true", default=None, help="serve the LAN (bind every interface)"
+    )
 
-    keys = commands.add_parser("keys", help="manage API keys").add_subparsers(dest="keys_command", metavar="ACTION")
+    keys = commands.add_parser("keys", help="manage API keys").add_subparsers(
+        dest="keys_command", metavar="ACTION"
+    )
     keys.required = True
     create = keys.add_parser("create", help="create a key and print its secret (shown once)")
     create.add_argument("--name", required=True, help="a label for the key")
@@ -60,7 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     roll.add_argument("key_id")
     roll.add_argument("--grace", default="1d", help="how long the old key keeps working (default 1d)")
 
-    usage = commands.add_parser("usage", help="usage ledger").add_subparsers(dest="usage_command", metavar="ACTION")
+    usage = commands.add_parser("usage", help="usage ledger").add_subparsers(
+        dest="usage_command", metavar="ACTION"
+    )
     usage.required = True
     exporting = usage.add_parser("export", help="write the ledger as CSV or JSON")
     exporting.add_argument("--format", choices=("csv", "json"), default="csv")
@@ -76,7 +82,10 @@ def _limit_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--budget-tokens", type=float, help="a token budget per period")
     parser.add_argument("--budget-cost", type=float, help="a money budget per period (model prices)")
     parser.add_argument(
-        "--budget-period", choices=("day", "week", "month", "lifetime"), default="month", help="default: month"
+        "--budget-period",
+        choices=("day", "week", "month", "lifetime"),
+        default="month",
+        help="default: month",
     )
 
 
@@ -137,7 +146,9 @@ def serve(settings: Settings) -> int:
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    log.info("AI Service Platform serving %s (%s)", thread.url, "LAN" if settings.lan else "this machine only")
+    log.info(
+        "AI Service Platform serving %s (%s)", thread.url, "LAN" if settings.lan else "this machine only"
+    )
     try:
         while not stop.wait(0.5):
             if not thread.running:
@@ -197,7 +208,9 @@ def _keys(args: argparse.Namespace, settings: Settings) -> int:
         if args.json:
             sys.stdout.write(json.dumps([r.as_dict() for r in records], indent=2) + "\n")
             return 0
-        sys.stdout.write(f"{'ID':<22} {'NAME':<24} {'HINT':<12} {'STATUS':<9} {'CREATED':<17} {'LAST USED':<17} EXPIRES\n")
+        sys.stdout.write(
+            f"{'ID':<22} {'NAME':<24} {'HINT':<12} {'STATUS':<9} {'CREATED':<17} {'LAST USED':<17} EXPIRES\n"
+        )
         for r in records:
             sys.stdout.write(
                 f"{r.id:<22} {r.name[:24]:<24} {r.hint:<12} {r.status():<9} {_fmt_time(r.created_at):<17} "
@@ -207,9 +220,15 @@ def _keys(args: argparse.Namespace, settings: Settings) -> int:
     if args.keys_command == "limits":
         record = keys.set_limits(args.key_id, _limits(args))
         if args.models:
-            models = None if args.models.strip() == "*" else [m.strip() for m in args.models.split(",") if m.strip()]
+            models = (
+                None
+                if args.models.strip() == "*"
+                else [m.strip() for m in args.models.split(",") if m.strip()]
+            )
             record = keys.set_models(args.key_id, models)
-        sys.stdout.write(json.dumps(record.as_dict()["limits"] | {"allowed_models": record.allowed_models}) + "\n")
+        sys.stdout.write(
+            json.dumps(record.as_dict()["limits"] | {"allowed_models": record.allowed_models}) + "\n"
+        )
         return 0
     if args.keys_command == "revoke":
         record = keys.revoke(args.key_id)
@@ -217,7 +236,9 @@ def _keys(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     if args.keys_command == "roll":
         secret, record = keys.roll(args.key_id, parse_duration(args.grace))
-        sys.stderr.write(f"rolled {args.key_id} to {record.id}; the old key stops after {args.grace}. New secret:\n")
+        sys.stderr.write(
+            f"rolled {args.key_id} to {record.id}; the old key stops after {args.grace}. New secret:\n"
+        )
         sys.stdout.write(secret + "\n")
         return 0
     return 2

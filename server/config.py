@@ -58,6 +58,10 @@ class ModelConfig(BaseModel):
     """Shown as ``owned_by`` in ``/v1/models``."""
     max_batch: Annotated[int, Field(ge=1, le=4096)] = 256
     """Embedding inputs accepted in one request."""
+    upstream_model: Annotated[str, Field(max_length=256)] | None = None
+    """For the upstream engine: the model's name at the upstream (default: the served name)."""
+    credential_env: Annotated[str, Field(max_length=128, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] | None = None
+    """For the upstream engine: the environment variable holding its API key (never stored)."""
 
     @model_validator(mode="after")
     def _engine_matches_kind(self) -> ModelConfig:
@@ -65,6 +69,8 @@ class ModelConfig(BaseModel):
             raise ValueError("the sentence-transformers engine serves embedding models only")
         if self.engine == "llama.cpp" and self.kind != "chat":
             raise ValueError("the llama.cpp engine serves chat models only")
+        if self.engine == "upstream" and not self.source.startswith(("http://", "https://")):
+            raise ValueError("an upstream model's source is its base URL(s), e.g. http://gpu-box:8000/v1")
         return self
 
 

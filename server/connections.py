@@ -47,7 +47,9 @@ class GuardedH11Protocol(H11Protocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         if len(self.connections) > self._max_connections:
-            self._reply(503, "Service Unavailable", "The server has too many open connections.", "server_busy")
+            self._reply(
+                503, "Service Unavailable", "The server has too many open connections.", "server_busy"
+            )
             return
         self._arm()
 
@@ -65,7 +67,9 @@ class GuardedH11Protocol(H11Protocol):
         if self.transport.is_closing():
             return
         if self.cycle is None or self.cycle is self._seen_cycle or self.cycle.response_complete:
-            self._reply(408, "Request Timeout", "The request headers did not arrive in time.", "request_timeout")
+            self._reply(
+                408, "Request Timeout", "The request headers did not arrive in time.", "request_timeout"
+            )
 
     def data_received(self, data: bytes) -> None:
         if self._discarding:
@@ -93,14 +97,17 @@ class GuardedH11Protocol(H11Protocol):
             (b"connection", b"close"),
         ]
         try:
-            self.transport.write(self.conn.send(h11.Response(status_code=status, headers=headers, reason=reason)) or b"")
+            self.transport.write(
+                self.conn.send(h11.Response(status_code=status, headers=headers, reason=reason)) or b""
+            )
             self.transport.write(self.conn.send(h11.Data(data=body)) or b"")
             self.transport.write(self.conn.send(h11.EndOfMessage()) or b"")
         except h11.LocalProtocolError:
             # h11 may refuse to speak in this state; send the bytes ourselves.
             self.transport.write(
                 f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n"
-                "connection: close\r\n\r\n".encode() + body
+                "connection: close\r\n\r\n".encode()
+                + body
             )
         # Linger briefly, reading and dropping what the client still sends, so that closing does not
         # reset the connection before the client has read the answer.

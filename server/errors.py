@@ -138,6 +138,14 @@ class EngineFailure(APIError):
     code = "engine_error"
 
 
+class UpstreamError(APIError):
+    """502: the upstream engine failed or could not be reached."""
+
+    status = 502
+    type = "server_error"
+    code = "upstream_error"
+
+
 class StorageFailure(APIError):
     """503: the store cannot be written (disk full, read-only data directory)."""
 

@@ -264,7 +264,9 @@ class KeyService:
 
     def set_models(self, key_id: str, allowed_models: list[str] | tuple[str, ...] | None) -> KeyRecord:
         self.get(key_id)
-        self._update(key_id, allowed_models=None if allowed_models is None else json.dumps(sorted(set(allowed_models))))
+        self._update(
+            key_id, allowed_models=None if allowed_models is None else json.dumps(sorted(set(allowed_models)))
+        )
         return self.get(key_id)
 
     def revoke(self, key_id: str) -> KeyRecord:

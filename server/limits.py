@@ -110,7 +110,9 @@ class Limiter:
 
     def release_orphans(self) -> int:
         """Release reservations held by processes that are gone (called once at start-up)."""
-        cursor = self._store.db.execute_sql('DELETE FROM "budget_reservation" WHERE "boot" != ?', (self.boot,))
+        cursor = self._store.db.execute_sql(
+            'DELETE FROM "budget_reservation" WHERE "boot" != ?', (self.boot,)
+        )
         return int(cursor.rowcount)
 
     def admit(self, key: KeyRecord, model: ModelConfig, input_tokens: int, max_output: int) -> Admission:
@@ -204,7 +206,9 @@ class Limiter:
     def release_reservation(self, admission: Admission) -> None:
         """Drop a reservation when no ledger row will be written for the request."""
         if admission.reservation_id is not None:
-            self._store.db.execute_sql('DELETE FROM "budget_reservation" WHERE "id" = ?', (admission.reservation_id,))
+            self._store.db.execute_sql(
+                'DELETE FROM "budget_reservation" WHERE "id" = ?', (admission.reservation_id,)
+            )
             admission.reservation_id = None
 
     @staticmethod
@@ -228,7 +232,11 @@ class Limiter:
             (key.id, limits.budget_unit),
         ).fetchone()[0]
         return BudgetState(
-            limits.budget_unit, limits.budget_amount, limits.budget_period, float(spent), float(reserved),
+            limits.budget_unit,
+            limits.budget_amount,
+            limits.budget_period,
+            float(spent),
+            float(reserved),
             period_end(limits.budget_period, wall),
         )
 
@@ -238,7 +246,11 @@ class Limiter:
         with self._lock:
             window = self._keys.get(key.id, _KeyWindow())
             self._prune(window, now)
-            requests, tokens, in_flight = len(window.events), int(sum(t for _, t in window.events)), window.in_flight
+            requests, tokens, in_flight = (
+                len(window.events),
+                int(sum(t for _, t in window.events)),
+                window.in_flight,
+            )
         return KeyActivity(requests, tokens, in_flight, self.budget(key))
 
 

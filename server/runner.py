@@ -56,7 +56,12 @@ class ServerThread:
 
     @property
     def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive() and self._server is not None and self._server.started
+        return (
+            self._thread is not None
+            and self._thread.is_alive()
+            and self._server is not None
+            and self._server.started
+        )
 
     @property
     def url(self) -> str:
@@ -71,7 +76,9 @@ class ServerThread:
             sock.bind((self.host, self.port))
         except OSError as exc:
             sock.close()
-            reason = "is already in use" if exc.errno == errno.EADDRINUSE else f"cannot be bound ({exc.strerror})"
+            reason = (
+                "is already in use" if exc.errno == errno.EADDRINUSE else f"cannot be bound ({exc.strerror})"
+            )
             raise ServerStartError(f"Port {self.port} on {self.host} {reason}.") from exc
         sock.listen(2048)
         sock.setblocking(False)

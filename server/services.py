@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any
 from dataclasses import dataclass
+from typing import Any
 
 from server.config import Settings, load_settings, storable_models, stored_values
 from server.engines.manager import Factory, ModelManager
+from server.engines.upstream import UpstreamClient
 from server.keys import KeyService, load_or_create_secret
 from server.limits import AuthThrottle, Limiter
 from server.responses import ResponseStore
@@ -46,6 +47,8 @@ class Services:
     responses: ResponseStore
     limiter: Limiter
     auth_throttle: AuthThrottle
+    upstream: UpstreamClient
+    """The HTTP session to upstream engines; opened and closed on the server's event loop."""
 
     @classmethod
     def open(cls, settings: Settings, *, engines: Mapping[str, Factory] | None = None) -> Services:
@@ -63,6 +66,7 @@ class Services:
             responses=ResponseStore(store),
             limiter=Limiter(store),
             auth_throttle=AuthThrottle(),
+            upstream=UpstreamClient(models.upstreams),
         )
         released = services.limiter.release_orphans()
         if released:

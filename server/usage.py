@@ -254,7 +254,9 @@ LEDGER_COLUMNS = (
 )
 
 
-def ledger_rows(store: Store, since: float | None = None, until: float | None = None) -> Iterator[dict[str, Any]]:
+def ledger_rows(
+    store: Store, since: float | None = None, until: float | None = None
+) -> Iterator[dict[str, Any]]:
     """Ledger rows in time order, as plain dictionaries."""
     sql = f"SELECT {', '.join(LEDGER_COLUMNS)} FROM usage_record WHERE created_at >= ? AND created_at < ? ORDER BY created_at, id"
     cursor = store.db.execute_sql(sql, (since or 0.0, until if until is not None else 1e18))
@@ -265,7 +267,9 @@ def ledger_rows(store: Store, since: float | None = None, until: float | None = 
         yield record
 
 
-def export(store: Store, out: io.TextIOBase | Any, fmt: Literal["csv", "json"], since: float | None = None) -> int:
+def export(
+    store: Store, out: io.TextIOBase | Any, fmt: Literal["csv", "json"], since: float | None = None
+) -> int:
     """Write the ledger (from ``since``) as CSV or JSON lines of objects; returns the row count."""
     count = 0
     if fmt == "csv":

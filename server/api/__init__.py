@@ -70,9 +70,13 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        yield
-        if owned:
-            opened.close()
+        await opened.upstream.start()
+        try:
+            yield
+        finally:
+            await opened.upstream.close()
+            if owned:
+                opened.close()
 
     app = FastAPI(
         title="AI Service Platform",

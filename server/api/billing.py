@@ -53,6 +53,7 @@ class Bill:
             stream=self.stream,
             client_disconnected=disconnected,
             reservation_id=self.admission.reservation_id,
+            exact=m.exact,
         )
 
     async def settle(self) -> None:

@@ -78,6 +78,7 @@ async def prepare_chat(request: Request, req: wire.ChatCompletionRequest, key: K
         logit_bias={int(k): v for k, v in (req.logit_bias or {}).items()},
         json_schema=_json_schema(req),
         n=req.n or 1,
+        upstream=services(request).upstream,
     )
 
 
@@ -123,7 +124,7 @@ async def create_chat_completion(request: Request) -> Response:
         "chat.completions",
         stream=bool(req.stream),
         meter=meter,
-        input_tokens=len(prepared.prompt),
+        input_tokens=prepared.input_tokens,
         max_output=prepared.worst_case_output,
     )
     completion_id = "chatcmpl-" + request_id.removeprefix("req_")

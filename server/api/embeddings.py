@@ -14,7 +14,11 @@ from server.api.http import JSON, read_json, services
 from server.chat import Meter
 from server.engines.base import EmbeddingBackend, Embeddings
 from server.errors import InvalidRequest, ModelNotFound
+from server.config import ModelConfig
+from server.engines.upstream import UpstreamFailure, UpstreamModel
+from server.errors import UpstreamError
 from server.keys import KeyRecord
+from server.upstream_chat import as_api_error
 from server.protocol import embeddings as wire
 
 router = APIRouter()
@@ -27,6 +31,9 @@ async def create_embeddings(request: Request) -> Response:
     if not key.may_use(req.model):
         raise ModelNotFound(req.model)
     backend, worker, config = services(request).models.get(req.model, "embedding")
+    if isinstance(backend, UpstreamModel):
+        return await _embed_upstream(request, key, req, backend, config)
+    assert worker is not None
     embedder: EmbeddingBackend = backend  # type: ignore[assignment]
     inputs = req.inputs()
     if len(inputs) > config.max_batch:
@@ -80,3 +87,37 @@ async def create_embeddings(request: Request) -> Response:
     encoding = req.encoding_format or "float"
     vectors = [wire.encode_vector(v, encoding) for v in result.vectors]
     return JSON(wire.embedding_list(config.name, vectors, result.tokens))
+
+
+async def _embed_upstream(
+    request: Request, key: KeyRecord, req: wire.EmbeddingRequest, model: UpstreamModel, config: ModelConfig
+) -> Response:
+    """Embeddings from an upstream engine, metered by the usage it reports."""
+    inputs = req.inputs()
+    meter = Meter(exact=False)
+    bound = sum(len(i.encode("utf-8")) if isinstance(i, str) else len(i) for i in inputs) + 2 * len(inputs)
+    bill = admit(request, key, config, "embeddings", stream=False, meter=meter, input_tokens=bound, max_output=0)
+    body: dict[str, Any] = {"model": model.remote_name, "input": inputs, "encoding_format": "float"}
+    if req.dimensions is not None:
+        body["dimensions"] = req.dimensions
+    try:
+        result = await services(request).upstream.post_json(model, "/embeddings", body)
+        data = sorted(result["data"], key=lambda item: item["index"])
+        vectors = [list(map(float, item["embedding"])) for item in data]
+        if len(vectors) != len(inputs):
+            raise UpstreamFailure(f"the upstream returned {len(vectors)} embeddings for {len(inputs)} inputs")
+        usage = result.get("usage") or {}
+        meter.input_tokens = int(usage.get("prompt_tokens") or usage.get("total_tokens") or bound)
+        meter.exact = "prompt_tokens" in usage or "total_tokens" in usage
+    except UpstreamFailure as failure:
+        bill.abandon(disconnected=False, http_status=502)
+        raise as_api_error(failure) from failure
+    except (KeyError, TypeError, ValueError) as exc:
+        bill.abandon(disconnected=False, http_status=502)
+        raise UpstreamError(f"The upstream engine sent a malformed embeddings response: {exc}") from exc
+    except BaseException as exc:
+        bill.abandon(disconnected=isinstance(exc, asyncio.CancelledError), http_status=getattr(exc, "status", 500))
+        raise
+    await bill.settle()
+    encoding = req.encoding_format or "float"
+    return JSON(wire.embedding_list(config.name, [wire.encode_vector(v, encoding) for v in vectors], meter.input_tokens))

@@ -79,6 +79,7 @@ async def create_response(request: Request) -> Response:
         temperature=req.temperature,
         top_p=req.top_p,
         json_schema=_json_schema(req),
+        upstream=svc.upstream,
     )
     request_id: str = request.state.request_id
     response_id = "resp_" + request_id.removeprefix("req_")
@@ -92,7 +93,7 @@ async def create_response(request: Request) -> Response:
         "responses",
         stream=bool(req.stream),
         meter=meter,
-        input_tokens=len(prepared.prompt),
+        input_tokens=prepared.input_tokens,
         max_output=prepared.worst_case_output,
     )
     if req.stream:

@@ -16,6 +16,7 @@ from typing import Literal
 
 from server.config import ModelConfig
 from server.engines.base import ChatBackend, EmbeddingBackend, LoadError
+from server.engines.upstream import ReplicaStatus, UpstreamModel
 from server.engines.worker import ModelWorker, QueueStats
 from server.errors import ModelNotFound, ModelUnavailable
 
@@ -38,6 +39,10 @@ def _sentence_transformers(config: ModelConfig) -> Backend:
     return SentenceTransformerEmbedder(config)
 
 
+def _upstream(config: ModelConfig) -> Backend:
+    return UpstreamModel.from_config(config)  # type: ignore[return-value]
+
+
 def _fake(config: ModelConfig) -> Backend:
     from server.engines.fake import FakeChat, FakeEmbedder  # noqa: PLC0415
 
@@ -47,6 +52,7 @@ def _fake(config: ModelConfig) -> Backend:
 BUILTIN_ENGINES: Mapping[str, Factory] = {
     "llama.cpp": _llama,
     "sentence-transformers": _sentence_transformers,
+    "upstream": _upstream,
     "fake": _fake,
 }
 
@@ -63,6 +69,8 @@ class ModelStatus:
     source: str
     load_seconds: float | None
     queue: QueueStats | None
+    replicas: tuple[ReplicaStatus, ...] = ()
+    """For an upstream model: each replica's health and load."""
 
 
 class _Slot:
@@ -133,7 +141,8 @@ class ModelManager:
             return self.status(name)
         with self._lock:
             slot.backend = backend
-            slot.worker = ModelWorker(name, self._max_queue)
+            # An upstream schedules its own work; local engines get their worker thread.
+            slot.worker = None if isinstance(backend, UpstreamModel) else ModelWorker(name, self._max_queue)
             slot.load_seconds = time.monotonic() - started
             slot.state = "loaded"
         log.info("model %s loaded in %.2f s", name, slot.load_seconds)
@@ -185,14 +194,14 @@ class ModelManager:
             raise ModelNotFound(name)
         return slot
 
-    def get(self, name: str, kind: str) -> tuple[Backend, ModelWorker, ModelConfig]:
+    def get(self, name: str, kind: str) -> tuple[Backend, ModelWorker | None, ModelConfig]:
         """A loaded model of the given kind, or the error a client should see."""
         slot = self._slots.get(name)
         if slot is None or slot.config.kind != kind:
             raise ModelNotFound(name)
         with self._lock:
             backend, worker = slot.backend, slot.worker
-        if backend is None or worker is None:
+        if backend is None or (worker is None and not isinstance(backend, UpstreamModel)):
             if slot.state == "loading":
                 raise ModelUnavailable(f"The model '{name}' is still loading; try again shortly.", param="model")
             raise ModelNotFound(name)
@@ -214,7 +223,12 @@ class ModelManager:
             source=slot.config.source,
             load_seconds=slot.load_seconds,
             queue=worker.stats() if worker is not None else None,
+            replicas=tuple(slot.backend.statuses()) if isinstance(slot.backend, UpstreamModel) else (),
         )
+
+    def upstreams(self) -> list[UpstreamModel]:
+        """The loaded upstream models (their replicas are health-checked by the server)."""
+        return [s.backend for s in list(self._slots.values()) if isinstance(s.backend, UpstreamModel)]
 
     def statuses(self) -> list[ModelStatus]:
         return [self.status(name) for name in self._slots]

@@ -69,7 +69,9 @@ def test_oversized_bodies_get_413(make_live: Callable[..., Live]) -> None:
                 yield b"y" * 1024
             yield b'"}]}'
 
-        streamed = http.post("/chat/completions", content=chunks(), headers={"content-type": "application/json"})
+        streamed = http.post(
+            "/chat/completions", content=chunks(), headers={"content-type": "application/json"}
+        )
         assert streamed.status_code == 413
         assert http.get("/models").status_code == 200
 

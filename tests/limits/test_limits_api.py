@@ -37,7 +37,9 @@ def client(live: Live, key: str) -> openai.OpenAI:
 
 
 def chat(live: Live, key: str, **extra: Any) -> Any:
-    return client(live, key).chat.completions.create(model="fake-chat", messages=MESSAGES, max_tokens=8, **extra)
+    return client(live, key).chat.completions.create(
+        model="fake-chat", messages=MESSAGES, max_tokens=8, **extra
+    )
 
 
 def test_requests_per_minute(live: Live) -> None:
@@ -63,7 +65,9 @@ def test_tokens_per_minute_counts_input_and_maximum_output(live: Live) -> None:
     with pytest.raises(openai.RateLimitError, match="tokens per minute"):
         chat(live, key)
     with pytest.raises(openai.RateLimitError, match="Request too large"):
-        client(live, key).chat.completions.create(model="fake-chat", messages=MESSAGES, max_tokens=estimate * 3)
+        client(live, key).chat.completions.create(
+            model="fake-chat", messages=MESSAGES, max_tokens=estimate * 3
+        )
 
 
 def test_concurrent_requests(make_live: Callable[..., Live]) -> None:
@@ -112,7 +116,9 @@ async def _fire(live: Live, key: str, count: int, body: dict[str, Any]) -> list[
 def test_fifty_concurrent_requests_with_budget_for_one(live: Live) -> None:
     probe = chat(live, live.key)
     worst = probe.usage.prompt_tokens + 8
-    key = live.new_key("budget", limits=KeyLimits(budget_unit="tokens", budget_amount=worst * 1.5, budget_period="day"))
+    key = live.new_key(
+        "budget", limits=KeyLimits(budget_unit="tokens", budget_amount=worst * 1.5, budget_period="day")
+    )
     body = {"model": "fake-chat", "messages": MESSAGES, "max_tokens": 8}
     responses = asyncio.run(_fire(live, key, 50, body))
     statuses = sorted(r.status_code for r in responses)
@@ -141,7 +147,9 @@ def test_money_budget_is_reserved_at_worst_case_and_settled_exactly(live: Live) 
     worst = (probe.usage.prompt_tokens * 1.0 + 8 * 2.0) / 1e6
     # Enough for the worst case after one request, not after two.
     budget = cost * 1.5 + worst
-    key = live.new_key("money", limits=KeyLimits(budget_unit="cost", budget_amount=budget, budget_period="month"))
+    key = live.new_key(
+        "money", limits=KeyLimits(budget_unit="cost", budget_amount=budget, budget_period="month")
+    )
     chat(live, key)
     chat(live, key)
     with pytest.raises(openai.RateLimitError) as caught:
@@ -154,7 +162,9 @@ def test_money_budget_is_reserved_at_worst_case_and_settled_exactly(live: Live) 
 
 def test_failure_before_the_first_token_costs_nothing_and_releases(make_live: Callable[..., Live]) -> None:
     live = make_live(models=fake_models(fail_at="0"))
-    key = live.new_key("failing", limits=KeyLimits(budget_unit="tokens", budget_amount=10_000, budget_period="lifetime"))
+    key = live.new_key(
+        "failing", limits=KeyLimits(budget_unit="tokens", budget_amount=10_000, budget_period="lifetime")
+    )
     with pytest.raises(openai.InternalServerError):
         chat(live, key)
     live.services.ledger.flush()
@@ -165,11 +175,15 @@ def test_failure_before_the_first_token_costs_nothing_and_releases(make_live: Ca
     assert len(rows) == 1 and rows[0]["status"] == "failed" and rows[0]["cost"] == 0
 
 
-def test_orphaned_reservations_are_released_at_start(make_services: Callable[..., Any], tmp_path: Any) -> None:
+def test_orphaned_reservations_are_released_at_start(
+    make_services: Callable[..., Any], tmp_path: Any
+) -> None:
     services = make_services()
-    _, record = services.keys.create("orphan", limits=KeyLimits(budget_unit="tokens", budget_amount=100, budget_period="day"))
+    _, record = services.keys.create(
+        "orphan", limits=KeyLimits(budget_unit="tokens", budget_amount=100, budget_period="day")
+    )
     services.store.db.execute_sql(
-        'INSERT INTO budget_reservation (key_id, unit, amount, boot, created_at) VALUES (?, ?, ?, ?, ?)',
+        "INSERT INTO budget_reservation (key_id, unit, amount, boot, created_at) VALUES (?, ?, ?, ?, ?)",
         (record.id, "tokens", 100.0, "a-dead-process", time.time()),
     )
     state = services.limiter.budget(record)

@@ -42,7 +42,12 @@ def test_unsafe_or_invalid_values_are_refused(tmp_path: Path) -> None:
 def test_model_table_from_a_file(tmp_path: Path) -> None:
     table = tmp_path / "models.json"
     table.write_text(
-        json.dumps([{"name": "a", "kind": "chat", "engine": "fake"}, {"name": "a", "kind": "embedding", "engine": "fake"}])
+        json.dumps(
+            [
+                {"name": "a", "kind": "chat", "engine": "fake"},
+                {"name": "a", "kind": "embedding", "engine": "fake"},
+            ]
+        )
     )
     with pytest.raises(ConfigError, match="unique"):
         load_settings(environ={"AISP_DATA_DIR": str(tmp_path), "AISP_MODELS": str(table)})
@@ -56,5 +61,7 @@ def test_model_table_from_a_file(tmp_path: Path) -> None:
 def test_default_models_come_from_installed_packages() -> None:
     settings = Settings()
     chat, embed = settings.models
-    assert chat.name == "smollm2-135m-instruct" and chat.source.endswith(".gguf") and Path(chat.source).is_file()
+    assert (
+        chat.name == "smollm2-135m-instruct" and chat.source.endswith(".gguf") and Path(chat.source).is_file()
+    )
     assert embed.name == "all-minilm-l6-v2" and (Path(embed.source) / "modules.json").is_file()

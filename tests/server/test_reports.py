@@ -15,6 +15,8 @@ from server.services import Services
 from server.store import Store
 from server.usage import UsageEntry
 
+from tests.ledger_fill import fill_ledger
+
 BASE = 1_700_000_000 // HOUR * HOUR  # a fixed hour, so buckets are predictable
 
 
@@ -34,7 +36,7 @@ def _entry(n: int, at: float, model: str, key: str | None, tokens: tuple[int, in
 @pytest.fixture
 def recorded(make_services: Callable[..., Services]) -> Services:
     """Requests written through the real ledger, spread over three days, two models and three keys."""
-    services = make_services(load_models=False)
+    services = make_services()
     models, keys = ("fake-chat", "fake-embed"), ("key_a", "key_b", None)
     for n in range(600):
         at = BASE + n * 431.5  # not aligned to hours or buckets
@@ -132,30 +134,9 @@ def test_ledger_export_writes_every_row_in_range(recorded: Services, tmp_path: P
     assert read[0]["request_id"] == "req_0"
 
 
-def _fill_a_million(store: Store, rows: int) -> None:
-    """A million ledger rows over 30 days (5 models, 50 keys) and their roll-up, built inside SQLite."""
-    span = 30 * 24 * HOUR
-    with store.db.atomic():
-        store.db.execute_sql(
-            "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < ?) "
-            "INSERT INTO usage_record (request_id, created_at, key_id, model, endpoint, input_tokens, "
-            "output_tokens, total_tokens, cached_tokens, reasoning_tokens, cost, latency_ms, ttft_ms, status, "
-            "http_status, stream, client_disconnected, exact) "
-            "SELECT 'req_' || i, ? + (i * ?) % ?, 'key_' || (i % 50), 'model-' || (i % 5), 'chat.completions', "
-            "i % 100, i % 37, i % 100 + i % 37, 0, 0, (i % 100) * 1e-6 + (i % 37) * 2e-6, 5.0, NULL, "
-            "'completed', 200, 0, 0, 1 FROM n",
-            (rows - 1, BASE, 7919, span),
-        )
-        store.db.execute_sql(
-            "INSERT INTO usage_hourly (hour, key_id, model, endpoint, requests, input_tokens, output_tokens, cost) "
-            "SELECT CAST(created_at / 3600 AS INTEGER) * 3600, key_id, model, endpoint, COUNT(*), "
-            "SUM(input_tokens), SUM(output_tokens), SUM(cost) FROM usage_record GROUP BY 1, 2, 3, 4"
-        )
-
-
 def test_a_range_over_a_million_ledger_rows_is_fast(make_services: Callable[..., Services]) -> None:
-    services = make_services(load_models=False)
-    _fill_a_million(services.store, 1_000_000)
+    services = make_services()
+    fill_ledger(services.store, 1_000_000, BASE, BASE + 30 * 24 * HOUR)
     assert services.store.db.execute_sql("SELECT COUNT(*) FROM usage_record").fetchone()[0] == 1_000_000
     store = services.store
     end = BASE + 30 * 24 * HOUR

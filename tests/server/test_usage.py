@@ -34,7 +34,9 @@ def test_rows_rollups_and_spend_agree(make_services: Callable[..., Services]) ->
         services.ledger.submit(_entry(i))
     services.ledger.flush()
     db = services.store.db
-    ledger = db.execute_sql("SELECT COUNT(*), SUM(input_tokens), SUM(output_tokens), SUM(cost) FROM usage_record").fetchone()
+    ledger = db.execute_sql(
+        "SELECT COUNT(*), SUM(input_tokens), SUM(output_tokens), SUM(cost) FROM usage_record"
+    ).fetchone()
     rollup = db.execute_sql(
         "SELECT SUM(requests), SUM(input_tokens), SUM(output_tokens), SUM(cost) FROM usage_hourly"
     ).fetchone()
@@ -84,7 +86,9 @@ def test_ledger_throughput_batches(make_services: Callable[..., Services]) -> No
     assert rate > 5_000, f"only {rate:.0f} rows/s"
 
 
-PRICED = ModelConfig(name="p", kind="chat", engine="fake", price_input_per_million=0.4, price_output_per_million=1.6)
+PRICED = ModelConfig(
+    name="p", kind="chat", engine="fake", price_input_per_million=0.4, price_output_per_million=1.6
+)
 
 
 @settings(max_examples=200, deadline=None)

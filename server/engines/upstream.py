@@ -1,0 +1,299 @@
+"""Serving a model from other OpenAI-compatible servers (vLLM, llama.cpp's server, a cluster behind a
+load balancer): keys, limits and metering stay here; generation happens there.
+
+All upstream traffic goes through one aiohttp session owned by the server's event loop. Each served
+name has one or more replicas; a request goes to the healthy replica with the fewest requests in flight,
+and fails over to another only before the first byte has reached the client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from server.config import ModelConfig
+from server.engines.base import LoadError
+
+log = logging.getLogger(__name__)
+
+HEALTH_INTERVAL_S = 10.0
+CONNECT_TIMEOUT_S = 5.0
+FIRST_BYTE_TIMEOUT_S = 120.0
+IDLE_TIMEOUT_S = 120.0
+RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+
+
+class UpstreamFailure(Exception):
+    """The upstream failed; ``status`` and ``body`` are what to tell the client when nothing was sent yet."""
+
+    def __init__(self, message: str, status: int = 502, body: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.body = body
+
+
+@dataclass
+class Replica:
+    base_url: str
+    outstanding: int = 0
+    healthy: bool = True
+    last_error: str | None = None
+    checked_at: float | None = None
+    latency_ms: float | None = None
+    served: int = 0
+    failures: int = 0
+
+
+@dataclass(frozen=True)
+class ReplicaStatus:
+    base_url: str
+    healthy: bool
+    outstanding: int
+    last_error: str | None
+    checked_at: float | None
+    latency_ms: float | None
+    served: int
+    failures: int
+
+
+@dataclass
+class UpstreamModel:
+    """A served name backed by one or more upstream replicas."""
+
+    config: ModelConfig
+    replicas: list[Replica] = field(default_factory=list)
+    credential: str | None = None
+
+    @classmethod
+    def from_config(cls, config: ModelConfig) -> UpstreamModel:
+        urls = [u.strip().rstrip("/") for u in config.source.split(",") if u.strip()]
+        if not urls:
+            raise LoadError("an upstream model needs at least one base URL in its source")
+        for url in urls:
+            if not url.startswith(("http://", "https://")):
+                raise LoadError(f"not an http(s) base URL: {url}")
+        credential = None
+        if config.credential_env:
+            credential = os.environ.get(config.credential_env)
+            if not credential:
+                raise LoadError(
+                    f"the environment variable {config.credential_env} holding the credential is unset"
+                )
+        return cls(config, [Replica(u) for u in urls], credential)
+
+    @property
+    def remote_name(self) -> str:
+        return self.config.upstream_model or self.config.name
+
+    def headers(self) -> dict[str, str]:
+        headers = {"content-type": "application/json", "accept": "application/json, text/event-stream"}
+        if self.credential:
+            headers["authorization"] = f"Bearer {self.credential}"
+        return headers
+
+    def order(self) -> list[Replica]:
+        """Replicas to try: healthy ones first, fewest requests in flight first."""
+        return sorted(self.replicas, key=lambda r: (not r.healthy, r.outstanding, r.failures))
+
+    def statuses(self) -> list[ReplicaStatus]:
+        return [
+            ReplicaStatus(
+                r.base_url,
+                r.healthy,
+                r.outstanding,
+                r.last_error,
+                r.checked_at,
+                r.latency_ms,
+                r.served,
+                r.failures,
+            )
+            for r in self.replicas
+        ]
+
+    def close(self) -> None:
+        pass
+
+
+class UpstreamClient:
+    """The one HTTP session to every upstream, and the health checks."""
+
+    def __init__(self, models: Callable[[], list[UpstreamModel]]) -> None:
+        self._session: aiohttp.ClientSession | None = None
+        self._health: asyncio.Task[None] | None = None
+        self._models = models
+
+    async def start(self) -> None:
+        """Open the session on the running loop and start checking replicas' health."""
+        connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=60, ttl_dns_cache=60)
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=None, connect=CONNECT_TIMEOUT_S, sock_read=IDLE_TIMEOUT_S),
+            auto_decompress=True,
+        )
+        self._health = asyncio.ensure_future(self._check_forever())
+
+    async def close(self) -> None:
+        if self._health is not None:
+            self._health.cancel()
+            try:
+                await self._health
+            except asyncio.CancelledError:
+                pass
+        if self._session is not None:
+            await self._session.close()
+        self._session = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise UpstreamFailure("the upstream client is not running", 503)
+        return self._session
+
+    async def _check_forever(self) -> None:
+        while True:
+            await asyncio.gather(*(self.check(m) for m in self._models()), return_exceptions=True)
+            await asyncio.sleep(HEALTH_INTERVAL_S)
+
+    async def check(self, model: UpstreamModel) -> None:
+        """Ask each replica for its model list; a replica that fails or lacks the model is unhealthy."""
+        for replica in model.replicas:
+            started = time.monotonic()
+            try:
+                async with self.session.get(
+                    replica.base_url + "/models",
+                    headers=model.headers(),
+                    timeout=aiohttp.ClientTimeout(total=CONNECT_TIMEOUT_S),
+                ) as response:
+                    body = await response.json(content_type=None)
+                    if response.status != 200:
+                        raise UpstreamFailure(f"HTTP {response.status}")
+                    names = {m.get("id") for m in body.get("data", []) if isinstance(m, dict)}
+                    if names and model.remote_name not in names:
+                        raise UpstreamFailure(f"does not serve {model.remote_name}")
+                replica.healthy, replica.last_error = True, None
+                replica.latency_ms = (time.monotonic() - started) * 1000
+            except Exception as exc:  # any failure marks the replica down until the next check
+                replica.healthy = False
+                replica.last_error = str(exc) or type(exc).__name__
+            replica.checked_at = time.time()
+
+    async def post_json(self, model: UpstreamModel, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """A non-streamed call with failover; returns the parsed JSON body."""
+        async with self.open(model, path, body) as (_, response):
+            data: dict[str, Any] = await response.json(content_type=None)
+            return data
+
+    def open(self, model: UpstreamModel, path: str, body: dict[str, Any]) -> _Opened:
+        return _Opened(self, model, path, body)
+
+
+class _Opened:
+    """``async with client.open(...) as (replica, response)``: the first replica that answers 200."""
+
+    def __init__(self, client: UpstreamClient, model: UpstreamModel, path: str, body: dict[str, Any]) -> None:
+        self._client, self._model, self._path, self._body = client, model, path, body
+        self._replica: Replica | None = None
+        self._response: aiohttp.ClientResponse | None = None
+
+    async def __aenter__(self) -> tuple[Replica, aiohttp.ClientResponse]:
+        payload = json.dumps(self._body).encode()
+        last: UpstreamFailure | None = None
+        for replica in self._model.order():
+            replica.outstanding += 1
+            try:
+                response = await self._client.session.post(
+                    replica.base_url + self._path,
+                    data=payload,
+                    headers=self._model.headers(),
+                    timeout=aiohttp.ClientTimeout(
+                        total=None, connect=CONNECT_TIMEOUT_S, sock_read=FIRST_BYTE_TIMEOUT_S
+                    ),
+                )
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                replica.outstanding -= 1
+                replica.failures += 1
+                replica.healthy = False
+                replica.last_error = str(exc) or type(exc).__name__
+                last = UpstreamFailure(
+                    f"upstream {replica.base_url} is unreachable: {replica.last_error}", 502
+                )
+                continue
+            if response.status == 200:
+                self._replica, self._response = replica, response
+                replica.served += 1
+                return replica, response
+            text = await response.text()
+            response.release()
+            replica.outstanding -= 1
+            try:
+                body = json.loads(text)
+            except ValueError:
+                body = None
+            if response.status in RETRY_STATUSES:
+                replica.failures += 1
+                last = UpstreamFailure(f"upstream {replica.base_url} answered {response.status}", 502, None)
+                continue
+            # A 4xx is about the request, not the replica: the client should see it as it is.
+            raise UpstreamFailure(
+                f"upstream refused the request ({response.status})",
+                response.status,
+                body if isinstance(body, dict) and "error" in body else None,
+            )
+        raise last or UpstreamFailure("no upstream replica is configured", 503)
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._response is not None:
+            self._response.close()  # closing mid-stream tells the upstream to stop generating
+        if self._replica is not None:
+            self._replica.outstanding -= 1
+
+
+async def sse_json(response: aiohttp.ClientResponse) -> AsyncIterator[dict[str, Any]]:
+    """The JSON events of an upstream event stream, ending at ``[DONE]``; garbage or a cut is an error."""
+    try:
+        async for event in _events(response):
+            yield event
+    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        raise UpstreamFailure(
+            f"the upstream connection failed mid-stream: {exc or type(exc).__name__}"
+        ) from exc
+
+
+async def _events(response: aiohttp.ClientResponse) -> AsyncIterator[dict[str, Any]]:
+    buffer = b""
+    async for chunk in response.content.iter_any():
+        buffer += chunk
+        while b"\n" in buffer:
+            line, buffer = buffer.split(b"\n", 1)
+            line = line.strip()
+            if not line or line.startswith(b":") or line.startswith(b"event:"):
+                continue
+            if not line.startswith(b"data:"):
+                raise UpstreamFailure(f"the upstream sent something that is not an event: {line[:80]!r}")
+            data = line[5:].strip()
+            if data == b"[DONE]":
+                return
+            try:
+                value = json.loads(data)
+            except ValueError as exc:
+                raise UpstreamFailure("the upstream sent an event that is not JSON") from exc
+            if not isinstance(value, dict):
+                raise UpstreamFailure("the upstream sent an event that is not a JSON object")
+            if "error" in value and "choices" not in value:
+                error = (
+                    value["error"] if isinstance(value["error"], dict) else {"message": str(value["error"])}
+                )
+                raise UpstreamFailure(f"the upstream failed: {error.get('message', 'unknown error')}")
+            yield value
+        if len(buffer) > 1 << 20:
+            raise UpstreamFailure("the upstream sent an event larger than 1 MiB")
+    raise UpstreamFailure("the upstream closed the stream before it was done")
