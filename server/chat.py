@@ -102,6 +102,8 @@ async def prepare(
         remote = Remote(backend, upstream, tuple(messages), estimate)
         return Prepared(config, None, None, Prompt(tokens=()), sampling, n, remote)
     chat: ChatBackend = backend  # type: ignore[assignment]
+    assert worker is not None
+    worker.ensure_room()
     prompt = await asyncio.to_thread(chat.render, messages)
     context = chat.context_length
     room = context - len(prompt)

@@ -116,15 +116,23 @@ class ModelWorker:
         except TimeoutError:
             log.warning("a cancelled job on %s did not stop within %.0f s", self.name, DRAIN_TIMEOUT_S)
 
+    def ensure_room(self) -> None:
+        """Raise ``RateLimited`` now if the queue is full, before a response has started."""
+        with self._lock:
+            self._check_room()
+
+    def _check_room(self) -> None:
+        if self._waiting >= self.max_queue:
+            raise RateLimited(
+                f"The queue for model '{self.name}' is full ({self.max_queue} waiting); try again shortly.",
+                retry_after=self._estimated_wait(),
+            )
+
     def _enqueue(self, job: _Job[Any]) -> None:
         with self._lock:
             if self._closed:
                 raise RuntimeError(f"model {self.name} is unloaded")
-            if self._waiting >= self.max_queue:
-                raise RateLimited(
-                    f"The queue for model '{self.name}' is full ({self.max_queue} waiting); try again shortly.",
-                    retry_after=self._estimated_wait(),
-                )
+            self._check_room()
             self._lines.setdefault(job.key, deque()).append(job)
             self._waiting += 1
             self._lock.notify()
