@@ -1,8 +1,9 @@
-"""The HTTP connection guard: bounded connections, headers that must arrive in time, and protocol
-errors answered in the OpenAI error envelope.
+"""The HTTP connection guard: bounded connections and header sizes, headers that must arrive in time,
+and protocol errors answered in the OpenAI error envelope.
 
 uvicorn times out idle keep-alive connections but not a client that trickles its request headers a byte
-at a time; on a LAN that client could hold connections open for ever.
+at a time; on a LAN that client could hold connections open for ever. Built on uvicorn's httptools
+protocol (the C parser: most of a small request's cost is parsing when the parser is pure Python).
 """
 
 from __future__ import annotations
@@ -11,18 +12,18 @@ import asyncio
 import json
 from typing import Any
 
-import h11
 import uvicorn
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 LINGER_S = 0.5
+MAX_HEADER_BYTES = 64 * 1024
 
 
 class GuardedConfig(uvicorn.Config):
     """uvicorn's configuration plus the guard's bounds (from ``Settings``)."""
 
     def __init__(self, *args: Any, header_timeout_s: float, max_connections: int, **kwargs: Any) -> None:
-        super().__init__(*args, http=GuardedH11Protocol, **kwargs)
+        super().__init__(*args, http=GuardedHttpToolsProtocol, **kwargs)
         self.header_timeout_s = header_timeout_s
         self.max_connections = max_connections
 
@@ -33,23 +34,22 @@ def _envelope(message: str, code: str) -> bytes:
     ).encode()
 
 
-class GuardedH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol with a deadline for request headers and a cap on connections."""
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a header deadline, a header size limit and a connection cap."""
 
     def __init__(self, config: GuardedConfig, *args: Any, **kwargs: Any) -> None:
-        super().__init__(config, *args, **kwargs)
+        super().__init__(config, *args, **kwargs)  # type: ignore[arg-type]
         self._header_timeout = config.header_timeout_s
         self._max_connections = config.max_connections
         self._header_timer: asyncio.TimerHandle | None = None
         self._discarding = False
-        self._seen_cycle: object = None
+        self._in_headers = True  # until the first request's headers are complete
+        self._header_bytes = 0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         if len(self.connections) > self._max_connections:
-            self._reply(
-                503, "Service Unavailable", "The server has too many open connections.", "server_busy"
-            )
+            self._reply(503, "Service Unavailable", "The server has too many open connections.", "server_busy")
             return
         self._arm()
 
@@ -64,23 +64,40 @@ class GuardedH11Protocol(H11Protocol):
 
     def _headers_too_slow(self) -> None:
         self._header_timer = None
-        if self.transport.is_closing():
-            return
-        if self.cycle is None or self.cycle is self._seen_cycle or self.cycle.response_complete:
-            self._reply(
-                408, "Request Timeout", "The request headers did not arrive in time.", "request_timeout"
-            )
+        if not self.transport.is_closing() and self._in_headers:
+            self._reply(408, "Request Timeout", "The request headers did not arrive in time.", "request_timeout")
 
     def data_received(self, data: bytes) -> None:
         if self._discarding:
             return
-        if self.cycle is None or self.cycle.response_complete:
-            if self._header_timer is None:
-                self._arm()  # the first byte of a new request starts its header deadline
+        if self._in_headers:
+            self._header_bytes += len(data)
+            if self._header_bytes > MAX_HEADER_BYTES + 65536:
+                # Far past the limit without the parser finishing the headers: stop reading now.
+                self._reply(431, "Request Header Fields Too Large", "The request headers are too large.", "headers_too_large")
+                return
         super().data_received(data)
-        if self.cycle is not None and self.cycle is not self._seen_cycle:
-            self._seen_cycle = self.cycle  # headers complete: the handler takes over from here
-            self._disarm()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._in_headers = True
+        self._header_bytes = 0
+        if self._header_timer is None:
+            self._arm()  # a new request on a kept-alive connection: its headers get a deadline too
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        size = sum(len(n) + len(v) + 4 for n, v in self.headers) + len(name) + len(value)
+        if size > MAX_HEADER_BYTES:
+            self._reply(431, "Request Header Fields Too Large", "The request headers are too large.", "headers_too_large")
+            return
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        if self._discarding:
+            return
+        self._in_headers = False
+        self._disarm()
+        super().on_headers_complete()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
@@ -90,26 +107,16 @@ class GuardedH11Protocol(H11Protocol):
         self._reply(400, "Bad Request", msg, "invalid_http_request")
 
     def _reply(self, status: int, reason: str, message: str, code: str) -> None:
+        if self._discarding:
+            return
+        self._discarding = True
+        self._disarm()
         body = _envelope(message, code)
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            (b"connection", b"close"),
-        ]
-        try:
-            self.transport.write(
-                self.conn.send(h11.Response(status_code=status, headers=headers, reason=reason)) or b""
-            )
-            self.transport.write(self.conn.send(h11.Data(data=body)) or b"")
-            self.transport.write(self.conn.send(h11.EndOfMessage()) or b"")
-        except h11.LocalProtocolError:
-            # h11 may refuse to speak in this state; send the bytes ourselves.
-            self.transport.write(
-                f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n"
-                "connection: close\r\n\r\n".encode()
-                + body
-            )
+        self.transport.write(
+            f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n"
+            "connection: close\r\n\r\n".encode()
+            + body
+        )
         # Linger briefly, reading and dropping what the client still sends, so that closing does not
         # reset the connection before the client has read the answer.
-        self._discarding = True
         self.loop.call_later(LINGER_S, self.transport.close)

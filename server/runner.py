@@ -23,6 +23,15 @@ from server.services import Services
 log = logging.getLogger(__name__)
 
 
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop where it is available (not on Windows): the server's loop does most of its work."""
+    try:
+        import uvloop  # noqa: PLC0415  (optional: absent on Windows)
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()  # type: ignore[no-any-return]
+
+
 @dataclass(frozen=True)
 class ServerStatus:
     """A snapshot for the window: where the server listens and what it serves."""
@@ -108,7 +117,7 @@ class ServerThread:
         started = threading.Event()
 
         def run() -> None:
-            loop = asyncio.new_event_loop()
+            loop = new_event_loop()
             asyncio.set_event_loop(loop)
             try:
                 loop.run_until_complete(server.serve(sockets=[self._socket] if self._socket else None))

@@ -79,8 +79,15 @@ def test_oversized_bodies_get_413(make_live: Callable[..., Live]) -> None:
 def test_oversized_headers_are_refused_in_the_envelope(live: Live) -> None:
     request = b"GET /v1/models HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 200_000 + b"\r\n\r\n"
     response = _raw(live.thread.port, request)
+    assert response.startswith(b"HTTP/1.1 431")
+    error = _body(response)["error"]
+    assert set(error) == {"message", "type", "param", "code"} and error["code"] == "headers_too_large"
+
+
+def test_malformed_http_is_refused_in_the_envelope(live: Live) -> None:
+    response = _raw(live.thread.port, b"GARBAGE / HTTP/9\r\n\r\n")
     assert response.startswith(b"HTTP/1.1 400")
-    assert set(_body(response)["error"]) == {"message", "type", "param", "code"}
+    assert _body(response)["error"]["code"] == "invalid_http_request"
 
 
 def test_slow_headers_are_timed_out(make_live: Callable[..., Live]) -> None:
