@@ -71,6 +71,7 @@ async def prepare(
     max_tokens: int | None,
     max_tokens_param: str,
     messages_param: str = "messages",
+    json_schema_param: str = "response_format",
     temperature: float | None,
     top_p: float | None,
     stop: tuple[str, ...] = (),
@@ -81,6 +82,7 @@ async def prepare(
     json_schema: dict[str, Any] | None = None,
     n: int = 1,
     upstream: UpstreamClient | None = None,
+    stream: bool = True,
 ) -> Prepared:
     """Find the model, render the prompt off the event loop, and check it fits the context."""
     backend, worker, config = models.get(model, "chat")
@@ -99,7 +101,7 @@ async def prepare(
             logit_bias=logit_bias or {},
             json_schema=json_schema,
         )
-        remote = Remote(backend, upstream, tuple(messages), estimate)
+        remote = Remote(backend, upstream, tuple(messages), estimate, stream)
         return Prepared(config, None, None, Prompt(tokens=()), sampling, n, remote)
     chat: ChatBackend = backend  # type: ignore[assignment]
     assert worker is not None
@@ -133,6 +135,13 @@ async def prepare(
         logit_bias=logit_bias or {},
         json_schema=json_schema,
     )
+    check = getattr(chat, "check_sampling", None)  # an engine that can refuse what it cannot run, up front
+    if json_schema is not None and check is not None:
+        try:
+            await asyncio.to_thread(check, sampling)
+        except InvalidRequest as exc:
+            exc.param = json_schema_param
+            raise
     return Prepared(config=config, backend=chat, worker=worker, prompt=prompt, sampling=sampling, n=n)
 
 

@@ -79,13 +79,17 @@ class Admission:
     key_id: str
     estimate: int
     reservation_id: int | None
-    stamp: float
+    stamp: list[float]
+    """Its ``[time, tokens]`` entry in the key's one-minute window."""
     released: bool = False
 
 
 @dataclass
 class _KeyWindow:
+    """The last minute of one key's requests, with a running token total (every step O(1))."""
+
     events: deque[list[float]] = field(default_factory=deque)  # [time, tokens]
+    tokens: float = 0.0
     in_flight: int = 0
 
 
@@ -127,8 +131,9 @@ class Limiter:
             reservation = self._reserve(key, model, input_tokens, max_output) if limits.has_budget else None
             stamp = [now, float(estimate)]
             window.events.append(stamp)
+            window.tokens += estimate
             window.in_flight += 1
-        return Admission(key.id, estimate, reservation, now)
+        return Admission(key.id, estimate, reservation, stamp)
 
     def _check_rates(self, limits: KeyLimits, window: _KeyWindow, estimate: int, now: float) -> None:
         if limits.max_concurrent is not None and window.in_flight >= limits.max_concurrent:
@@ -150,7 +155,7 @@ class Limiter:
                     f"{limits.tpm} tokens per minute. Reduce the input or max tokens.",
                     retry_after=WINDOW_S,
                 )
-            used = sum(tokens for _, tokens in window.events)
+            used = window.tokens
             if used + estimate > limits.tpm:
                 freed, wait = used, 0.0
                 for stamp, tokens in window.events:
@@ -198,10 +203,10 @@ class Limiter:
             if window is None:
                 return
             window.in_flight = max(0, window.in_flight - 1)
-            for stamp in window.events:
-                if stamp[0] == admission.stamp and stamp[1] == admission.estimate:
-                    stamp[1] = float(actual_tokens)
-                    break
+            stamp = admission.stamp
+            if window.events and stamp[0] >= window.events[0][0]:  # still inside the window
+                window.tokens += actual_tokens - stamp[1]
+            stamp[1] = float(actual_tokens)
 
     def release_reservation(self, admission: Admission) -> None:
         """Drop a reservation when no ledger row will be written for the request."""
@@ -213,8 +218,11 @@ class Limiter:
 
     @staticmethod
     def _prune(window: _KeyWindow, now: float) -> None:
-        while window.events and window.events[0][0] <= now - WINDOW_S:
-            window.events.popleft()
+        events = window.events
+        while events and events[0][0] <= now - WINDOW_S:
+            window.tokens -= events.popleft()[1]
+        if not events:
+            window.tokens = 0.0  # no drift from float sums
 
     def budget(self, key: KeyRecord) -> BudgetState | None:
         limits = key.limits
@@ -248,7 +256,7 @@ class Limiter:
             self._prune(window, now)
             requests, tokens, in_flight = (
                 len(window.events),
-                int(sum(t for _, t in window.events)),
+                int(window.tokens),
                 window.in_flight,
             )
         return KeyActivity(requests, tokens, in_flight, self.budget(key))

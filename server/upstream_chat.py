@@ -26,6 +26,8 @@ class Remote:
     client: UpstreamClient
     messages: tuple[Message, ...]
     estimated_input: int
+    stream: bool = True
+    """Whether the client streams; a client that does not is served by one non-streamed upstream call."""
 
 
 def estimate_input(messages: list[Message]) -> int:
@@ -33,7 +35,7 @@ def estimate_input(messages: list[Message]) -> int:
     return sum(len(m.content.encode("utf-8")) + 8 for m in messages) + 8
 
 
-def body(remote: Remote, sampling: Sampling, n: int) -> dict[str, Any]:
+def body(remote: Remote, sampling: Sampling, n: int, stream: bool = True) -> dict[str, Any]:
     value: dict[str, Any] = {
         "model": remote.model.remote_name,
         "messages": [
@@ -44,12 +46,13 @@ def body(remote: Remote, sampling: Sampling, n: int) -> dict[str, Any]:
             }
             for m in remote.messages
         ],
-        "stream": True,
-        "stream_options": {"include_usage": True},
+        "stream": stream,
         "max_tokens": sampling.max_tokens,
         "temperature": sampling.temperature,
         "top_p": sampling.top_p,
     }
+    if stream:
+        value["stream_options"] = {"include_usage": True}
     if n != 1:
         value["n"] = n
     if sampling.stop:
@@ -84,9 +87,50 @@ def as_api_error(failure: UpstreamFailure) -> APIError:
     return UpstreamError(f"The upstream engine failed: {failure.message}")
 
 
+def _meter_usage(meter: Meter, usage: dict[str, Any]) -> None:
+    meter.input_tokens = int(usage.get("prompt_tokens") or 0)
+    meter.output_tokens = int(usage["completion_tokens"])
+    meter.cached_tokens = int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
+    meter.reasoning_tokens = int((usage.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0)
+    meter.exact = True
+
+
+async def _run_whole(remote: Remote, sampling: Sampling, n: int, meter: Meter) -> AsyncGenerator[Event, None]:
+    """One non-streamed upstream call, for a client that does not stream."""
+    try:
+        result = await remote.client.post_json(remote.model, "/chat/completions", body(remote, sampling, n, False))
+        choices = sorted(result["choices"], key=lambda c: int(c.get("index") or 0))
+        usage = result.get("usage")
+    except UpstreamFailure as failure:
+        raise as_api_error(failure) from failure
+    except (KeyError, TypeError, ValueError) as exc:
+        raise UpstreamError(f"The upstream engine sent a malformed completion: {exc}") from exc
+    meter.first_token_at = time.monotonic()
+    ends = []
+    for choice in choices[:n]:
+        index = int(choice.get("index") or 0)
+        message = choice.get("message") or {}
+        content = message.get("content") or ""
+        reasoning = message.get("reasoning_content") or message.get("reasoning") or ""
+        if content or reasoning:
+            yield Delta(index, content=content, reasoning=reasoning)
+        ends.append(ChoiceEnd(index, "length" if choice.get("finish_reason") == "length" else "stop"))
+        if not isinstance(usage, dict):
+            meter.output_tokens += max(1, len((content + reasoning).encode("utf-8")) // 4)
+    if isinstance(usage, dict) and "completion_tokens" in usage:
+        _meter_usage(meter, usage)
+    for end in ends:
+        yield end
+
+
 async def run(remote: Remote, sampling: Sampling, n: int, meter: Meter) -> AsyncGenerator[Event, None]:
     """Relay the upstream's stream as events, metering as chunks arrive and exactly once usage comes."""
     meter.input_tokens = remote.estimated_input
+    if not remote.stream:
+        meter.exact = False
+        async for event in _run_whole(remote, sampling, n, meter):
+            yield event
+        return
     meter.exact = False
     finishes: dict[int, Literal["stop", "length"]] = {}
     try:

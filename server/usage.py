@@ -98,10 +98,11 @@ COMMIT_WAIT_S = 10.0
 class Ledger:
     """Writes usage rows on its own thread; ``record`` returns once the row is committed."""
 
-    def __init__(self, store: Store, *, batch: int = 2000) -> None:
+    def __init__(self, store: Store, *, batch: int = 2000, commit_wait_s: float = COMMIT_WAIT_S) -> None:
         self._store = store
         self._batch = batch
-        self._queue: queue.Queue[tuple[UsageEntry, Future[None]] | None] = queue.Queue()
+        self._commit_wait_s = commit_wait_s
+        self._queue: queue.SimpleQueue[tuple[UsageEntry, Any] | None] = queue.SimpleQueue()
         self._requests = 0
         self._lock = threading.Lock()
         self.last_error: str | None = None
@@ -113,19 +114,25 @@ class Ledger:
         """Requests recorded since start (the window's live counter)."""
         return self._requests
 
+    def _count(self) -> None:
+        with self._lock:
+            self._requests += 1
+
     def submit(self, entry: UsageEntry) -> Future[None]:
         """Queue a row; the future completes when it is committed."""
         done: Future[None] = Future()
-        with self._lock:
-            self._requests += 1
+        self._count()
         self._queue.put((entry, done))
         return done
 
     async def record(self, entry: UsageEntry) -> None:
         """Queue a row and wait for its commit; a store that cannot be written raises StorageFailure."""
-        done = self.submit(entry)
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        self._count()
+        self._queue.put((entry, (loop, done)))
         try:
-            await asyncio.wait_for(asyncio.wrap_future(done), COMMIT_WAIT_S)
+            await asyncio.wait_for(asyncio.shield(done), self._commit_wait_s)
         except TimeoutError as exc:
             raise StorageFailure(
                 f"The usage ledger cannot be written ({self.last_error or 'timed out'}); the request is kept "
@@ -160,7 +167,7 @@ class Ledger:
                 pending.append(nxt)
             self._write_until_done(pending)
 
-    def _write_until_done(self, pending: list[tuple[UsageEntry, Future[None]]]) -> None:
+    def _write_until_done(self, pending: list[tuple[UsageEntry, Any]]) -> None:
         rows = [entry for entry, _ in pending if entry is not _FLUSH]
         delay = 0.05
         while True:
@@ -173,9 +180,20 @@ class Ledger:
                 log.error("usage ledger write failed, retrying: %s", self.last_error)
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
-        for _, done in pending:
-            if not done.done():
-                done.set_result(None)
+        # One wake-up per event loop for the whole batch, not one per row.
+        by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
+        for _, waiter in pending:
+            if isinstance(waiter, Future):
+                if not waiter.done():
+                    waiter.set_result(None)
+            elif waiter is not None:
+                by_loop.setdefault(waiter[0], []).append(waiter[1])
+        for loop, futures in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_resolve, futures)
+            except RuntimeError:
+                pass  # that loop has closed: nobody is waiting any more
+
 
     def _write(self, rows: list[UsageEntry]) -> None:
         if not rows:
@@ -207,6 +225,12 @@ class Ledger:
 
 
 _FLUSH: Any = object()
+
+
+def _resolve(futures: list[asyncio.Future[None]]) -> None:
+    for future in futures:
+        if not future.done():
+            future.set_result(None)
 
 
 def _row(e: UsageEntry) -> tuple[Any, ...]:

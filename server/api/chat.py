@@ -79,6 +79,7 @@ async def prepare_chat(request: Request, req: wire.ChatCompletionRequest, key: K
         json_schema=_json_schema(req),
         n=req.n or 1,
         upstream=services(request).upstream,
+        stream=bool(req.stream),
     )
 
 

@@ -76,10 +76,12 @@ async def create_response(request: Request) -> Response:
         max_tokens=req.max_output_tokens,
         max_tokens_param="max_output_tokens",
         messages_param="input",
+        json_schema_param="text.format",
         temperature=req.temperature,
         top_p=req.top_p,
         json_schema=_json_schema(req),
         upstream=svc.upstream,
+        stream=bool(req.stream),
     )
     request_id: str = request.state.request_id
     response_id = "resp_" + request_id.removeprefix("req_")

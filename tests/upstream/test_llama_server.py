@@ -103,6 +103,7 @@ def test_chat_through_llama_cpp_server(make_live: Callable[..., Live], llama_ser
                 model="remote-smollm2",
                 messages=[{"role": "user", "content": "Count to three."}],
                 max_tokens=12,
+                temperature=0,
                 stream=True,
                 stream_options={"include_usage": True},
             )
@@ -113,9 +114,10 @@ def test_chat_through_llama_cpp_server(make_live: Callable[..., Live], llama_ser
     live.services.ledger.flush()
     rows = [r for r in ledger_rows(live.services.store) if r["model"] == "remote-smollm2"]
     assert len(rows) == 2 and all(r["status"] == "completed" and r["output_tokens"] >= 1 for r in rows)
-    # llama-cpp-python's server sends no usage in streams: the rows are estimates, and say so; output is
-    # counted one token per chunk received, input bounded by the prompt's bytes.
-    assert [r["exact"] for r in rows] == [False, False]
+    # Not streamed, the upstream reports its usage: exact. llama-cpp-python's server sends no usage in
+    # streams: that row is an estimate and says so, output counted one token per chunk received.
+    assert [r["exact"] for r in rows] == [True, False]
+    assert rows[0]["output_tokens"] == reply.usage.completion_tokens
     content_chunks = sum(1 for c in chunks if c.choices and c.choices[0].delta.content)
     assert rows[1]["output_tokens"] == content_chunks == chunks[-1].usage.completion_tokens
     assert 1 <= rows[0]["output_tokens"] <= 12

@@ -84,7 +84,7 @@ def test_chat_through_an_upstream_is_metered_exactly(
     assert reply.usage.completion_tokens == 5 and reply.usage.prompt_tokens == 6
     sent = mock.requests[-1]
     assert sent["model"] == "upstream-model"
-    assert sent["stream"] is True and sent["stream_options"] == {"include_usage": True}
+    assert sent["stream"] is False and "stream_options" not in sent  # one call, exact usage
     assert sent["max_tokens"] == 20
     (row,) = _rows(live)
     assert (row["input_tokens"], row["output_tokens"], row["exact"]) == (6, 5, True)
@@ -99,6 +99,7 @@ def test_streamed_usage_is_stripped_unless_asked(
     plain = list(client.chat.completions.create(model="up-chat", messages=MESSAGES, stream=True))
     assert all(chunk.usage is None for chunk in plain)
     assert "".join(c.choices[0].delta.content or "" for c in plain if c.choices) == "w0 w1 w2 w3 w4"
+    assert mock.requests[-1]["stream_options"] == {"include_usage": True}  # asked for, then stripped
     asked = list(
         client.chat.completions.create(
             model="up-chat", messages=MESSAGES, stream=True, stream_options={"include_usage": True}
@@ -145,7 +146,7 @@ def test_requests_are_balanced_by_outstanding_requests(make_live: Callable[..., 
         client = sdk(live, live.key)
         threads = [
             threading.Thread(
-                target=lambda: client.chat.completions.create(model="up-chat", messages=MESSAGES)
+                target=lambda: list(client.chat.completions.create(model="up-chat", messages=MESSAGES, stream=True))
             )
             for _ in range(6)
         ]
