@@ -107,6 +107,8 @@ class ServerThread:
             max_connections=settings.max_connections,
             log_config=None,
             access_log=False,
+            server_header=False,
+            proxy_headers=False,  # no proxy stands in front: X-Forwarded-For must not move the auth throttle
             lifespan="on",
             timeout_keep_alive=15,
             timeout_graceful_shutdown=5,

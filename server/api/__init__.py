@@ -19,10 +19,12 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 import server
 from server.api import chat, embeddings, models, responses
 from server.api.http import JSON, error_response, new_id, require_key
+from server.api.openapi import openapi_document
 from server.config import Settings
 from server.engines.manager import Factory
-from server.errors import APIError, EngineFailure, InvalidRequest, MethodNotAllowed, NotFound
+from server.errors import APIError, EngineFailure, InvalidRequest, MethodNotAllowed, NotFound, StorageFailure
 from server.services import Services
+from server.store import StoreError, disk_error
 
 log = logging.getLogger(__name__)
 
@@ -85,17 +87,24 @@ def create_app(
         redoc_url=None,
         openapi_url=None,
         lifespan=lifespan,
+        redirect_slashes=False,  # a redirect would echo the client's Host header back as a Location
     )
     app.state.services = services
 
-    protected = APIRouter(dependencies=[Depends(require_key)])
+    # One level of routers: every nesting level costs a route match and a dependency solve per request.
     for module in (models, chat, embeddings, responses):
-        protected.include_router(module.router)
-    app.include_router(protected)
+        app.include_router(module.router, dependencies=[Depends(require_key)])
 
     @app.get("/health", include_in_schema=False)
     async def health() -> Response:
         return JSON({"status": "ok"})
+
+    @app.get("/v1/openapi.json", include_in_schema=False, dependencies=[Depends(require_key)])
+    async def openapi() -> Response:
+        served: dict[str, list[str]] = {}
+        for config, _created in services.models.served():
+            served.setdefault(config.kind, []).append(config.name)
+        return JSON(openapi_document(app, served))
 
     @app.exception_handler(APIError)
     async def api_error(request: Request, exc: APIError) -> Response:
@@ -125,6 +134,18 @@ def create_app(
         return error_response(
             EngineFailure(f"The server had an error while processing your request (request id {request_id})."),
             request_id,
+        )
+
+    @app.exception_handler(StoreError)
+    async def store_error(request: Request, exc: Exception) -> Response:
+        # Handled here rather than as an unexpected error, which would also drop the connection.
+        cause = disk_error(exc)
+        if cause is None:
+            return await unexpected(request, exc)
+        request_id = getattr(request.state, "request_id", None)
+        log.error("request %s: the store cannot be written: %s", request_id, cause)
+        return error_response(
+            StorageFailure(f"The server cannot write its data ({cause}); try again when it has recovered."), request_id
         )
 
     app.add_middleware(RequestIds)

@@ -13,7 +13,7 @@ from starlette.responses import Response
 
 from server import chat
 from server.api.billing import Bill, admit
-from server.api.http import JSON, EventStream, new_id, read_json, services
+from server.api.http import JSON, EventStream, read_json, services
 from server.errors import APIError, InvalidRequest, ModelNotFound
 from server.keys import KeyRecord
 from server.protocol import chat as wire

@@ -12,14 +12,13 @@ from server.api.billing import admit
 from server.api.chat import until_disconnected
 from server.api.http import JSON, read_json, services
 from server.chat import Meter
-from server.engines.base import EmbeddingBackend, Embeddings
-from server.errors import InvalidRequest, ModelNotFound
 from server.config import ModelConfig
+from server.engines.base import EmbeddingBackend, Embeddings
 from server.engines.upstream import UpstreamFailure, UpstreamModel
-from server.errors import UpstreamError
+from server.errors import InvalidRequest, ModelNotFound, UpstreamError
 from server.keys import KeyRecord
-from server.upstream_chat import as_api_error
 from server.protocol import embeddings as wire
+from server.upstream_chat import as_api_error
 
 router = APIRouter()
 

@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=BaseModel)
 KEY_PARAMS = frozenset({"api_key", "api-key", "apikey", "key", "token", "access_token"})
+INLINE_PARSE_BYTES = 256 * 1024
+"""Larger bodies are parsed on a worker thread: megabytes of JSON take long enough to parse that every
+other request on the event loop would wait for them."""
 
 
 def services(request: Request) -> Services:
@@ -109,8 +112,11 @@ async def read_json(request: Request, model: type[M]) -> M:
                 chunks.append(chunk)
     except TimeoutError as exc:
         raise RequestTimeout(f"The request body did not arrive within {settings.body_timeout_s:g} seconds.") from exc
+    body = b"".join(chunks)
     try:
-        return parse_request(model, b"".join(chunks))
+        if len(body) > INLINE_PARSE_BYTES:
+            return await asyncio.to_thread(parse_request, model, body)
+        return parse_request(model, body)
     except BodyError as exc:
         raise InvalidRequest(exc.message, param=exc.param) from exc
 

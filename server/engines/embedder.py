@@ -9,6 +9,7 @@ from typing import Any
 
 from server.config import ModelConfig
 from server.engines.base import Embeddings, LoadError
+from server.errors import InvalidRequest
 
 
 class SentenceTransformerEmbedder:
@@ -57,19 +58,29 @@ class SentenceTransformerEmbedder:
         tokenizer = self._model.tokenizer
         return [tokenizer.decode(list(ids), skip_special_tokens=True) for ids in inputs]
 
-    def count_tokens(self, texts: list[str]) -> int:
-        encoded = self._model.tokenizer(
-            texts, add_special_tokens=True, truncation=True, max_length=self._model.max_seq_length
-        )
-        return sum(len(ids) for ids in encoded["input_ids"])
+    def count_tokens(self, texts: list[str]) -> list[int]:
+        """Each text's tokens, special ones included, as the model would read them untruncated."""
+        encoded = self._model.tokenizer(texts, add_special_tokens=True, truncation=False, verbose=False)
+        return [len(ids) for ids in encoded["input_ids"]]
 
     def embed(self, inputs: Sequence[str] | Sequence[Sequence[int]]) -> Embeddings:
         texts = self._texts(inputs)
+        counts = self.count_tokens(texts)
+        limit = int(self._model.max_seq_length)
+        # The model would silently embed only the first tokens of a longer input; OpenAI refuses instead.
+        for index, count in enumerate(counts):
+            if count > limit:
+                raise InvalidRequest(
+                    f"This model's maximum context length is {limit} tokens, however input[{index}] has "
+                    f"{count} tokens. Please reduce the length of the input.",
+                    param="input",
+                    code="context_length_exceeded",
+                )
         with self._torch.inference_mode():
             vectors = self._model.encode(
                 texts, batch_size=32, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
             )
-        return Embeddings(vectors=vectors.tolist(), tokens=self.count_tokens(texts))
+        return Embeddings(vectors=vectors.tolist(), tokens=sum(counts))
 
     def close(self) -> None:
         self._model = None

@@ -17,6 +17,7 @@ from typing import Any
 from server.config import ModelConfig
 from server.engines.base import LoadError, Message, Piece, Prompt, Sampling, ShouldStop
 from server.engines.stops import StopScanner
+from server.errors import InvalidRequest
 
 log = logging.getLogger(__name__)
 
@@ -85,13 +86,18 @@ class LlamaChat:
         return int(self._llm.n_ctx())
 
     def render(self, messages: Sequence[Message]) -> Prompt:
-        rendered = self._formatter(
-            messages=[{"role": m.role, "content": m.content, **({"name": m.name} if m.name else {})} for m in messages]
-        )
+        turns: list[Any] = [
+            {"role": m.role, "content": m.content, **({"name": m.name} if m.name else {})} for m in messages
+        ]
+        rendered = self._formatter(messages=turns)
         tokens = self._llm.tokenize(
             rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special, special=True
         )
         return Prompt(tokens=tuple(tokens), text=rendered.prompt)
+
+    def check_sampling(self, sampling: Sampling) -> None:
+        """Refuse (InvalidRequest) what ``generate`` could not run: a JSON schema it cannot turn into a grammar."""
+        self._grammar(sampling)
 
     def _grammar(self, sampling: Sampling) -> Any:
         if sampling.json_schema is None:
@@ -100,7 +106,25 @@ class LlamaChat:
 
         if not sampling.json_schema:
             return llama_grammar.LlamaGrammar.from_string(llama_grammar.JSON_GBNF, verbose=False)
-        return llama_grammar.LlamaGrammar.from_json_schema(json.dumps(sampling.json_schema), verbose=False)
+        try:
+            grammar = llama_grammar.LlamaGrammar.from_json_schema(json.dumps(sampling.json_schema), verbose=False)
+        except Exception as exc:  # the converter asserts on schemas it does not understand: the client's to fix
+            reason = str(exc) or type(exc).__name__
+            raise InvalidRequest(
+                f"The JSON schema in response_format cannot be used: {reason[:300]}", param="response_format"
+            ) from exc
+        # llama-cpp-python adds the grammar sampler without checking that llama.cpp could parse the grammar,
+        # and a grammar it refuses (too many repetitions) crashes the process: try it on its own first.
+        trial = self._lib.llama_sampler_init_grammar(
+            self._vocab, grammar._grammar.encode("utf-8"), grammar._root.encode("utf-8")
+        )
+        if not trial:
+            raise InvalidRequest(
+                "The JSON schema in response_format is too complex for this model's grammar engine.",
+                param="response_format",
+            )
+        self._lib.llama_sampler_free(trial)
+        return grammar
 
     def _logits_processor(self, sampling: Sampling) -> Any:
         if not sampling.logit_bias:
@@ -122,8 +146,10 @@ class LlamaChat:
         cached = _common_prefix(llm._input_ids[: llm.n_tokens].tolist(), prompt.tokens)
         if cached >= len(prompt.tokens):
             cached = len(prompt.tokens) - 1  # the last prompt token is always evaluated again
-        if sampling.seed is not None:
-            llm.set_seed(sampling.seed % (2**32))
+        # The seed outlives the request inside Llama: set it every time, or one seeded request would make
+        # every later unseeded one repeat it. LLAMA_DEFAULT_SEED asks llama.cpp for a fresh random seed.
+        random_seed = self._lib.LLAMA_DEFAULT_SEED
+        llm.set_seed(random_seed if sampling.seed is None else sampling.seed % random_seed)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         scanner = StopScanner(sampling.stop)
         generated: list[int] = []
@@ -146,7 +172,7 @@ class LlamaChat:
         )
         try:
             for token in stream:
-                if self._lib.llama_token_is_eog(self._vocab, token):
+                if self._lib.llama_vocab_is_eog(self._vocab, token):
                     finish = "stop"
                     break
                 generated.append(token)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationInfo, field_validator
@@ -77,12 +78,55 @@ class ChatMessage(BaseModel):
         return content_text(self.content)
 
 
+MAX_SCHEMA_NODES = 5000
+MAX_SCHEMA_DEPTH = 32
+MAX_SCHEMA_REPEAT = 1000
+"""The largest count a schema may ask for (``maxLength``, ``minItems``, ``{n}`` in a pattern...): each
+becomes that many grammar rules, and llama.cpp crashes on grammars past its own limits."""
+_REPEAT_KEYS = frozenset(
+    {"minLength", "maxLength", "minItems", "maxItems", "minProperties", "maxProperties", "minContains", "maxContains"}
+)
+_PATTERN_REPEAT = re.compile(r"\{\s*(\d+)\s*(?:,\s*(\d*)\s*)?\}")
+
+
+def check_json_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """A JSON schema small enough to become a grammar: bounded size, depth and repetition counts."""
+    nodes = 0
+    stack: list[tuple[Any, int]] = [(schema, 1)]
+    while stack:
+        node, depth = stack.pop()
+        nodes += 1
+        if nodes > MAX_SCHEMA_NODES:
+            raise ValueError(f"the schema is too large (more than {MAX_SCHEMA_NODES} values)")
+        if depth > MAX_SCHEMA_DEPTH:
+            raise ValueError(f"the schema is nested too deeply (more than {MAX_SCHEMA_DEPTH} levels)")
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in _REPEAT_KEYS and isinstance(value, int | float) and value > MAX_SCHEMA_REPEAT:
+                    raise ValueError(f"{key} may be at most {MAX_SCHEMA_REPEAT}, not {value}")
+                if key == "pattern" and isinstance(value, str):
+                    if len(value) > MAX_SCHEMA_REPEAT:
+                        raise ValueError(f"a pattern may be at most {MAX_SCHEMA_REPEAT} characters long")
+                    counts = [int(n) for m in _PATTERN_REPEAT.finditer(value) for n in m.groups() if n]
+                    if any(n > MAX_SCHEMA_REPEAT for n in counts):
+                        raise ValueError(f"a pattern may repeat at most {MAX_SCHEMA_REPEAT} times")
+                stack.append((value, depth + 1))
+        elif isinstance(node, list):
+            stack.extend((value, depth + 1) for value in node)
+    return schema
+
+
 class JsonSchemaFormat(BaseModel):
     model_config = Strict
     name: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
     description: Annotated[str, Field(max_length=4096)] | None = None
     schema_: dict[str, Any] | None = Field(default=None, alias="schema")
     strict: StrictBool | None = None
+
+    @field_validator("schema_")
+    @classmethod
+    def _bounded(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        return None if value is None else check_json_schema(value)
 
 
 class ResponseFormat(BaseModel):

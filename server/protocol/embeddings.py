@@ -16,9 +16,7 @@ MAX_TOKEN_IDS = 8192
 
 def _check_input(value: Any) -> list[str] | list[list[int]]:
     """A string, strings, token ids, or arrays of token ids, with a clear message for anything else."""
-    if isinstance(value, str):
-        value = [value]
-    elif isinstance(value, list) and value and all(type(v) is int for v in value):
+    if isinstance(value, str) or isinstance(value, list) and value and all(type(v) is int for v in value):
         value = [value]
     if not isinstance(value, list) or not value:
         raise ValueError("input must be a non-empty string, array of strings, or array of token arrays")

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator
 
-from server.protocol.chat import check_content, content_text
+from server.protocol.chat import check_content, check_json_schema, content_text
 
 MAX_ITEMS = 4096
 Strict = ConfigDict(extra="forbid", strict=True)
@@ -40,9 +40,14 @@ class TextFormat(BaseModel):
     model_config = Strict
     type: Literal["text", "json_object", "json_schema"]
     name: Annotated[str, Field(max_length=64)] | None = None
-    description: str | None = None
+    description: Annotated[str, Field(max_length=4096)] | None = None
     schema_: dict[str, Any] | None = Field(default=None, alias="schema")
     strict: StrictBool | None = None
+
+    @field_validator("schema_")
+    @classmethod
+    def _bounded(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        return None if value is None else check_json_schema(value)
 
 
 class TextConfig(BaseModel):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -31,6 +32,40 @@ def _finite_float(text: str) -> float:
     return value
 
 
+MAX_CONTAINERS = 100_000
+"""Arrays and objects in one body at most: far more than any real request holds, and what bounds the time
+and memory that parsing a body of the largest accepted size can cost (8 MB of ``[],`` would otherwise
+make 2.8 million lists and hold the event loop for seconds)."""
+
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+MAX_DEPTH = 128
+"""Arrays and objects nested in one another at most: deep enough for any JSON schema, shallow enough that
+everything echoing a request (a stored response, its input items) can write it back."""
+
+
+def _too_deep(value: Any) -> bool:
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return True
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
+
+
+def _containers(body: bytes) -> int:
+    """How many arrays and objects the body opens: its brackets outside strings."""
+    quick = body.count(b"[") + body.count(b"{")
+    if quick <= MAX_CONTAINERS:
+        return quick
+    skeleton = _STRING.sub(b"", body)
+    return skeleton.count(b"[") + skeleton.count(b"{")
+
+
 def decode_json(body: bytes) -> Any:
     """Parse a JSON body: UTF-8 only, no NaN or Infinity, no lone surrogates, no runaway nesting."""
     if not body.strip():
@@ -39,10 +74,13 @@ def decode_json(body: bytes) -> Any:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise BodyError(f"The request body is not valid UTF-8 (byte {exc.start}).") from exc
+    containers = _containers(body)
+    if containers > MAX_CONTAINERS:
+        raise BodyError(f"The JSON body holds more than {MAX_CONTAINERS} arrays and objects.")
     try:
         value = json.loads(text, parse_constant=_no_constants, parse_float=_finite_float)
     except RecursionError as exc:
-        raise BodyError("The JSON body is nested too deeply.") from exc
+        raise BodyError(f"The JSON body is nested too deeply (at most {MAX_DEPTH} levels).") from exc
     except json.JSONDecodeError as exc:
         raise BodyError(
             f"We could not parse the JSON body of your request: {exc.msg} at line {exc.lineno} column {exc.colno}."
@@ -51,26 +89,51 @@ def decode_json(body: bytes) -> Any:
         raise
     except ValueError as exc:  # an integer longer than Python converts (4300 digits)
         raise BodyError("We could not parse the JSON body of your request: a number is too long.") from exc
+    if containers > MAX_DEPTH and _too_deep(value):  # nesting needs as many containers as levels
+        raise BodyError(f"The JSON body is nested too deeply (at most {MAX_DEPTH} levels).")
     return value
 
 
-def _surrogate_path(value: Any, path: str = "") -> str | None:
-    """The path of the first string holding a lone surrogate, which no model can tokenize."""
-    stack: list[tuple[str, Any]] = [(path, value)]
+def _surrogate_path(value: Any) -> str | None:
+    """Where the first lone surrogate is (a string, or an object with such a key; ``""`` for the body
+    itself), or None: no model can tokenize one and no encoder can write it back.
+
+    Only ``\\uD800``-``\\uDFFF`` escapes can make one (raw surrogate bytes are not UTF-8), so callers
+    look only in bodies that hold such an escape; a path is built only for what is found.
+    """
+    try:
+        dumps(value).encode("utf-8")  # C speed: fails only if some string or key holds a lone surrogate
+        return None
+    except UnicodeEncodeError:
+        pass
+    stack: list[tuple[Any, Any]] = [(None, value)]  # (where, item); where is (the parent's where, key)
+    found: Any = None
     while stack:
         where, item = stack.pop()
         if isinstance(item, str):
-            try:
-                item.encode("utf-8")
-            except UnicodeEncodeError:
-                return where or None
+            if not _encodable(item):
+                found = where
+                break
         elif isinstance(item, dict):
-            for key, child in item.items():
-                stack.append((f"{where}.{key}" if where else str(key), child))
+            if not all(_encodable(key) for key in item):
+                found = where  # the key cannot be named in the error: name the object that holds it
+                break
+            stack.extend(((where, k), v) for k, v in item.items() if isinstance(v, str | dict | list))
         elif isinstance(item, list):
-            for index, child in enumerate(item):
-                stack.append((f"{where}[{index}]", child))
-    return None
+            stack.extend(((where, i), v) for i, v in enumerate(item) if isinstance(v, str | dict | list))
+    parts: list[str | int] = []
+    while found is not None:
+        found, part = found
+        parts.append(part)
+    return param_of(tuple(reversed(parts)))
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def param_of(loc: tuple[int | str, ...]) -> str:
@@ -107,18 +170,24 @@ def _data_path(value: Any, loc: tuple[int | str, ...], missing: bool) -> tuple[t
     branch: int | None = None
     current = value
     for at, part in enumerate(loc):
-        if isinstance(current, dict) and isinstance(part, str) and part in current:
-            current = current[part]
-        elif isinstance(current, list) and isinstance(part, int) and 0 <= part < len(current):
-            current = current[part]
-        elif missing and at == len(loc) - 1 and isinstance(current, dict):
-            pass
-        else:
+        found, child = _child(current, part)
+        if found:
+            current = child
+        elif not (missing and at == len(loc) - 1 and isinstance(current, dict)):
             if branch is None:
                 branch = len(path)
             continue
         path.append(part)
     return tuple(path), branch
+
+
+def _child(value: Any, part: int | str) -> tuple[bool, Any]:
+    """``value[part]`` if ``part`` indexes it (a key of an object, a position in an array)."""
+    if isinstance(value, dict):
+        return (True, value[part]) if isinstance(part, str) and part in value else (False, None)
+    if isinstance(value, list) and isinstance(part, int) and 0 <= part < len(value):
+        return True, value[part]
+    return False, None
 
 
 def _explain(value: Any, exc: ValidationError) -> BodyError:
@@ -153,7 +222,9 @@ def parse_request(model: type[M], body: bytes) -> M:
     value = decode_json(body)
     if not isinstance(value, dict):
         raise BodyError("The request body must be a JSON object.")
-    bad = _surrogate_path(value)
+    bad = _surrogate_path(value) if _SURROGATE_ESCAPE.search(body) else None
+    if bad == "":
+        raise BodyError("The request body holds an unpaired surrogate.")
     if bad is not None:
         raise BodyError(f"Invalid value for '{bad}': the string holds an unpaired surrogate.", param=bad)
     try:
