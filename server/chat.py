@@ -19,6 +19,8 @@ from server.engines.upstream import UpstreamClient, UpstreamModel
 from server.engines.worker import ModelWorker
 from server.errors import EngineFailure, InvalidRequest
 from server.events import ChoiceEnd, Delta, Event, Meter
+
+__all__ = ["ChoiceEnd", "Delta", "Event", "Meter", "Prepared", "collect", "prepare", "run", "to_messages"]
 from server.reasoning import ThinkSplitter
 from server.upstream_chat import Remote, estimate_input
 from server.upstream_chat import run as run_remote
@@ -135,10 +137,9 @@ async def prepare(
         logit_bias=logit_bias or {},
         json_schema=json_schema,
     )
-    check = getattr(chat, "check_sampling", None)  # an engine that can refuse what it cannot run, up front
-    if json_schema is not None and check is not None:
+    if json_schema is not None:  # an engine refuses what it cannot run before any response starts
         try:
-            await asyncio.to_thread(check, sampling)
+            await asyncio.to_thread(chat.check_sampling, sampling)
         except InvalidRequest as exc:
             exc.param = json_schema_param
             raise

@@ -18,11 +18,11 @@ from typing import Any
 
 from server.config import ConfigError, Settings
 from server.errors import APIError
-from server.keys import KeyLimits, KeyService, load_or_create_secret, parse_duration
+from server.keys import BudgetUnit, KeyLimits, KeyService, load_or_create_secret, parse_duration
 from server.logs import configure_logging
 from server.runner import ServerStartError, ServerThread
 from server.services import Services, settings_from_store
-from server.store import Store
+from server.store import Store, StoreUnavailable
 from server.usage import export
 
 log = logging.getLogger("server.cli")
@@ -92,7 +92,9 @@ def _limit_arguments(parser: argparse.ArgumentParser) -> None:
 def _limits(args: argparse.Namespace) -> KeyLimits:
     if args.budget_tokens is not None and args.budget_cost is not None:
         raise ConfigError("give --budget-tokens or --budget-cost, not both")
-    unit = "tokens" if args.budget_tokens is not None else "cost" if args.budget_cost is not None else None
+    unit: BudgetUnit | None = (
+        "tokens" if args.budget_tokens is not None else "cost" if args.budget_cost is not None else None
+    )
     amount = args.budget_tokens if unit == "tokens" else args.budget_cost
     return KeyLimits(
         rpm=args.rpm,
@@ -185,6 +187,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, ValueError) as exc:
         sys.stderr.write(f"ai-service-platform: {exc}\n")
         return 2
+    except (StoreUnavailable, OSError) as exc:  # a read-only or full data directory, named in the message
+        sys.stderr.write(f"ai-service-platform: {exc}\n")
+        return 1
     except APIError as exc:
         sys.stderr.write(f"ai-service-platform: {exc.message}\n")
         return 1

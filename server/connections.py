@@ -23,7 +23,8 @@ class GuardedConfig(uvicorn.Config):
     """uvicorn's configuration plus the guard's bounds (from ``Settings``)."""
 
     def __init__(self, *args: Any, header_timeout_s: float, max_connections: int, **kwargs: Any) -> None:
-        super().__init__(*args, http=GuardedHttpToolsProtocol, **kwargs)
+        kwargs["http"] = GuardedHttpToolsProtocol
+        super().__init__(*args, **kwargs)
         self.header_timeout_s = header_timeout_s
         self.max_connections = max_connections
 
@@ -38,7 +39,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with a header deadline, a header size limit and a connection cap."""
 
     def __init__(self, config: GuardedConfig, *args: Any, **kwargs: Any) -> None:
-        super().__init__(config, *args, **kwargs)  # type: ignore[arg-type]
+        super().__init__(config, *args, **kwargs)
         self._header_timeout = config.header_timeout_s
         self._max_connections = config.max_connections
         self._header_timer: asyncio.TimerHandle | None = None

@@ -83,7 +83,10 @@ def read_metadata(path: Path) -> dict[str, Any]:
 def architecture(metadata: dict[str, Any]) -> dict[str, int]:
     """Layers, context the model was trained for, and the KV-cache width, where the metadata says."""
     arch = metadata.get("general.architecture", "")
-    get = lambda name: metadata.get(f"{arch}.{name}")  # noqa: E731
+
+    def get(name: str) -> Any:
+        return metadata.get(f"{arch}.{name}")
+
     heads = get("attention.head_count") or 0
     heads = heads[0] if isinstance(heads, list) else heads
     kv_heads = get("attention.head_count_kv") or heads

@@ -107,8 +107,8 @@ def probe() -> Hardware:
         notes.append("torch is not installed.")
     if not devices:
         notes.append("No GPU found.")
-    total, available = _meminfo()
-    return Hardware(offload, torch_cuda, tuple(devices), total, available, tuple(notes))
+    ram_total, ram_available = _meminfo()
+    return Hardware(offload, torch_cuda, tuple(devices), ram_total, ram_available, tuple(notes))
 
 
 @dataclass(frozen=True)

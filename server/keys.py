@@ -7,8 +7,10 @@ the key under the server secret (kept in the data directory, outside the databas
 
 from __future__ import annotations
 
+import builtins
 import hmac
 import json
+import logging
 import os
 import re
 import secrets
@@ -18,8 +20,12 @@ from hashlib import sha256
 from pathlib import Path
 from typing import Any, Literal
 
+import peewee as pw
+
 from server.errors import InvalidRequest, NotFound, Unauthenticated
 from server.store import Store, now
+
+log = logging.getLogger(__name__)
 
 PREFIX = "aisp-"
 _ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
@@ -220,7 +226,7 @@ class KeyService:
         name: str,
         *,
         owner_note: str = "",
-        allowed_models: list[str] | tuple[str, ...] | None = None,
+        allowed_models: builtins.list[str] | tuple[str, ...] | None = None,
         expires_at: float | None = None,
         limits: KeyLimits | None = None,
     ) -> tuple[str, KeyRecord]:
@@ -262,7 +268,7 @@ class KeyService:
         self._update(key_id, **limits.as_dict())
         return self.get(key_id)
 
-    def set_models(self, key_id: str, allowed_models: list[str] | tuple[str, ...] | None) -> KeyRecord:
+    def set_models(self, key_id: str, allowed_models: builtins.list[str] | tuple[str, ...] | None) -> KeyRecord:
         self.get(key_id)
         self._update(
             key_id, allowed_models=None if allowed_models is None else json.dumps(sorted(set(allowed_models)))
@@ -313,7 +319,10 @@ class KeyService:
         if status == "expired":
             raise Unauthenticated("This API key has expired.")
         if record.last_used_at is None or moment - record.last_used_at >= LAST_USED_RESOLUTION:
-            self._update(record.id, last_used_at=moment)
+            try:
+                self._update(record.id, last_used_at=moment)
+            except pw.OperationalError as exc:  # a full or read-only disk must not lock every key out
+                log.warning("cannot note when key %s was last used: %s", record.id, exc)
         return record
 
     def _update(self, key_id: str, **values: Any) -> None:

@@ -52,7 +52,7 @@ def _define(db: pw.SqliteDatabase) -> Tables:
         public_id = pw.CharField(max_length=32, unique=True)
         name = pw.CharField(max_length=200)
         owner_note = pw.TextField(default="")
-        digest = pw.FixedCharField(max_length=64, unique=True)
+        digest = pw.CharField(max_length=64, unique=True)
         hint = pw.CharField(max_length=32)
         created_at = pw.FloatField()
         last_used_at = pw.FloatField(null=True)
@@ -191,15 +191,24 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {1: _V1, 2: _V2}
 from the models, so that a step means the same thing forever."""
 
 
+class StoreUnavailable(RuntimeError):
+    """The database cannot be opened or created; the message names the file and the cause."""
+
+
 class Store:
     """One SQLite database: open it, migrate it, hand out its tables."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.db = pw.SqliteDatabase(str(path), pragmas=PRAGMAS, check_same_thread=False, timeout=10)
         self.tables = _define(self.db)
-        self.migrate()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.migrate()
+        except (OSError, pw.OperationalError) as exc:
+            raise StoreUnavailable(
+                f"cannot open the database {path}: {exc} (is the data directory read-only, or its disk full?)"
+            ) from exc
 
     def migrate(self) -> None:
         """Bring the schema to :data:`SCHEMA_VERSION`, one recorded step at a time."""
@@ -245,9 +254,27 @@ def now() -> float:
     return time.time()
 
 
+StoreError = pw.OperationalError
+"""What a database operation that fails for want of the database (full, read-only, locked) raises."""
+
+
+def disk_error(exc: BaseException) -> BaseException | None:
+    """The error saying the disk is full or the data directory read-only, if that is what ``exc`` is about.
+
+    A failed write can surface as a later error (SQLite ends the transaction itself when the disk is full,
+    so the rollback that follows fails with "no transaction is active"): the chain of errors is searched.
+    """
+    seen: BaseException | None = exc
+    while seen is not None:
+        text = str(seen).lower()
+        if isinstance(seen, pw.OperationalError | sqlite3.OperationalError) and (
+            "disk" in text or "readonly" in text or "read-only" in text or "unable to open" in text
+        ):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def is_disk_error(exc: BaseException) -> bool:
     """A write failed because the disk is full or the data directory is read-only."""
-    text = str(exc).lower()
-    return isinstance(exc, pw.OperationalError | sqlite3.OperationalError) and (
-        "disk" in text or "readonly" in text or "read-only" in text or "unable to open" in text
-    )
+    return disk_error(exc) is not None

@@ -9,6 +9,7 @@ transaction: the graphs read the roll-up and stay fast with millions of ledger r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import io
 import json
@@ -23,7 +24,7 @@ from typing import Any, Literal
 
 from server.config import ModelConfig
 from server.errors import StorageFailure
-from server.store import Store, is_disk_error
+from server.store import Store, disk_error
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +177,8 @@ class Ledger:
                 self.last_error = None
                 break
             except Exception as exc:  # the rows stay in memory and are written when the store recovers
-                self.last_error = str(exc) if is_disk_error(exc) else f"{type(exc).__name__}: {exc}"
+                cause = disk_error(exc)
+                self.last_error = str(cause) if cause is not None else f"{type(exc).__name__}: {exc}"
                 log.error("usage ledger write failed, retrying: %s", self.last_error)
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
@@ -189,10 +191,8 @@ class Ledger:
             elif waiter is not None:
                 by_loop.setdefault(waiter[0], []).append(waiter[1])
         for loop, futures in by_loop.items():
-            try:
+            with contextlib.suppress(RuntimeError):  # that loop has closed: nobody is waiting any more
                 loop.call_soon_threadsafe(_resolve, futures)
-            except RuntimeError:
-                pass  # that loop has closed: nobody is waiting any more
 
 
     def _write(self, rows: list[UsageEntry]) -> None:

@@ -4,6 +4,7 @@ loopback (fast fake engines, or the real embedded models loaded once per session
 from __future__ import annotations
 
 import os
+import sys
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -135,3 +136,12 @@ def real_live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     yield live
     live.thread.stop()
     services.close()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """llama-cpp-python opens two /dev/null files at import and never closes them."""
+    utils = sys.modules.get("llama_cpp._utils")
+    for name in ("outnull_file", "errnull_file"):
+        handle = getattr(utils, name, None)
+        if handle is not None:
+            handle.close()

@@ -10,11 +10,11 @@ import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import server
 from server.api import chat, embeddings, models, responses
@@ -43,15 +43,28 @@ class RequestIds:
             request_id = new_id("req_")
             scope.setdefault("state", {})["request_id"] = request_id
 
-            async def send_with_id(message: dict) -> None:  # type: ignore[type-arg]
+            started = False
+
+            async def send_with_id(message: Message) -> None:
+                nonlocal started
                 if message["type"] == "http.response.start":
+                    started = True
                     headers = list(message.get("headers", []))
                     if not any(k.lower() == b"x-request-id" for k, _ in headers):
                         headers.append((b"x-request-id", request_id.encode()))
                     message["headers"] = headers
                 await send(message)
 
-            await self.app(scope, receive, send_with_id)
+            try:
+                await self.app(scope, receive, send_with_id)
+            except Exception:
+                # Answered here rather than re-raised to the server, which would drop a kept-alive
+                # connection that the next request of the same client is about to use.
+                log.exception("unexpected error in request %s", request_id)
+                if not started:
+                    error = APIError(f"The server had an error while processing your request (request id {request_id}).")
+                    response = error_response(error, request_id)
+                    await response(scope, receive, send)
         else:
             await self.app(scope, receive, send)
 
@@ -127,7 +140,6 @@ def create_app(
             error.status = exc.status_code
         return error_response(error, getattr(request.state, "request_id", None))
 
-    @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> Response:
         request_id = getattr(request.state, "request_id", None)
         log.exception("unexpected error in request %s", request_id)

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 from fastapi import Request
 
-from server.chat import Meter
 from server.config import ModelConfig
+from server.events import Meter
 from server.keys import KeyRecord
 from server.limits import Admission, Limiter
 from server.services import Services

@@ -3,24 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from server import chat
 from server.api.billing import Bill, admit
-from server.api.http import JSON, EventStream, read_json, services
+from server.api.http import JSON, EventStream, read_json, services, until_disconnected
 from server.errors import APIError, InvalidRequest, ModelNotFound
+from server.events import Delta, Meter
 from server.keys import KeyRecord
 from server.protocol import chat as wire
 from server.protocol.wire import SSE_DONE, sse_data
 
 router = APIRouter()
-T = TypeVar("T")
 
 
 def _refuse_unsupported(req: wire.ChatCompletionRequest) -> None:
@@ -83,41 +82,13 @@ async def prepare_chat(request: Request, req: wire.ChatCompletionRequest, key: K
     )
 
 
-async def until_disconnected(request: Request, work: Awaitable[T]) -> T | None:
-    """Await ``work``, or cancel it and return None as soon as the client hangs up.
-
-    Starlette notices a disconnect only while a response streams; a request that waits for a whole
-    answer would otherwise keep its model busy for a client that is gone.
-    """
-    task = asyncio.ensure_future(work)
-
-    async def hung_up() -> None:
-        while (await request.receive())["type"] != "http.disconnect":
-            pass
-
-    watcher = asyncio.ensure_future(hung_up())
-    try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watcher
-        if not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task  # its clean-up (stopping the engine) ends before the bill is written
-    if task.cancelled():
-        return None
-    return task.result()
-
-
 @router.post("/v1/chat/completions")
 async def create_chat_completion(request: Request) -> Response:
     key: KeyRecord = request.state.key
     req = await read_json(request, wire.ChatCompletionRequest)
     prepared = await prepare_chat(request, req, key)
     request_id: str = request.state.request_id
-    meter = chat.Meter()
+    meter = Meter()
     bill = admit(
         request,
         key,
@@ -161,7 +132,7 @@ async def create_chat_completion(request: Request) -> Response:
 
 async def _stream(
     prepared: chat.Prepared,
-    meter: chat.Meter,
+    meter: Meter,
     bill: Bill,
     key: KeyRecord,
     completion_id: str,
@@ -181,7 +152,7 @@ async def _stream(
         for index in range(prepared.n):
             yield frame([wire.chunk_choice(index, {"role": "assistant", "content": "", "refusal": None})])
         async for event in events:
-            if isinstance(event, chat.Delta):
+            if isinstance(event, Delta):
                 delta: dict[str, Any] = {}
                 if event.reasoning:
                     delta["reasoning_content"] = event.reasoning

@@ -9,13 +9,12 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from server.api.billing import admit
-from server.api.chat import until_disconnected
-from server.api.http import JSON, read_json, services
-from server.chat import Meter
+from server.api.http import JSON, read_json, services, until_disconnected
 from server.config import ModelConfig
 from server.engines.base import EmbeddingBackend, Embeddings
 from server.engines.upstream import UpstreamFailure, UpstreamModel
 from server.errors import InvalidRequest, ModelNotFound, UpstreamError
+from server.events import Meter
 from server.keys import KeyRecord
 from server.protocol import embeddings as wire
 from server.upstream_chat import as_api_error
@@ -44,7 +43,7 @@ async def create_embeddings(request: Request) -> Response:
     if inputs and isinstance(inputs[0], list):
         vocabulary = embedder.vocabulary_size
         for index, ids in enumerate(inputs):
-            if max(ids) >= vocabulary:  # type: ignore[type-var,arg-type]
+            if max(ids) >= vocabulary:
                 raise InvalidRequest(
                     f"input[{index}] holds token ids outside this model's vocabulary of {vocabulary} tokens.",
                     param="input",

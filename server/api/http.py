@@ -4,9 +4,10 @@ OpenAI envelope, and an event stream that notices a client going away."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
 from fastapi import Request
@@ -29,6 +30,7 @@ from server.services import Services
 log = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
 KEY_PARAMS = frozenset({"api_key", "api-key", "apikey", "key", "token", "access_token"})
 INLINE_PARSE_BYTES = 256 * 1024
 """Larger bodies are parsed on a worker thread: megabytes of JSON take long enough to parse that every
@@ -164,10 +166,8 @@ class EventStream(Response):
                 if not task.done():
                     task.cancel()
             for task in (producer, watcher):
-                try:
+                with contextlib.suppress(asyncio.CancelledError, OSError):
                     await task
-                except (asyncio.CancelledError, OSError):
-                    pass
             aclose = getattr(self._body, "aclose", None)
             if aclose is not None:
                 await aclose()
@@ -177,3 +177,31 @@ class EventStream(Response):
             error = producer.exception()
             if error is not None and not isinstance(error, OSError):
                 raise error
+
+
+async def until_disconnected(request: Request, work: Awaitable[T]) -> T | None:
+    """Await ``work``, or cancel it and return None as soon as the client hangs up.
+
+    Starlette notices a disconnect only while a response streams; a request that waits for a whole
+    answer would otherwise keep its model busy for a client that is gone.
+    """
+    task = asyncio.ensure_future(work)
+
+    async def hung_up() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    watcher = asyncio.ensure_future(hung_up())
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task  # its clean-up (stopping the engine) ends before the bill is written
+    if task.cancelled():
+        return None
+    return task.result()

@@ -12,9 +12,9 @@ from starlette.responses import Response
 
 from server import chat
 from server.api.billing import Bill, admit
-from server.api.chat import until_disconnected
-from server.api.http import JSON, EventStream, new_id, read_json, services
+from server.api.http import JSON, EventStream, new_id, read_json, services, until_disconnected
 from server.errors import APIError, InvalidRequest, ModelNotFound
+from server.events import ChoiceEnd, Meter
 from server.keys import KeyRecord
 from server.protocol import responses as wire
 from server.protocol.wire import sse_event
@@ -86,7 +86,7 @@ async def create_response(request: Request) -> Response:
     request_id: str = request.state.request_id
     response_id = "resp_" + request_id.removeprefix("req_")
     input_items = [wire.input_item(item.id or new_id("msg_"), item) for item in items]
-    meter = chat.Meter()
+    meter = Meter()
     run = _Run(req, key, svc.responses, response_id, input_items, prepared, meter)
     run.bill = admit(
         request,
@@ -129,7 +129,7 @@ class _Run:
         response_id: str,
         input_items: list[dict[str, Any]],
         prepared: chat.Prepared,
-        meter: chat.Meter,
+        meter: Meter,
     ) -> None:
         self.req, self.key, self.store = req, key, store
         self.response_id = response_id
@@ -191,7 +191,7 @@ class _Run:
         events = chat.run(self.prepared, self.meter, self.key.id)
         try:
             async for event in events:
-                if isinstance(event, chat.ChoiceEnd):
+                if isinstance(event, ChoiceEnd):
                     finish = event.finish_reason
                     continue
                 if event.reasoning:

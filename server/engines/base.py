@@ -77,6 +77,10 @@ class ChatBackend(Protocol):
         """Apply the model's chat template and tokenize; safe to call from any thread."""
         ...
 
+    def check_sampling(self, sampling: Sampling) -> None:
+        """Raise ``InvalidRequest`` for settings this engine cannot run (called before any response starts)."""
+        ...
+
     def generate(self, prompt: Prompt, sampling: Sampling, should_stop: ShouldStop) -> Iterator[Piece]:
         """Yield pieces until a stop sequence, the end of text, ``max_tokens`` or ``should_stop()``."""
         ...

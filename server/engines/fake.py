@@ -58,6 +58,9 @@ class FakeChat:
             words = ["<think>", "Let", "me", "think.", "</think>", *words]
         return words
 
+    def check_sampling(self, sampling: Sampling) -> None:
+        pass  # the fake engine ignores grammars
+
     def generate(self, prompt: Prompt, sampling: Sampling, should_stop: ShouldStop) -> Iterator[Piece]:
         words = self._words(prompt)
         scanner = StopScanner(sampling.stop)

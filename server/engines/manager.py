@@ -228,7 +228,11 @@ class ModelManager:
 
     def upstreams(self) -> list[UpstreamModel]:
         """The loaded upstream models (their replicas are health-checked by the server)."""
-        return [s.backend for s in list(self._slots.values()) if isinstance(s.backend, UpstreamModel)]
+        found: list[UpstreamModel] = []
+        for slot in list(self._slots.values()):
+            if isinstance(slot.backend, UpstreamModel):
+                found.append(slot.backend)
+        return found
 
     def statuses(self) -> list[ModelStatus]:
         return [self.status(name) for name in self._slots]

@@ -9,6 +9,7 @@ and fails over to another only before the first byte has reached the client.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -144,10 +145,8 @@ class UpstreamClient:
     async def close(self) -> None:
         if self._health is not None:
             self._health.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._health
-            except asyncio.CancelledError:
-                pass
         if self._session is not None:
             await self._session.close()
         self._session = None
