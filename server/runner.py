@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import ipaddress
 import logging
 import socket
 import threading
@@ -157,12 +158,11 @@ class ServerThread:
         self._thread = None
 
     def status(self) -> ServerStatus:
-        settings = self.services.settings
         return ServerStatus(
             running=self.running,
             host=self.host,
             port=self.port,
-            lan=settings.lan,
+            lan=not ipaddress.ip_address(self.host).is_loopback,
             url=self.url,
             requests=self.services.ledger.requests_recorded,
             models=tuple(self.services.models.statuses()),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI, Request
@@ -18,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import server
 from server.api import chat, embeddings, models, responses
+from server.api.billing import record_rejection
 from server.api.http import JSON, error_response, new_id, require_key
 from server.api.openapi import openapi_document
 from server.config import Settings
@@ -90,6 +92,7 @@ def create_app(
             yield
         finally:
             await opened.upstream.close()
+            _app.state.json_parser.shutdown(wait=False)
             if owned:
                 opened.close()
 
@@ -103,6 +106,7 @@ def create_app(
         redirect_slashes=False,  # a redirect would echo the client's Host header back as a Location
     )
     app.state.services = services
+    app.state.json_parser = ThreadPoolExecutor(max_workers=1, thread_name_prefix="json-parser")  # see read_json
 
     # One level of routers: every nesting level costs a route match and a dependency solve per request.
     for module in (models, chat, embeddings, responses):
@@ -121,6 +125,7 @@ def create_app(
 
     @app.exception_handler(APIError)
     async def api_error(request: Request, exc: APIError) -> Response:
+        record_rejection(request, exc.status)
         return error_response(exc, getattr(request.state, "request_id", None))
 
     @app.exception_handler(RequestValidationError)

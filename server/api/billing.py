@@ -86,7 +86,33 @@ def admit(
 ) -> Bill:
     """Check the key's limits for this request (reserving its worst-case budget) and open its bill."""
     services: Services = request.app.state.services
+    request.state.model = model.name
     admission = services.limiter.admit(key, model, input_tokens, max_output)
+    request.state.billed = True  # from here on the bill writes the request's one ledger row
     return Bill(
         services.ledger, services.limiter, admission, request.state.request_id, key, model, endpoint, stream, meter
+    )
+
+
+ENDPOINTS = {"/v1/chat/completions": "chat.completions", "/v1/embeddings": "embeddings", "/v1/responses": "responses"}
+
+
+def record_rejection(request: Request, status: int) -> None:
+    """A request refused after its key was known (bad input, limits, unknown model): a ledger row that
+    costs nothing, so the operator sees who was refused and why not."""
+    endpoint = ENDPOINTS.get(request.url.path)
+    key: KeyRecord | None = getattr(request.state, "key", None)
+    if endpoint is None or key is None or getattr(request.state, "billed", False):
+        return
+    request.state.billed = True
+    services: Services = request.app.state.services
+    services.ledger.submit(
+        UsageEntry(
+            request_id=request.state.request_id,
+            key_id=key.id,
+            model=str(getattr(request.state, "model", "") or "")[:128],
+            endpoint=endpoint,
+            status="rejected",
+            http_status=status,
+        )
     )

@@ -33,8 +33,9 @@ M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T")
 KEY_PARAMS = frozenset({"api_key", "api-key", "apikey", "key", "token", "access_token"})
 INLINE_PARSE_BYTES = 256 * 1024
-"""Larger bodies are parsed on a worker thread: megabytes of JSON take long enough to parse that every
-other request on the event loop would wait for them."""
+"""Larger bodies are parsed on the application's one parser thread (``app.state.json_parser``): megabytes
+of JSON take long enough to parse that every other request on the event loop would wait for them, and one
+thread parsing one body at a time bounds the memory that parsing takes."""
 
 
 def services(request: Request) -> Services:
@@ -117,9 +118,11 @@ async def read_json(request: Request, model: type[M]) -> M:
     body = b"".join(chunks)
     try:
         if len(body) > INLINE_PARSE_BYTES:
-            return await asyncio.to_thread(parse_request, model, body)
+            parser = request.app.state.json_parser
+            return await asyncio.get_running_loop().run_in_executor(parser, parse_request, model, body)
         return parse_request(model, body)
     except BodyError as exc:
+        request.state.model = exc.model
         raise InvalidRequest(exc.message, param=exc.param) from exc
 
 

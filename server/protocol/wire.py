@@ -19,6 +19,8 @@ class BodyError(ValueError):
         super().__init__(message)
         self.message = message
         self.param = param
+        self.model: str | None = None
+        """The request's ``model``, when the body was JSON with one (for the ledger's refused row)."""
 
 
 def _no_constants(name: str) -> Any:
@@ -230,7 +232,10 @@ def parse_request(model: type[M], body: bytes) -> M:
     try:
         return model.model_validate(value)
     except ValidationError as exc:
-        raise _explain(value, exc) from exc
+        error = _explain(value, exc)
+        named = value.get("model")
+        error.model = named[:256] if isinstance(named, str) else None
+        raise error from exc
 
 
 def dumps(value: Any) -> str:

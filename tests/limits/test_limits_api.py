@@ -228,3 +228,20 @@ def test_limits_are_validated() -> None:
     with pytest.raises(InvalidRequest):
         KeyLimits(budget_unit="tokens", budget_amount=5)
     assert Store is not None
+
+
+def test_refused_requests_leave_a_free_ledger_row(live: Live) -> None:
+    limited = live.new_key("rejected", limits=KeyLimits(rpm=1))
+    chat(live, limited)
+    with pytest.raises(openai.RateLimitError):
+        chat(live, limited)
+    with pytest.raises(openai.BadRequestError):
+        chat(live, limited, temperature=5)  # refused before the rate limit is even consulted
+    with pytest.raises(openai.AuthenticationError):
+        chat(live, "aisp-" + "x" * 49)
+    live.services.ledger.flush()
+    record = live.services.keys.authenticate(limited)
+    rows = [r for r in ledger_rows(live.services.store) if r["key_id"] == record.id]
+    assert [(r["status"], r["http_status"]) for r in rows] == [("completed", 200), ("rejected", 429), ("rejected", 400)]
+    assert all(r["cost"] == 0 and r["model"] == "fake-chat" for r in rows[1:])
+    assert not [r for r in ledger_rows(live.services.store) if r["key_id"] is None]

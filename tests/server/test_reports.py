@@ -14,13 +14,14 @@ from server.reports import HOUR, Amounts, usage_series
 from server.services import Services
 from server.store import Store
 from server.usage import UsageEntry
-
 from tests.ledger_fill import fill_ledger
 
 BASE = 1_700_000_000 // HOUR * HOUR  # a fixed hour, so buckets are predictable
 
 
-def _entry(n: int, at: float, model: str, key: str | None, tokens: tuple[int, int], cost: float) -> UsageEntry:
+def _entry(
+    n: int, at: float, model: str, key: str | None, tokens: tuple[int, int], cost: float
+) -> UsageEntry:
     return UsageEntry(
         request_id=f"req_{n}",
         key_id=key,
@@ -61,7 +62,9 @@ def _same(a: Amounts, b: Amounts) -> None:
 
 @pytest.mark.parametrize("group_by", ["model", "key", "none"])
 @pytest.mark.parametrize("bucket_hours", [1, 6, 24])
-def test_every_bucket_and_group_equals_the_ledger(recorded: Services, group_by: reports.GroupBy, bucket_hours: int) -> None:
+def test_every_bucket_and_group_equals_the_ledger(
+    recorded: Services, group_by: reports.GroupBy, bucket_hours: int
+) -> None:
     start, end = BASE + 5 * HOUR, BASE + 60 * HOUR
     series = usage_series(recorded.store, start, end, bucket_seconds=bucket_hours * HOUR, group_by=group_by)
     assert series.buckets[0] == start and len(series.buckets) == -(-55 // bucket_hours)
@@ -144,7 +147,9 @@ def test_a_range_over_a_million_ledger_rows_is_fast(make_services: Callable[...,
     for group_by in ("model", "key", "none"):
         for days, bucket in ((1, HOUR), (7, 6 * HOUR), (30, 24 * HOUR)):
             began = time.perf_counter()
-            series = usage_series(store, end - days * 24 * HOUR, end, bucket_seconds=bucket, group_by=group_by)
+            series = usage_series(
+                store, end - days * 24 * HOUR, end, bucket_seconds=bucket, group_by=group_by
+            )
             timings.append(time.perf_counter() - began)
             assert series.total().requests > 0
     assert max(timings) < 0.2, f"slowest range query took {max(timings) * 1000:.0f} ms"

@@ -1,0 +1,251 @@
+"""The API Keys page's dialogs: create, show a secret once, rename, roll.
+
+Every dialog is opened with ``open()`` (window-modal, non-blocking) so the event loop keeps running;
+the page acts on ``accepted``.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from PySide6.QtCore import QDateTime, Qt
+from PySide6.QtWidgets import (
+    QApplication,
+    QCheckBox,
+    QComboBox,
+    QDateTimeEdit,
+    QDialog,
+    QDialogButtonBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QPushButton,
+    QSizePolicy,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.theme import set_tone
+from app.widgets.code_block import monospace
+
+DAY = 86400.0
+GRACE_PERIODS: tuple[tuple[str, float], ...] = (
+    ("Stop the old key at once", 0.0),
+    ("1 hour", 3600.0),
+    ("1 day", DAY),
+    ("7 days", 7 * DAY),
+    ("30 days", 30 * DAY),
+)
+DEFAULT_GRACE = 2  # one day: long enough to update a program, short enough to limit a leak
+
+
+def _label(text: str, buddy: QWidget, parent: QWidget) -> QLabel:
+    label = QLabel(text, parent)
+    label.setBuddy(buddy)
+    return label
+
+
+def _buttons(dialog: QDialog, ok_text: str) -> QDialogButtonBox:
+    box = QDialogButtonBox(
+        QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel, dialog
+    )
+    box.button(QDialogButtonBox.StandardButton.Ok).setText(ok_text)
+    box.accepted.connect(dialog.accept)
+    box.rejected.connect(dialog.reject)
+    return box
+
+
+@dataclass(frozen=True)
+class KeyForm:
+    """What the operator asked for in the create dialog."""
+
+    name: str
+    owner_note: str
+    expires_at: float | None
+    allowed_models: tuple[str, ...] | None
+    """``None`` allows every model, including ones added later."""
+
+
+class CreateKeyDialog(QDialog):
+    """Name, owner note, optional expiry and allowed models of a new key."""
+
+    def __init__(self, models: Sequence[str], parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("New API key")
+        self.name = QLineEdit(self)
+        self.name.setPlaceholderText("e.g. Alice's laptop, or the build server")
+        self.name.setMaxLength(200)
+        self.note = QLineEdit(self)
+        self.note.setPlaceholderText("optional: who to ask about this key")
+        self.note.setMaxLength(2000)
+        self.expires = QCheckBox("Expires", self)
+        self.expiry = QDateTimeEdit(QDateTime.currentDateTime().addDays(30), self)
+        self.expiry.setCalendarPopup(True)
+        self.expiry.setMinimumDateTime(QDateTime.currentDateTime())
+        self.expiry.setDisplayFormat("yyyy-MM-dd HH:mm")
+        self.expiry.setAccessibleName("Expiry date and time")
+        self.expiry.setEnabled(False)
+        self.expires.toggled.connect(self.expiry.setEnabled)
+        self.all_models = QCheckBox("All models, including ones added later", self)
+        self.all_models.setChecked(True)
+        self.models = QListWidget(self)
+        self.models.setAccessibleName("Allowed models")
+        for name in models:
+            item = QListWidgetItem(name, self.models)
+            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+            item.setCheckState(Qt.CheckState.Unchecked)
+        self.models.setEnabled(False)
+        self.models.setMaximumHeight(self.models.sizeHintForRow(0) * min(6, max(2, len(models))) + 8)
+        self.all_models.toggled.connect(lambda on: self.models.setEnabled(not on))
+        self.error = QLabel(self)
+        set_tone(self.error, "error")
+        self.error.setWordWrap(True)
+        self.error.hide()
+        self.buttons = _buttons(self, "Create key")
+        self.name.textChanged.connect(self._check)
+        self.all_models.toggled.connect(self._check)
+        self.models.itemChanged.connect(self._check)
+
+        expiry_row = QHBoxLayout()
+        expiry_row.addWidget(self.expires)
+        expiry_row.addWidget(self.expiry, 1)
+        form = QFormLayout()
+        form.addRow(_label("&Name:", self.name, self), self.name)
+        form.addRow(_label("Owner &note:", self.note, self), self.note)
+        form.addRow(_label("E&xpiry:", self.expires, self), expiry_row)
+        form.addRow(_label("&Models:", self.all_models, self), self.all_models)
+        form.addRow("", self.models)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.error)
+        layout.addWidget(self.buttons)
+        self._check()
+
+    def _check(self) -> None:
+        picked = self._picked()
+        ok = bool(self.name.text().strip()) and (self.all_models.isChecked() or bool(picked))
+        self.buttons.button(QDialogButtonBox.StandardButton.Ok).setEnabled(ok)
+
+    def _picked(self) -> tuple[str, ...]:
+        items = (self.models.item(i) for i in range(self.models.count()))
+        return tuple(item.text() for item in items if item.checkState() == Qt.CheckState.Checked)
+
+    def form(self) -> KeyForm:
+        expires = self.expiry.dateTime().toSecsSinceEpoch() if self.expires.isChecked() else None
+        return KeyForm(
+            name=self.name.text().strip(),
+            owner_note=self.note.text().strip(),
+            expires_at=float(expires) if expires is not None else None,
+            allowed_models=None if self.all_models.isChecked() else self._picked(),
+        )
+
+    def show_error(self, message: str) -> None:
+        self.error.setText(message)
+        self.error.show()
+
+
+class SecretDialog(QDialog):
+    """Shows a new key's secret once, with a Copy button and a plain warning."""
+
+    def __init__(self, secret: str, name: str, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Copy your new API key")
+        self.secret = secret
+        heading = QLabel(f"<b>The key “{html.escape(name)}” is ready.</b>", self)
+        heading.setTextFormat(Qt.TextFormat.RichText)
+        warning = QLabel(
+            "Copy it now and keep it somewhere safe. <b>This is the only time it is shown</b>: the server "
+            "stores only a fingerprint of it and cannot show it again. Anyone who has this key can use "
+            "the service, so do not share it in e-mail or chat.",
+            self,
+        )
+        warning.setTextFormat(Qt.TextFormat.RichText)
+        warning.setWordWrap(True)
+        set_tone(warning, "warning")
+        self.field = QLineEdit(secret, self)
+        self.field.setReadOnly(True)
+        self.field.setFont(monospace())
+        self.field.setAccessibleName("The new API key")
+        self.field.setMinimumWidth(self.field.fontMetrics().horizontalAdvance(secret) + 24)
+        self.copy_button = QPushButton("&Copy key", self)
+        self.copy_button.setAccessibleName("Copy the key to the clipboard")
+        self.copy_button.clicked.connect(self.copy)
+        self.done_button = QPushButton("I have saved the key", self)
+        self.done_button.clicked.connect(self.accept)
+        row = QHBoxLayout()
+        row.addWidget(self.field, 1)
+        row.addWidget(self.copy_button)
+        closing = QHBoxLayout()
+        closing.addStretch(1)
+        closing.addWidget(self.done_button)
+        layout = QVBoxLayout(self)
+        layout.addWidget(heading)
+        layout.addWidget(warning)
+        layout.addLayout(row)
+        layout.addLayout(closing)
+        self.copy_button.setFocus()
+
+    def copy(self) -> None:
+        QApplication.clipboard().setText(self.secret)
+        self.copy_button.setText("Copied")
+
+    def forget(self) -> None:
+        """Drop the secret from the dialog (it is closed and will not be shown again)."""
+        self.secret = ""
+        self.field.clear()
+
+
+class RenameDialog(QDialog):
+    def __init__(self, current: str, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Rename API key")
+        self.name = QLineEdit(current, self)
+        self.name.setMaxLength(200)
+        self.name.selectAll()
+        buttons = _buttons(self, "Rename")
+        self.name.textChanged.connect(
+            lambda text: buttons.button(QDialogButtonBox.StandardButton.Ok).setEnabled(bool(text.strip()))
+        )
+        form = QFormLayout()
+        form.addRow(_label("New &name:", self.name, self), self.name)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(buttons)
+
+    def new_name(self) -> str:
+        return self.name.text().strip()
+
+
+class RollDialog(QDialog):
+    """Replace a key: the new one has the same name and models; the old one works for a grace period."""
+
+    def __init__(self, name: str, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Roll API key")
+        explanation = QLabel(
+            f"Rolling “{name}” creates a new key with the same name, models and expiry. The old "
+            "key keeps working for the grace period you choose, so programs can switch to the new key "
+            "without an outage.",
+            self,
+        )
+        explanation.setTextFormat(Qt.TextFormat.PlainText)
+        explanation.setWordWrap(True)
+        self.grace = QComboBox(self)
+        for label, seconds in GRACE_PERIODS:
+            self.grace.addItem(label, seconds)
+        self.grace.setCurrentIndex(DEFAULT_GRACE)
+        self.grace.setSizePolicy(QSizePolicy.Policy.Minimum, QSizePolicy.Policy.Fixed)
+        form = QFormLayout()
+        form.addRow(_label("Old key works for:", self.grace, self), self.grace)
+        layout = QVBoxLayout(self)
+        layout.addWidget(explanation)
+        layout.addLayout(form)
+        layout.addWidget(_buttons(self, "Roll key"))
+
+    def grace_seconds(self) -> float:
+        return float(self.grace.currentData())

@@ -1,0 +1,331 @@
+"""API Keys: create, rename, roll and revoke keys, and a table of them that stays current.
+
+The page calls :class:`server.keys.KeyService` through :class:`app.tasks.Tasks` only; the table is
+re-read every few seconds while the page is visible (last use and expiry change on their own) and at
+once after every change made here.
+"""
+
+from __future__ import annotations
+
+import html
+import time
+from collections.abc import Sequence
+
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtGui import QHideEvent, QShowEvent
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QMessageBox,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.pages.key_dialogs import CreateKeyDialog, KeyForm, RenameDialog, RollDialog, SecretDialog
+from app.tasks import Tasks
+from app.theme import set_tone
+from server.errors import APIError
+from server.keys import KeyRecord, KeyService
+
+REFRESH_MS = 2000
+COLUMNS = ("Name", "Hint", "Created", "Last used", "Expires", "Status")
+
+
+def when(moment: float | None, never: str = "Never") -> str:
+    """A moment in local time, to the minute."""
+    if moment is None:
+        return never
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(moment))
+
+
+def status_text(record: KeyRecord, at: float) -> str:
+    status = record.status(at)
+    if status == "expiring":
+        return f"Rolled: works until {when(record.expires_at)}"
+    return {"active": "Active", "expired": "Expired", "revoked": "Revoked"}[status]
+
+
+def _row(record: KeyRecord, at: float) -> tuple[str, ...]:
+    return (
+        record.name,
+        record.hint,
+        when(record.created_at),
+        when(record.last_used_at),
+        when(record.expires_at),
+        status_text(record, at),
+    )
+
+
+def _tooltip(record: KeyRecord) -> str:
+    models = (
+        "all models" if record.allowed_models is None else ", ".join(record.allowed_models) or "no models"
+    )
+    note = f"<br>Note: {html.escape(record.owner_note)}" if record.owner_note else ""
+    return f"<b>{html.escape(record.name)}</b> ({record.id})<br>May use: {html.escape(models)}{note}"
+
+
+class KeysPage(QWidget):
+    """The API Keys page."""
+
+    key_created = Signal(str)
+    """A key was created (the argument is its id); its secret has been shown."""
+    key_renamed = Signal(str)
+    key_revoked = Signal(str)
+    key_rolled = Signal(str, str)
+    """A key was rolled: the old id, then the new one."""
+    keys_loaded = Signal()
+    """The table has been refilled from the store."""
+
+    def __init__(
+        self, keys: KeyService, models: Sequence[str], tasks: Tasks, parent: QWidget | None = None
+    ) -> None:
+        super().__init__(parent)
+        self._keys = keys
+        self._models = list(models)
+        self._tasks = tasks
+        self._records: list[KeyRecord] = []
+        self._shown: list[tuple[str, ...]] = []
+        self._loading = False
+        self.create_dialog: CreateKeyDialog | None = None
+        self.secret_dialog: SecretDialog | None = None
+        self.rename_dialog: RenameDialog | None = None
+        self.roll_dialog: RollDialog | None = None
+        self.revoke_box: QMessageBox | None = None
+
+        title = QLabel("<h2>API Keys</h2>", self)
+        intro = QLabel(
+            "Every request needs a key. Give each person or program its own, so you can see its usage "
+            "and revoke it without disturbing anyone else.",
+            self,
+        )
+        intro.setWordWrap(True)
+        self.new_button = QPushButton("&New key…", self)
+        self.new_button.setToolTip("Create a key (Ctrl+N)")
+        self.rename_button = QPushButton("Rena&me…", self)
+        self.roll_button = QPushButton("R&oll…", self)
+        self.roll_button.setToolTip("Replace the key; the old one keeps working for a grace period")
+        self.revoke_button = QPushButton("Re&voke…", self)
+        self.revoke_button.setToolTip("Refuse the key from the next request on")
+        self.new_button.clicked.connect(self.new_key)
+        self.rename_button.clicked.connect(self.rename_selected)
+        self.roll_button.clicked.connect(self.roll_selected)
+        self.revoke_button.clicked.connect(self.revoke_selected)
+        self.table = QTableWidget(0, len(COLUMNS), self)
+        self.table.setAccessibleName("API keys")
+        self.table.setHorizontalHeaderLabels(COLUMNS)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.setTabKeyNavigation(False)  # Tab leaves the table; arrow keys move within it
+        self.table.verticalHeader().hide()
+        self.table.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.table.setAlternatingRowColors(True)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)  # scroll, never cut a name short
+        header.setStretchLastSection(True)
+        self.table.itemSelectionChanged.connect(self._update_buttons)
+        self.empty = QLabel("No keys yet. Press <b>New key</b> (Ctrl+N) to create one.", self)
+        self.message = QLabel(self)
+        set_tone(self.message, "error")
+        self.message.setWordWrap(True)
+        self.message.hide()
+
+        buttons = QHBoxLayout()
+        for button in (self.new_button, self.rename_button, self.roll_button, self.revoke_button):
+            buttons.addWidget(button)
+        buttons.addStretch(1)
+        layout = QVBoxLayout(self)
+        layout.addWidget(title)
+        layout.addWidget(intro)
+        layout.addLayout(buttons)
+        layout.addWidget(self.message)
+        layout.addWidget(self.empty)
+        layout.addWidget(self.table, 1)
+        self._timer = QTimer(self)
+        self._timer.setInterval(REFRESH_MS)
+        self._timer.timeout.connect(self.reload)
+        self._update_buttons()
+
+    # -- reading ---------------------------------------------------------------------------------
+    def showEvent(self, event: QShowEvent) -> None:
+        super().showEvent(event)
+        self._timer.start()
+        self.reload()
+
+    def hideEvent(self, event: QHideEvent) -> None:
+        super().hideEvent(event)
+        self._timer.stop()
+
+    def reload(self) -> None:
+        """Re-read the keys off the GUI thread (skipped if a read is already on its way)."""
+        if not self._loading:
+            self._loading = True
+            self._tasks.spawn(self._load(), "reading the API keys")
+
+    async def _load(self) -> None:
+        try:
+            records = await self._tasks.call(self._keys.list)
+        finally:
+            self._loading = False
+        self._show(records)
+
+    def _show(self, records: list[KeyRecord]) -> None:
+        at = time.time()
+        rows = [_row(r, at) for r in records]
+        if records == self._records and rows == self._shown:
+            self.keys_loaded.emit()
+            return
+        selected = self.selected()
+        self._records, self._shown = records, rows
+        self.table.setRowCount(len(records))
+        for i, (record, row) in enumerate(zip(records, rows, strict=True)):
+            for column, text in enumerate(row):
+                item = QTableWidgetItem(text)
+                item.setData(Qt.ItemDataRole.UserRole, record.id)
+                item.setToolTip(_tooltip(record))
+                self.table.setItem(i, column, item)
+            if selected is not None and record.id == selected.id:
+                self.table.selectRow(i)
+        self.empty.setVisible(not records)
+        self._update_buttons()
+        self.keys_loaded.emit()
+
+    def records(self) -> list[KeyRecord]:
+        return list(self._records)
+
+    def selected(self) -> KeyRecord | None:
+        rows = self.table.selectionModel().selectedRows()
+        if not rows or rows[0].row() >= len(self._records):
+            return None
+        return self._records[rows[0].row()]
+
+    def select(self, key_id: str) -> None:
+        for i, record in enumerate(self._records):
+            if record.id == key_id:
+                self.table.selectRow(i)
+                return
+
+    def _update_buttons(self) -> None:
+        record = self.selected()
+        usable = record is not None and record.usable()
+        self.rename_button.setEnabled(record is not None)
+        self.roll_button.setEnabled(usable and record is not None and record.rolled_to is None)
+        self.revoke_button.setEnabled(record is not None and record.status() != "revoked")
+
+    def _fail(self, message: str) -> None:
+        self.message.setText(message)
+        self.message.show()
+
+    # -- creating --------------------------------------------------------------------------------
+    def new_key(self) -> None:
+        """Open the create dialog (Ctrl+N)."""
+        dialog = CreateKeyDialog(self._models, self)
+        dialog.accepted.connect(lambda: self._tasks.spawn(self._create(dialog.form()), "creating a key"))
+        self.create_dialog = dialog
+        dialog.open()
+
+    async def _create(self, form: KeyForm) -> None:
+        try:
+            secret, record = await self._tasks.call(
+                self._keys.create,
+                form.name,
+                owner_note=form.owner_note,
+                allowed_models=form.allowed_models,
+                expires_at=form.expires_at,
+            )
+        except APIError as exc:
+            self._fail(f"The key could not be created: {exc.message}")
+            return
+        self.message.hide()
+        await self._load()
+        self.select(record.id)
+        self._show_secret(secret, record.name)
+        self.key_created.emit(record.id)
+
+    def _show_secret(self, secret: str, name: str) -> None:
+        dialog = SecretDialog(secret, name, self)
+        dialog.finished.connect(lambda _: self._forget_secret(dialog))
+        self.secret_dialog = dialog
+        dialog.open()
+
+    def _forget_secret(self, dialog: SecretDialog) -> None:
+        # Shown once means once: the secret does not linger in a hidden widget after the dialog closes.
+        dialog.forget()
+        dialog.deleteLater()
+        if self.secret_dialog is dialog:
+            self.secret_dialog = None
+
+    # -- changing --------------------------------------------------------------------------------
+    def rename_selected(self) -> None:
+        record = self.selected()
+        if record is None:
+            return
+        dialog = RenameDialog(record.name, self)
+        dialog.accepted.connect(
+            lambda: self._tasks.spawn(self._rename(record.id, dialog.new_name()), "renaming a key")
+        )
+        self.rename_dialog = dialog
+        dialog.open()
+
+    async def _rename(self, key_id: str, name: str) -> None:
+        try:
+            await self._tasks.call(self._keys.rename, key_id, name)
+        except APIError as exc:
+            self._fail(f"The key could not be renamed: {exc.message}")
+            return
+        await self._load()
+        self.key_renamed.emit(key_id)
+
+    def revoke_selected(self) -> None:
+        record = self.selected()
+        if record is None:
+            return
+        box = QMessageBox(
+            QMessageBox.Icon.Warning,
+            "Revoke API key",
+            f"Revoke “{record.name}” ({record.hint})?\n\nPrograms using it are refused from their next "
+            "request on. This cannot be undone.",
+            QMessageBox.StandardButton.Cancel,
+            self,
+        )
+        revoke = box.addButton("Revoke key", QMessageBox.ButtonRole.DestructiveRole)
+        box.setDefaultButton(QMessageBox.StandardButton.Cancel)
+        box.finished.connect(lambda _: self._revoke_confirmed(box.clickedButton() is revoke, record.id))
+        self.revoke_box = box
+        box.open()
+
+    def _revoke_confirmed(self, confirmed: bool, key_id: str) -> None:
+        if confirmed:
+            self._tasks.spawn(self._revoke(key_id), "revoking a key")
+
+    async def _revoke(self, key_id: str) -> None:
+        await self._tasks.call(self._keys.revoke, key_id)
+        await self._load()
+        self.key_revoked.emit(key_id)
+
+    def roll_selected(self) -> None:
+        record = self.selected()
+        if record is None:
+            return
+        dialog = RollDialog(record.name, self)
+        dialog.accepted.connect(
+            lambda: self._tasks.spawn(self._roll(record.id, dialog.grace_seconds()), "rolling a key")
+        )
+        self.roll_dialog = dialog
+        dialog.open()
+
+    async def _roll(self, key_id: str, grace_seconds: float) -> None:
+        try:
+            secret, record = await self._tasks.call(self._keys.roll, key_id, grace_seconds)
+        except APIError as exc:
+            self._fail(f"The key could not be rolled: {exc.message}")
+            return
+        await self._load()
+        self.select(record.id)
+        self._show_secret(secret, record.name)
+        self.key_rolled.emit(key_id, record.id)

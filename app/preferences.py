@@ -1,0 +1,81 @@
+"""What the window remembers in the store: its appearance, the support contact, and the server's address.
+
+Reading happens once at start-up (before the window exists); saving is called through
+:class:`app.tasks.Tasks` so the GUI thread never writes the database. The server's own settings
+(host, port, LAN) live under the ``server`` setting, where ``ai-service-platform serve`` reads them too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from app.theme import DEFAULT_FONT_STEP, THEMES, ThemeName, font_step
+from server.config import ConfigError, Settings, load_settings
+from server.store import Store
+
+WINDOW_SETTING = "window"
+SERVER_SETTING = "server"
+MAX_CONTACT = 500
+
+
+@dataclass(frozen=True)
+class Preferences:
+    """The window's own settings."""
+
+    theme: ThemeName = "system"
+    font_size: str = DEFAULT_FONT_STEP
+    support_contact: str = ""
+
+
+def load_preferences(store: Store) -> Preferences:
+    """The saved preferences; unknown or damaged values fall back to the defaults."""
+    saved: Any = store.get_setting(WINDOW_SETTING, {})
+    if not isinstance(saved, dict):
+        return Preferences()
+    theme = saved.get("theme")
+    contact = saved.get("support_contact")
+    return Preferences(
+        theme=theme if theme in {name for name, _ in THEMES} else "system",
+        font_size=font_step(str(saved.get("font_size", DEFAULT_FONT_STEP))).key,
+        support_contact=contact.strip()[:MAX_CONTACT] if isinstance(contact, str) else "",
+    )
+
+
+def save_preferences(store: Store, preferences: Preferences) -> None:
+    store.set_setting(WINDOW_SETTING, asdict(preferences))
+
+
+@dataclass(frozen=True)
+class Network:
+    """Where the server listens: the address used while LAN serving is off, the port, the LAN switch."""
+
+    host: str
+    port: int
+    lan: bool
+
+
+def check_network(network: Network) -> str | None:
+    """Why these values cannot be used (the message names the value), or ``None`` if they can."""
+    try:
+        load_settings(environ={}, host=network.host.strip(), port=network.port, lan=network.lan, models=())
+    except ConfigError as exc:
+        return str(exc).removeprefix("invalid settings: ")
+    return None
+
+
+def save_network(store: Store, network: Network) -> None:
+    """Save host, port and LAN under the server's setting, keeping whatever else is stored there."""
+    saved: Any = store.get_setting(SERVER_SETTING, {})
+    values = dict(saved) if isinstance(saved, dict) else {}
+    values.update(host=network.host.strip(), port=network.port, lan=network.lan)
+    store.set_setting(SERVER_SETTING, values)
+
+
+def stored_server_settings(store: Store) -> dict[str, Any]:
+    saved: Any = store.get_setting(SERVER_SETTING, {})
+    return dict(saved) if isinstance(saved, dict) else {}
+
+
+def network_of(settings: Settings) -> Network:
+    return Network(settings.host, settings.port, settings.lan)

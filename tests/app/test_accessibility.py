@@ -1,0 +1,268 @@
+"""Accessible by default: every control is labelled, Tab follows the layout, shortcuts reach every page
+and create a key, and nothing clips or overlaps on any page in either theme at the smallest and largest
+font sizes; a screenshot of each of those is saved under tests/artifacts/screenshots/."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from pathlib import Path
+
+import pytest
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import (
+    QAbstractButton,
+    QAbstractItemView,
+    QAbstractSpinBox,
+    QApplication,
+    QComboBox,
+    QDialog,
+    QHeaderView,
+    QLabel,
+    QLayout,
+    QLineEdit,
+    QPlainTextEdit,
+    QTabBar,
+    QWidget,
+)
+from pytestqt.qtbot import QtBot
+
+from app.theme import FONT_STEPS
+from app.window import PAGES, MainWindow
+from server.usage import UsageEntry
+
+from .conftest import settle
+
+EXTREMES = (FONT_STEPS[0], FONT_STEPS[-1])
+
+
+def _shown(widget: QWidget, root: QWidget) -> bool:
+    return widget.isVisible() and widget.isVisibleTo(root) and widget.width() > 0
+
+
+def clipped(root: QWidget) -> list[str]:
+    """Text-bearing widgets smaller than their text needs."""
+    problems = []
+    for widget in root.findChildren(QWidget):
+        if not _shown(widget, root):
+            continue
+        size = widget.size()
+        if isinstance(widget, QLabel) and widget.text():
+            if widget.wordWrap():
+                need = widget.heightForWidth(size.width())
+                if need > size.height():
+                    problems.append(
+                        f"label {widget.text()[:40]!r}: needs {need} px high, has {size.height()}"
+                    )
+            else:
+                hint = widget.sizeHint()
+                if hint.width() > size.width() or hint.height() > size.height():
+                    problems.append(
+                        f"label {widget.text()[:40]!r}: needs {hint.toTuple()}, has {size.toTuple()}"
+                    )
+        elif (
+            isinstance(widget, QAbstractButton) and widget.text() and not isinstance(widget.parent(), QTabBar)
+        ):
+            hint = widget.sizeHint()
+            if hint.width() > size.width() or hint.height() > size.height():
+                problems.append(f"button {widget.text()!r}: needs {hint.toTuple()}, has {size.toTuple()}")
+        elif isinstance(widget, QComboBox | QLineEdit | QAbstractSpinBox) and not isinstance(
+            widget.parent(), QComboBox | QAbstractSpinBox
+        ):
+            # A combo box must show its longest entry whole; an edit at least its minimum.
+            needed = widget.sizeHint() if isinstance(widget, QComboBox) else widget.minimumSizeHint()
+            if widget.sizeHint().height() > size.height() or needed.width() > size.width():
+                problems.append(
+                    f"{type(widget).__name__} {widget.accessibleName()!r}: too small {size.toTuple()}"
+                )
+    return problems
+
+
+def _laid_out(layout: QLayout) -> list[QWidget]:
+    widgets = []
+    for i in range(layout.count()):
+        item = layout.itemAt(i)
+        if item.widget() is not None:
+            widgets.append(item.widget())
+        elif item.layout() is not None:
+            widgets.extend(_laid_out(item.layout()))
+    return widgets
+
+
+def overlapping(root: QWidget) -> list[str]:
+    """Widgets placed by the same layout whose rectangles intersect."""
+    problems = []
+    for parent in [root, *root.findChildren(QWidget)]:
+        layout = parent.layout()
+        if layout is None or not _shown(parent, root) and parent is not root:
+            continue
+        placed = [w for w in _laid_out(layout) if _shown(w, root)]
+        for a, b in itertools.combinations(placed, 2):
+            if a.geometry().intersects(b.geometry()):
+                problems.append(
+                    f"{type(a).__name__} {a.geometry().getRect()} overlaps {type(b).__name__} {b.geometry().getRect()}"
+                )
+    return problems
+
+
+def unlabelled(root: QWidget) -> list[str]:
+    """Controls that a screen reader could not name: no text, no accessible name, no label buddy."""
+    buddies = {id(label.buddy()) for label in root.findChildren(QLabel) if label.buddy() is not None}
+    problems = []
+    for widget in root.findChildren(QWidget):
+        if not _shown(widget, root) or isinstance(widget.parent(), QComboBox | QAbstractSpinBox | QTabBar):
+            continue
+        if isinstance(widget, QHeaderView | QTabBar):
+            continue
+        named = bool(widget.accessibleName()) or id(widget) in buddies
+        if isinstance(widget, QAbstractButton):
+            named = named or bool(widget.text().replace("&", "").strip())
+        elif not isinstance(
+            widget, QComboBox | QLineEdit | QAbstractSpinBox | QAbstractItemView | QPlainTextEdit
+        ):
+            continue
+        if not named:
+            problems.append(
+                f"{type(widget).__name__} at {widget.mapTo(root, widget.rect().topLeft()).toTuple()}"
+            )
+    return problems
+
+
+@pytest.fixture
+def busy_window(window: MainWindow) -> MainWindow:
+    """A window with keys and a day of usage, so the tables and graphs have something to show."""
+    keys = window.services.keys
+    ids = [
+        keys.create(name, owner_note=f"{name}'s key")[1].id
+        for name in ("Alice's laptop", "Build server", "Reporting")
+    ]
+    now = time.time()
+    for n in range(120):
+        chat = n % 4 != 0
+        window.services.ledger.submit(
+            UsageEntry(
+                request_id=f"req_{n}",
+                key_id=ids[n % 3],
+                model="fake-chat" if chat else "fake-embed",
+                endpoint="chat.completions" if chat else "embeddings",
+                input_tokens=40 + (n * 7) % 90,
+                output_tokens=(n * 13) % 200 if chat else 0,
+                cost=((40 + (n * 7) % 90) + 2 * ((n * 13) % 200 if chat else 0)) / 1e6,
+                created_at=now - n * 700,
+            )
+        )
+    window.services.ledger.flush()
+    return window
+
+
+def test_every_page_fits_in_both_themes_at_the_smallest_and_largest_font(
+    qtbot: QtBot, busy_window: MainWindow, screenshots: Path
+) -> None:
+    window = busy_window
+    failures = []
+    for theme, step in itertools.product(("light", "dark"), EXTREMES):
+        window.theme.set_theme(theme)
+        window.theme.set_font_size(step.key)
+        for index, name in enumerate(PAGES):
+            window.show_page(index)
+            if index == 2:
+                qtbot.waitUntil(
+                    lambda: (
+                        window.usage_page.series is not None and window.usage_page.series.total().requests > 0
+                    )
+                )
+            settle(qtbot)
+            where = f"{name}, {theme}, {step.label}"
+            failures += [f"{where}: {p}" for p in clipped(window) + overlapping(window)]
+            slug = name.lower().replace(" ", "-")
+            assert window.grab().save(str(screenshots / f"{index + 1}-{slug}-{theme}-{step.key}.png"))
+            if index == 2 and step is EXTREMES[-1]:  # the widest controls: a custom range
+                usage = window.usage_page
+                with qtbot.waitSignal(usage.usage_loaded, timeout=10_000):
+                    usage.range.setCurrentIndex(usage.range.findData("custom"))
+                settle(qtbot)
+                failures += [f"{where}, custom range: {p}" for p in clipped(window) + overlapping(window)]
+                window.grab().save(str(screenshots / f"{index + 1}-{slug}-custom-{theme}-{step.key}.png"))
+                with qtbot.waitSignal(usage.usage_loaded, timeout=10_000):
+                    usage.range.setCurrentIndex(usage.range.findData("day"))
+            if index == 0:  # the whole page too, examples included, not only what fits the window
+                page = window.pages[0]
+                assert page.grab().save(str(screenshots / f"{index + 1}-{slug}-{theme}-{step.key}-whole.png"))
+    assert not failures, "\n".join(failures)
+
+
+def test_the_key_dialogs_fit_at_the_largest_font(qtbot: QtBot, window: MainWindow, screenshots: Path) -> None:
+    window.theme.set_font_size(FONT_STEPS[-1].key)
+    window.new_key()
+    dialog = window.keys_page.create_dialog
+    qtbot.waitUntil(dialog.isVisible)
+    settle(qtbot)
+    assert not clipped(dialog) + overlapping(dialog) + unlabelled(dialog)
+    dialog.grab().save(str(screenshots / "dialog-new-key-largest.png"))
+    qtbot.keyClicks(dialog.name, "Screenshot")
+    with qtbot.waitSignal(window.keys_page.key_created, timeout=10_000):
+        dialog.accept()
+    secret = window.keys_page.secret_dialog
+    settle(qtbot)
+    assert not clipped(secret) + overlapping(secret) + unlabelled(secret)
+    secret.grab().save(str(screenshots / "dialog-secret-largest.png"))
+
+
+def test_every_control_is_labelled(qtbot: QtBot, busy_window: MainWindow) -> None:
+    window = busy_window
+    problems = []
+    for index, name in enumerate(PAGES):
+        window.show_page(index)
+        settle(qtbot)
+        problems += [f"{name}: {p}" for p in unlabelled(window)]
+    assert not problems, "\n".join(problems)
+
+
+def _tab_stops(qtbot: QtBot, window: MainWindow) -> list[QWidget]:
+    """Press Tab from the sidebar until focus comes back to it; the widgets visited, in order."""
+    window.activateWindow()
+    qtbot.waitUntil(lambda: QApplication.activeWindow() is window)
+    window.sidebar.setFocus()
+    visited: list[QWidget] = []
+    for _ in range(80):
+        qtbot.keyClick(QApplication.focusWidget(), Qt.Key.Key_Tab)
+        focused = QApplication.focusWidget()
+        if focused is window.sidebar:
+            return visited
+        visited.append(focused)
+    raise AssertionError(f"Tab never came back to the sidebar: {[type(w).__name__ for w in visited]}")
+
+
+def test_tab_follows_the_layout_on_every_page(qtbot: QtBot, busy_window: MainWindow) -> None:
+    window = busy_window
+    for index, name in enumerate(PAGES):
+        window.show_page(index)
+        settle(qtbot)
+        stops = _tab_stops(qtbot, window)
+        assert stops[0] is window.header.toggle, name
+        page = window.pages[index]
+        inside = [w for w in stops if page.isAncestorOf(w)]
+        assert inside, f"{name}: Tab never enters the page"
+        assert len(inside) == len(stops) - 1, f"{name}: Tab wanders outside the page"
+        places = [w.mapTo(page, w.rect().topLeft()) for w in inside]
+        for (a, wa), (b, wb) in itertools.pairwise(zip(places, inside, strict=True)):
+            reading_order = b.y() > a.y() + 2 or (abs(b.y() - a.y()) <= wa.height() and b.x() > a.x())
+            assert reading_order, (
+                f"{name}: Tab goes from {type(wa).__name__} at {a.toTuple()} back to {type(wb).__name__} at {b.toTuple()}"
+            )
+
+
+def test_shortcuts_reach_every_page_and_create_a_key(qtbot: QtBot, window: MainWindow) -> None:
+    window.activateWindow()
+    qtbot.waitUntil(lambda: QApplication.activeWindow() is window)
+    for index in (4, 2, 0, 3, 1):
+        qtbot.keyClick(window, getattr(Qt.Key, f"Key_{index + 1}"), Qt.KeyboardModifier.ControlModifier)
+        assert window.current_page() is window.pages[index]
+        assert window.sidebar.currentRow() == index
+    window.show_page(0)
+    qtbot.keyClick(window, Qt.Key.Key_N, Qt.KeyboardModifier.ControlModifier)
+    assert window.current_page() is window.keys_page
+    dialog = window.keys_page.create_dialog
+    assert isinstance(dialog, QDialog) and dialog.isVisible() and dialog.isModal()
+    qtbot.keyClick(dialog, Qt.Key.Key_Escape)
+    assert not dialog.isVisible()

@@ -1,0 +1,135 @@
+"""General Information: the help documents, filled in with this machine's real address and loaded models,
+with a copy button per example; every example runs against the live server and works."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from PySide6.QtWidgets import QApplication, QLabel, QTabWidget
+from pytestqt.qtbot import QtBot
+
+from app.pages.info import HELP_DIR, SECTIONS
+from app.widgets.code_block import CodeBlock
+from app.widgets.document import parse
+from app.window import MainWindow
+
+from .conftest import click
+
+NODE_MODULES = Path(__file__).parents[1] / "clients" / "node_modules"
+ENDPOINTS = ("List the models", "Chat completions", "Responses", "Embeddings")
+LANGUAGES = ("curl", "Python", "JavaScript")
+
+
+def texts(window: MainWindow) -> list[str]:
+    page = window.info_page
+    return [label.text() for label in page.findChildren(QLabel)] + [b.text() for b in page.examples()]
+
+
+def test_the_help_lives_in_resources_as_documents() -> None:
+    for name in SECTIONS:
+        document = (HELP_DIR / f"{name}.md").read_text(encoding="utf-8")
+        assert document.startswith("#")
+    headings = "\n".join((HELP_DIR / f"{name}.md").read_text(encoding="utf-8") for name in SECTIONS)
+    for section in (
+        "Overview",
+        "Features",
+        "Getting started",
+        "Best practices",
+        "OpenAI compatibility",
+        "Support",
+    ):
+        assert f"## {section}" in headings
+
+
+def test_every_endpoint_has_an_example_in_each_language_with_a_copy_button(
+    qtbot: QtBot, window: MainWindow
+) -> None:
+    examples = window.info_page.examples()
+    assert [(b.section, b.title) for b in examples] == [(e, lang) for e in ENDPOINTS for lang in LANGUAGES]
+    for block in examples:
+        tabs = block.parentWidget()
+        while not isinstance(tabs, QTabWidget):
+            tabs = tabs.parentWidget()
+        tabs.setCurrentWidget(block)
+        click(qtbot, block.copy_button)
+        assert QApplication.clipboard().text() == block.text()
+        assert block.copy_button.text() == "Copied"
+
+
+def test_examples_use_the_real_address_and_the_loaded_models(qtbot: QtBot, window: MainWindow) -> None:
+    base_url = window.server.view.base_url
+    everything = "\n".join(texts(window))
+    assert "{{" not in everything and "}}" not in everything
+    for block in window.info_page.examples():
+        assert base_url in block.text()
+        wanted = "fake-embed" if block.section == "Embeddings" else "fake-chat"
+        if block.section != "List the models":
+            assert f"{wanted}" in block.text()
+    assert "`fake-chat` (chat), `fake-embed` (embeddings)" in everything
+    assert "text only" in everything.lower() and "images, audio or files" in everything
+
+
+def test_the_examples_follow_the_server_to_the_lan(qtbot: QtBot, window: MainWindow) -> None:
+    window.show_page(4)
+    page = window.settings_page
+    click(qtbot, page.lan_check)
+    with qtbot.waitSignal(page.network_applied, timeout=15_000):
+        click(qtbot, page.apply_button)
+    view = window.server.view
+    qtbot.waitUntil(lambda: all(view.base_url in b.text() for b in window.info_page.examples()))
+    if view.lan_address is not None:  # a machine with a network: the LAN address, not the loopback one
+        assert "127.0.0.1" not in "\n".join(b.text() for b in window.info_page.examples())
+    assert any("LAN serving is on" in text for text in texts(window))
+
+
+def _run(block: CodeBlock, key: str, workdir: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "OPENAI_API_KEY": key}
+    if block.title == "curl":
+        command = [
+            "bash",
+            "-c",
+            "set -euo pipefail\n" + block.text().replace("curl ", "curl -sS --fail-with-body ", 1),
+        ]
+    elif block.title == "Python":
+        command = [sys.executable, "-c", block.text()]
+    else:
+        script = workdir / f"example-{abs(hash(block.text()))}.mjs"
+        script.write_text(block.text(), encoding="utf-8")
+        command = ["node", str(script)]
+    return subprocess.run(command, env=env, cwd=workdir, capture_output=True, text=True, timeout=60)
+
+
+def test_every_example_works_against_this_server(window: MainWindow, tmp_path: Path) -> None:
+    key, _ = window.services.keys.create("examples")
+    blocks = window.info_page.examples()
+    node = NODE_MODULES.is_dir() and shutil.which("node") is not None
+    if node:
+        (tmp_path / "node_modules").symlink_to(NODE_MODULES)  # ES modules resolve packages beside the script
+    else:
+        blocks = [b for b in blocks if b.title != "JavaScript"]
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda b: _run(b, key, tmp_path), blocks))
+    for block, result in zip(blocks, results, strict=True):
+        assert result.returncode == 0, f"{block.section} / {block.title}:\n{result.stdout}\n{result.stderr}"
+    outputs = {(b.section, b.title): r.stdout for b, r in zip(blocks, results, strict=True)}
+    assert "fake-chat" in outputs[("List the models", "Python")]
+    assert "Say hello in one short sentence." in outputs[("Chat completions", "Python")]
+    assert "2 vectors of 64 numbers" in outputs[("Embeddings", "Python")]
+    assert '"object":"response"' in outputs[("Responses", "curl")].replace(" ", "")
+    if not node:
+        pytest.skip("the JavaScript examples need node and tests/clients/node_modules (make test-clients)")
+
+
+def test_parse_groups_consecutive_code_blocks_under_their_heading() -> None:
+    parts = parse("# A\n\ntext\n\n### Sub\n\n```bash curl\none\n```\n\n```python Python\ntwo\n```\nafter\n")
+    kinds = [type(p).__name__ for p in parts]
+    assert kinds == ["Prose", "Example", "Prose"]
+    example = parts[1]
+    assert example.section == "Sub"  # type: ignore[union-attr]
+    assert [(c.title, c.text) for c in example.blocks] == [("curl", "one"), ("Python", "two")]  # type: ignore[union-attr]

@@ -1,0 +1,202 @@
+"""Settings: theme and font size apply at once (graphs included) and survive a restart; "follow the
+system" follows it live; the LAN switch warns and shows the LAN address; port and LAN are saved where
+the server reads them and applied by a restart; the data directory opens."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from PySide6.QtCore import QObject, Qt, QUrl, Slot
+from PySide6.QtGui import QDesktopServices, QPalette
+from PySide6.QtWidgets import QApplication, QLabel
+from pytestqt.qtbot import QtBot
+
+from app.main import window_settings
+from app.preferences import SERVER_SETTING, WINDOW_SETTING
+from app.theme import FONT_STEPS, PALETTES
+from app.window import MainWindow
+
+from .conftest import click, close_window
+
+WINDOW = QPalette.ColorRole.Window
+
+
+def window_colour() -> str:
+    return QApplication.palette().color(WINDOW).name()
+
+
+def choose(qtbot: QtBot, window: MainWindow, combo_name: str, data: str) -> None:
+    """Pick an entry of a Settings combo box with the keyboard, as a user would, and wait for the save."""
+    page = window.settings_page
+    combo = getattr(page, combo_name)
+    target = combo.findData(data)
+    assert target >= 0
+    combo.setFocus()
+    field = "theme" if combo_name == "theme_combo" else "font_size"
+    with qtbot.waitSignal(
+        page.preferences_saved, timeout=5000, check_params_cb=lambda p: getattr(p, field) == data
+    ):
+        while combo.currentIndex() != target:
+            qtbot.keyClick(combo, Qt.Key.Key_Down if combo.currentIndex() < target else Qt.Key.Key_Up)
+
+
+def test_theme_and_font_size_apply_everywhere_and_survive_a_restart(
+    qtbot: QtBot, make_window: Callable[..., MainWindow]
+) -> None:
+    window = make_window()
+    window.show_page(4)
+    largest = FONT_STEPS[-1]
+    assert window_colour() == PALETTES["light"][WINDOW]  # the system is not dark here: light
+    choose(qtbot, window, "theme_combo", "dark")
+    assert window_colour() == PALETTES["dark"][WINDOW]
+    choose(qtbot, window, "font_combo", largest.key)
+    assert QApplication.font().pointSize() == largest.points
+    # Every page's text follows, and so do the graphs, whose text QtCharts styles on its own.
+    for page in window.pages:
+        label = page.findChild(QLabel)
+        assert label.font().pointSize() == largest.points
+        assert (
+            label.palette().color(QPalette.ColorRole.WindowText).name()
+            == PALETTES["dark"][QPalette.ColorRole.WindowText]
+        )
+    chart = window.usage_page.views["requests"].chart
+    assert chart.titleFont().pointSize() == largest.points
+    assert chart.legend().font().pointSize() == largest.points
+    assert all(axis.labelsFont().pointSize() == largest.points for axis in chart.axes())
+    assert chart.backgroundBrush().color().name() == PALETTES["dark"][QPalette.ColorRole.Base]
+    saved = window.services.store.get_setting(WINDOW_SETTING)
+    assert saved["theme"] == "dark" and saved["font_size"] == largest.key
+
+    close_window(qtbot, window)
+    choose_default = make_window()  # the same data directory
+    assert choose_default.settings_page.theme_combo.currentData() == "dark"
+    assert choose_default.settings_page.font_combo.currentData() == largest.key
+    assert window_colour() == PALETTES["dark"][WINDOW]
+    assert QApplication.font().pointSize() == largest.points
+    new_chart = choose_default.usage_page.views["cost"].chart
+    assert new_chart.titleFont().pointSize() == largest.points
+
+
+def test_follow_the_system_follows_it_live(qtbot: QtBot, window: MainWindow) -> None:
+    window.show_page(4)
+    assert window.settings_page.theme_combo.currentData() == "system"
+    hints = QApplication.styleHints()
+    try:
+        hints.colorSchemeChanged.emit(Qt.ColorScheme.Dark)  # what the desktop does when the user switches
+        assert window_colour() == PALETTES["dark"][WINDOW]
+        chart = window.usage_page.views["requests"].chart
+        assert chart.backgroundBrush().color().name() == PALETTES["dark"][QPalette.ColorRole.Base]
+        hints.colorSchemeChanged.emit(Qt.ColorScheme.Light)
+        assert window_colour() == PALETTES["light"][WINDOW]
+        choose(qtbot, window, "theme_combo", "light")
+        hints.colorSchemeChanged.emit(Qt.ColorScheme.Dark)  # a chosen theme stays put
+        assert window_colour() == PALETTES["light"][WINDOW]
+    finally:
+        hints.colorSchemeChanged.emit(Qt.ColorScheme.Light)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_lan_is_off_by_default_and_switching_it_on_warns_and_shows_the_address(
+    qtbot: QtBot, make_window: Callable[..., MainWindow], tmp_path: Path
+) -> None:
+    window = make_window()
+    window.show_page(4)
+    page = window.settings_page
+    assert not page.lan_check.isChecked() and not window.services.settings.lan
+    assert not page.lan_warning.isVisible() and not page.lan_address.isVisible()
+    click(qtbot, page.lan_check)
+    assert page.lan_warning.isVisible() and "network you trust" in page.lan_warning.text()
+    qtbot.waitUntil(lambda: "…" not in page.lan_address.text())
+    text = page.lan_address.text()
+    assert text.startswith("Other computers reach this server at http://") or text.startswith("No network")
+
+    port = free_port()
+    page.port_spin.setValue(port)
+    with qtbot.waitSignal(page.network_applied, timeout=15_000):
+        click(qtbot, page.apply_button)
+    view = window.server.view
+    assert view.running and view.lan and view.url.endswith(f":{port}")
+    assert window.header.scope.text().startswith("LAN: ")
+    assert httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200  # bound to every interface
+    assert window.services.store.get_setting(SERVER_SETTING) == {
+        "host": "127.0.0.1",
+        "port": port,
+        "lan": True,
+    }
+    if view.lan_address is not None:
+        assert view.url == f"http://{view.lan_address}:{port}"
+    # The next start-up (the window or `ai-service-platform serve`) reads them from the store.
+    close_window(qtbot, window)
+    settings = window_settings({"AISP_DATA_DIR": str(tmp_path / "data")})
+    assert (settings.port, settings.lan, settings.bind_host) == (port, True, "0.0.0.0")
+
+
+def test_an_unusable_address_is_refused_and_nothing_is_saved(qtbot: QtBot, window: MainWindow) -> None:
+    window.show_page(4)
+    page = window.settings_page
+    url = window.server.view.url
+    page.host_edit.setText("192.0.2.7")  # not loopback, and LAN serving is off
+    click(qtbot, page.apply_button)
+    assert page.server_message.isVisible() and "loopback" in page.server_message.text()
+    assert page.server_message.property("tone") == "error"
+    page.host_edit.setText("localhost, please")
+    click(qtbot, page.apply_button)
+    assert "IP address" in page.server_message.text()
+    assert window.services.store.get_setting(SERVER_SETTING) is None
+    assert window.server.view.url == url and window.server.view.running
+
+
+class UrlCatcher(QObject):
+    """Receives the URLs the window asks the desktop to open (Qt's own hook for this)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.opened: list[QUrl] = []
+
+    @Slot(QUrl)
+    def open(self, url: QUrl) -> None:
+        self.opened.append(url)
+
+
+@pytest.fixture
+def desktop() -> Iterator[UrlCatcher]:
+    catcher = UrlCatcher()
+    QDesktopServices.setUrlHandler("file", catcher, "open")
+    yield catcher
+    QDesktopServices.unsetUrlHandler("file")
+
+
+def test_the_data_directory_is_shown_and_opens(qtbot: QtBot, window: MainWindow, desktop: UrlCatcher) -> None:
+    window.show_page(4)
+    data_dir = window.services.settings.data_dir
+    labels = [label.text() for label in window.settings_page.findChildren(QLabel)]
+    assert str(data_dir) in labels
+    click(qtbot, window.settings_page.open_data_button)
+    assert [url.toLocalFile() for url in desktop.opened] == [str(data_dir)]
+
+
+def test_the_support_contact_is_saved_and_shown_in_general_information(
+    qtbot: QtBot, make_window: Callable[..., MainWindow]
+) -> None:
+    window = make_window()
+    window.show_page(4)
+    page = window.settings_page
+    page.contact_edit.setFocus()
+    qtbot.keyClicks(page.contact_edit, "IT desk, it@example.com, ext. 1234")
+    with qtbot.waitSignal(page.preferences_saved, timeout=5000):
+        qtbot.keyClick(page.contact_edit, Qt.Key.Key_Return)
+    support = window.info_page.documents[-1]
+    assert any("IT desk, it@example.com, ext. 1234" in label.text() for label in support.findChildren(QLabel))
+    close_window(qtbot, window)
+    again = make_window()
+    assert again.settings_page.contact_edit.text() == "IT desk, it@example.com, ext. 1234"
+    assert any("ext. 1234" in label.text() for label in again.info_page.documents[-1].findChildren(QLabel))
