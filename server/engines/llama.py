@@ -107,7 +107,8 @@ class LlamaChat:
         if not sampling.json_schema:
             return llama_grammar.LlamaGrammar.from_string(llama_grammar.JSON_GBNF, verbose=False)
         try:
-            grammar = llama_grammar.LlamaGrammar.from_json_schema(json.dumps(sampling.json_schema), verbose=False)
+            schema = json.dumps(bounded_integers(sampling.json_schema))
+            grammar = llama_grammar.LlamaGrammar.from_json_schema(schema, verbose=False)
         except Exception as exc:  # the converter asserts on schemas it does not understand: the client's to fix
             reason = str(exc) or type(exc).__name__
             raise InvalidRequest(
@@ -200,6 +201,31 @@ class LlamaChat:
         llm, self._llm = self._llm, None
         if llm is not None:
             llm.close()
+
+
+MAX_ENUMERATED_RANGE = 1000
+
+
+def bounded_integers(schema: Any) -> Any:
+    """The schema with small closed integer ranges spelt out as enums.
+
+    llama-cpp-python's grammar converter ignores ``minimum`` and ``maximum``; a range of up to
+    ``MAX_ENUMERATED_RANGE`` values as an ``enum`` makes the grammar itself keep the number in bounds.
+    """
+    if isinstance(schema, list):
+        return [bounded_integers(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {key: bounded_integers(value) for key, value in schema.items()}
+    if out.get("type") == "integer" and "enum" not in out:
+        low, high = out.get("minimum"), out.get("maximum")
+        if isinstance(out.get("exclusiveMinimum"), int):
+            low = out["exclusiveMinimum"] + 1
+        if isinstance(out.get("exclusiveMaximum"), int):
+            high = out["exclusiveMaximum"] - 1
+        if isinstance(low, int) and isinstance(high, int) and 0 <= high - low < MAX_ENUMERATED_RANGE:
+            return {"enum": list(range(low, high + 1))}
+    return out
 
 
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:

@@ -34,9 +34,11 @@ def _llama(config: ModelConfig) -> Backend:
 
 
 def _sentence_transformers(config: ModelConfig) -> Backend:
-    from server.engines.embedder import SentenceTransformerEmbedder  # noqa: PLC0415  (torch takes seconds)
+    # In a child process: torch holds the interpreter lock for long stretches, which would stall the
+    # window and the server alike.
+    from server.engines.embedder_process import ProcessEmbedder  # noqa: PLC0415  (numpy, multiprocessing)
 
-    return SentenceTransformerEmbedder(config)
+    return ProcessEmbedder(config)
 
 
 def _upstream(config: ModelConfig) -> Backend:
