@@ -8,6 +8,7 @@ over a pipe, vectors come back as float32 bytes.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import threading
 from collections.abc import Sequence
@@ -17,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from server.config import ModelConfig
-from server.engines.base import EngineFailureError, Embeddings, LoadError
+from server.engines.base import Embeddings, EngineFailureError, LoadError
 from server.errors import InvalidRequest
 
 START_TIMEOUT_S = 300.0
@@ -73,7 +74,9 @@ class ProcessEmbedder:
             message = self._connection.recv()
         except EOFError as exc:
             self.close()
-            raise LoadError(f"the embedding process exited while loading (exit code {self._process.exitcode})") from exc
+            raise LoadError(
+                f"the embedding process exited while loading (exit code {self._process.exitcode})"
+            ) from exc
         if message[0] == "load_error":
             self.close()
             raise LoadError(message[1])
@@ -106,10 +109,8 @@ class ProcessEmbedder:
         return Embeddings(vectors=vectors.tolist(), tokens=int(tokens))
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(OSError, BrokenPipeError):
             self._connection.send(None)
-        except (OSError, BrokenPipeError):
-            pass
         self._process.join(10)
         if self._process.is_alive():
             self._process.kill()
