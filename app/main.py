@@ -8,6 +8,7 @@ on a worker thread, both reported in the window as they progress.
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -90,6 +91,8 @@ def open_window() -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The console script: the window with no arguments, otherwise the headless commands."""
+    # In a frozen bundle, a child process (the embedding engine's) starts through this same executable.
+    multiprocessing.freeze_support()
     args = list(sys.argv[1:] if argv is None else argv)
     if args:
         return cli.main(args)
