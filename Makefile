@@ -31,6 +31,9 @@ test-clients: $(STAMP)
 test: $(STAMP) test-clients  ## install what the tests need and run them all
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest
 
+soak: $(STAMP)  ## the long attack runs (about 5 minutes)
+	$(PY) -m pytest -m soak tests/security
+
 lint: $(STAMP)
 	$(PY) -m ruff check server app tests
 	$(PY) -m mypy server

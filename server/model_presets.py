@@ -1,0 +1,82 @@
+"""Presets for the production models the operator points at their own files: sensible settings for
+``qwen3-30b-a3b`` (chat and responses, a GGUF offloaded to the GPU) and ``embeddinggemma-300m``
+(embeddings, a sentence-transformers directory). A preset never names a file: the app does not pretend
+a small model is a large one, so the operator picks where the weights are.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from server.config import ModelConfig
+
+SourceKind = Literal["file", "directory"]
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Settings for one well-known model, everything but where its weights are."""
+
+    name: str
+    """The served name clients use (the model's own name)."""
+    label: str
+    description: str
+    source_kind: SourceKind
+    """What the operator picks: a GGUF ``file`` or a model ``directory``."""
+    settings: dict[str, Any]
+    """``ModelConfig`` fields other than ``name`` and ``source``."""
+
+    def config(self, source: str, name: str | None = None) -> ModelConfig:
+        """The model these settings describe, served from ``source`` (raises pydantic's ValidationError)."""
+        return ModelConfig(name=name or self.name, source=source, **self.settings)
+
+
+PRESETS: tuple[Preset, ...] = (
+    Preset(
+        name="qwen3-30b-a3b",
+        label="qwen3-30b-a3b (chat and responses)",
+        description=(
+            "Qwen3-30B-A3B as a GGUF file (e.g. Q4_K_M, about 18 GB) run by llama.cpp, every layer on the "
+            "GPU, a 32K context; its thinking is returned as reasoning_content."
+        ),
+        source_kind="file",
+        settings={
+            "kind": "chat",
+            "engine": "llama.cpp",
+            "n_gpu_layers": -1,
+            "context_length": 32768,
+            "threads": None,
+            "reasoning": True,
+            "price_input_per_million": 0.0,
+            "price_output_per_million": 0.0,
+        },
+    ),
+    Preset(
+        name="embeddinggemma-300m",
+        label="embeddinggemma-300m (embeddings)",
+        description=(
+            "EmbeddingGemma-300M as a sentence-transformers model directory, on the GPU when torch sees "
+            "one, 2048 tokens per input, up to 256 inputs per request."
+        ),
+        source_kind="directory",
+        settings={
+            "kind": "embedding",
+            "engine": "sentence-transformers",
+            "n_gpu_layers": -1,
+            "context_length": 2048,
+            "threads": None,
+            "max_batch": 256,
+            "price_input_per_million": 0.0,
+            "price_output_per_million": 0.0,
+        },
+    ),
+)
+
+
+def preset(name: str) -> Preset:
+    """The preset named ``name``; ``KeyError`` if there is none."""
+    for found in PRESETS:
+        if found.name == name:
+            return found
+    raise KeyError(name)
