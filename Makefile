@@ -34,6 +34,19 @@ test: $(STAMP) test-clients  ## install what the tests need and run them all
 soak: $(STAMP)  ## the long attack runs (about 5 minutes)
 	$(PY) -m pytest -m soak tests/security
 
+PACKAGE_STAMP := $(VENV)/.installed-package
+
+$(PACKAGE_STAMP): pyproject.toml | $(STAMP)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test,package]'
+	touch $(PACKAGE_STAMP)
+
+package: $(STAMP) $(PACKAGE_STAMP)  ## build the one-folder bundle in dist/ (prints its size and build time)
+	$(PY) packaging/build.py
+
+package-test: $(STAMP) $(PACKAGE_STAMP)  ## build the bundle if its sources changed, then run it as a user would
+	$(PY) packaging/build.py --if-stale
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -m packaging tests/packaging
+
 lint: $(STAMP)
 	$(PY) -m ruff check server app tests
 	$(PY) -m mypy server

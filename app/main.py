@@ -12,33 +12,25 @@ import multiprocessing
 import os
 import sys
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import qasync
+from PySide6.QtCore import QTimer
+from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import QApplication, QMessageBox
 
 from app.pages.info import load_help
-from app.preferences import load_preferences, stored_server_settings
+from app.preferences import load_preferences
 from app.theme import ThemeManager
-from app.window import MainWindow, Startup
+from app.window import PAGES, MainWindow, Startup
 from server import cli
-from server.config import ConfigError, Settings, load_settings
+from server.config import ConfigError, Settings
 from server.logs import configure_logging
-from server.services import Services
-from server.store import Store
+from server.services import Services, settings_from_store
 
 APP_NAME = "AI Service Platform"
-
-
-def window_settings(environ: Mapping[str, str] | None = None) -> Settings:
-    """Settings from the defaults, what the window saved in the store, and the environment (which wins)."""
-    environ = os.environ if environ is None else environ
-    base = load_settings(environ)
-    store = Store(base.database_path)
-    try:
-        stored = stored_server_settings(store)
-    finally:
-        store.close()
-    return load_settings(environ, stored=stored)
+ICON = Path(__file__).resolve().parents[1] / "resources" / "icons" / "ai-service-platform.svg"
+SCREENSHOT_DELAY_MS = 1500
 
 
 def prepare(settings: Settings) -> Startup:
@@ -58,11 +50,32 @@ def build_window(app: QApplication, startup: Startup) -> MainWindow:
     return MainWindow(startup, theme)
 
 
+def screenshot_when_shown(window: MainWindow, environ: Mapping[str, str] | None = None) -> None:
+    """``AISP_SCREENSHOT=path``: once the window shows its first page, save it there as a PNG whose text
+    ``aisp-page`` names the page on screen; with ``AISP_QUIT_AFTER_SCREENSHOT=1``, then close the window
+    (which stops the server and ends the program). Used to check a packaged build without a display."""
+    environ = os.environ if environ is None else environ
+    path = environ.get("AISP_SCREENSHOT")
+    if not path:
+        return
+    quit_after = environ.get("AISP_QUIT_AFTER_SCREENSHOT") == "1"
+
+    def capture() -> None:
+        image = window.grab().toImage()
+        image.setText("aisp-page", PAGES[window.stack.currentIndex()])
+        image.save(path)
+        if quit_after:
+            window.close()
+
+    QTimer.singleShot(SCREENSHOT_DELAY_MS, capture)
+
+
 async def run_window(window: MainWindow) -> None:
     """Show the window, start the server, and return once the window has closed and shut everything down."""
     closed = asyncio.Event()
     window.closed.connect(closed.set)
     window.show()
+    screenshot_when_shown(window)
     window.start_server()
     await closed.wait()
 
@@ -73,9 +86,12 @@ def open_window() -> int:
     assert isinstance(app, QApplication)
     app.setApplicationName(APP_NAME)
     app.setApplicationDisplayName(APP_NAME)
+    app.setWindowIcon(QIcon(str(ICON)))
+    app.setDesktopFileName("ai-service-platform")  # desktops match the window to its menu entry and icon
     app.setQuitOnLastWindowClosed(False)  # the window quits once the server has stopped, not before
     try:
-        settings = window_settings()
+        # Defaults, then the store (server settings and model table), then the environment.
+        settings = settings_from_store()
     except ConfigError as exc:
         QMessageBox.critical(None, APP_NAME, f"The settings cannot be used:\n\n{exc}")
         return 2
