@@ -2,7 +2,7 @@
 
 The chat model answers with the words of the last user message (one token per word), or with a fixed
 ``reply``; its ``source`` tunes it: ``delay=0.01`` seconds per token, ``fail_at=5`` raises after five
-tokens, ``think=1`` wraps a thought in ``<think>…</think>`` first, ``repeat=1`` repeats until the
+tokens, ``load_delay=2`` takes that long to load, ``think=1`` wraps a thought in ``<think>…</think>`` first, ``repeat=1`` repeats until the
 token limit. The embedder hashes character trigrams, so similar texts get similar vectors.
 """
 
@@ -36,6 +36,7 @@ class FakeChat:
         self.think = options.get("think") == "1"
         self.repeat = options.get("repeat") == "1"
         self.reply = options.get("reply")
+        time.sleep(float(options.get("load_delay", "0")))  # a model that takes its time to load
         self.generated = 0
         """Tokens generated since loading, whoever received them: what exact billing must add up to."""
 

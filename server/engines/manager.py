@@ -101,6 +101,7 @@ class ModelManager:
         self._lock = threading.Lock()
         self._slots: dict[str, _Slot] = {c.name: _Slot(c) for c in configs}
         self._loader: threading.Thread | None = None
+        self._closing = False
         self.loaded_event = threading.Event()
         self.loaded_event.set()  # nothing is loading until load_all_in_background
 
@@ -116,6 +117,8 @@ class ModelManager:
 
     def _load_many(self, names: list[str]) -> None:
         for name in names:
+            if self._closing:
+                break
             self.load(name)
         self.loaded_event.set()
 
@@ -142,6 +145,10 @@ class ModelManager:
             log.exception("model %s failed to load", name)
             return self.status(name)
         with self._lock:
+            if self._closing:  # closed while this model loaded: nobody will serve it
+                backend.close()
+                slot.state = "unloaded"
+                return self.status(name)
             slot.backend = backend
             # An upstream schedules its own work; local engines get their worker thread.
             slot.worker = None if isinstance(backend, UpstreamModel) else ModelWorker(name, self._max_queue)
@@ -161,9 +168,12 @@ class ModelManager:
         if backend is not None:
             backend.close()
 
-    def close(self) -> None:
+    def close(self, wait_s: float = 1.0) -> None:
+        """Unload everything. A load still running is not waited for beyond ``wait_s``: when it ends,
+        its model is closed at once (the loader is a daemon thread, ended with the process)."""
+        self._closing = True
         if self._loader is not None:
-            self._loader.join(timeout=120)
+            self._loader.join(timeout=wait_s)
         for name in list(self._slots):
             self.unload(name)
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import time
+
 from collections.abc import Callable
+from typing import Any
 from pathlib import Path
 
 import openai
@@ -131,3 +134,12 @@ def test_gpu_offload_serves_the_model(make_live: Callable[..., Live]) -> None:
             model=smol.name, messages=[{"role": "user", "content": "Say hi."}], max_tokens=8
         )
     assert reply.choices[0].message.content
+
+
+def test_closing_while_a_model_loads_does_not_wait_for_it(make_settings: Callable[..., Any]) -> None:
+    services = Services.open(make_settings(models=fake_models(load_delay="3")))
+    started = time.monotonic()
+    services.close()
+    assert time.monotonic() - started < 2.0  # the loader is not awaited beyond its short grace
+    time.sleep(3.5)
+    assert services.models.status("fake-chat").state == "unloaded"  # loaded after close: closed at once
