@@ -12,6 +12,7 @@ import pytest
 
 from tests.packaging.bundle import ensure_bundle
 
+
 @pytest.fixture(scope="session")
 def bundle() -> Path:
     """The one-folder bundle of the current sources (built here if ``make package`` has not built it)."""
