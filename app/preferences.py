@@ -72,10 +72,5 @@ def save_network(store: Store, network: Network) -> None:
     store.set_setting(SERVER_SETTING, values)
 
 
-def stored_server_settings(store: Store) -> dict[str, Any]:
-    saved: Any = store.get_setting(SERVER_SETTING, {})
-    return dict(saved) if isinstance(saved, dict) else {}
-
-
 def network_of(settings: Settings) -> Network:
     return Network(settings.host, settings.port, settings.lan)

@@ -7,6 +7,7 @@ fires when all of that is done.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from PySide6.QtCore import QEvent, QSize, Signal
@@ -20,6 +21,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.pages.hardware import probe_in_child
 from app.pages.info import InfoPage
 from app.pages.keys import KeysPage
 from app.pages.models import ModelsPage
@@ -31,6 +33,7 @@ from app.tasks import Tasks
 from app.theme import ThemeManager
 from app.widgets.page_area import PageArea
 from app.widgets.server_header import ServerHeader
+from server.gpu import Hardware
 from server.services import Services
 
 PAGES = ("General Information", "API Keys", "Usage", "Models", "Settings")
@@ -44,6 +47,8 @@ class Startup:
     services: Services
     preferences: Preferences
     help: dict[str, str]
+    probe: Callable[[], Hardware] = probe_in_child
+    """How the Models page finds what the hardware can run (blocking; called off the GUI thread)."""
 
 
 class Sidebar(QListWidget):
@@ -89,9 +94,11 @@ class MainWindow(QMainWindow):
         self.info_page = InfoPage(
             startup.help, services.settings, self.server.view, startup.preferences.support_contact
         )
-        self.keys_page = KeysPage(services.keys, [m.name for m in services.settings.models], self.tasks)
+        self.keys_page = KeysPage(
+            services.keys, services.limiter, [m.name for m in services.settings.models], self.tasks
+        )
         self.usage_page = UsagePage(services, self.tasks, theme)
-        self.models_page = ModelsPage(services.models, self.tasks)
+        self.models_page = ModelsPage(services.models, services.save_models, startup.probe, self.tasks)
         self.settings_page = SettingsPage(
             services.store, services.settings.data_dir, startup.preferences, theme, self.server, self.tasks
         )
@@ -121,6 +128,7 @@ class MainWindow(QMainWindow):
 
         self.server.status_changed.connect(self.info_page.show_server)
         self.server.requests_changed.connect(self.usage_page.requests_recorded)
+        self.models_page.names_changed.connect(self.keys_page.set_models)
         self.settings_page.preferences_saved.connect(
             lambda p: self.info_page.set_support_contact(p.support_contact)
         )

@@ -1,4 +1,4 @@
-"""The API Keys page's dialogs: create, show a secret once, rename, roll.
+"""The API Keys page's dialogs: create, show a secret once, change a key's limits, rename, roll.
 
 Every dialog is opened with ``open()`` (window-modal, non-blocking) so the event loop keeps running;
 the page acts on ``accepted``.
@@ -22,16 +22,17 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
-    QListWidget,
-    QListWidgetItem,
     QPushButton,
     QSizePolicy,
     QVBoxLayout,
     QWidget,
 )
 
+from app.pages.key_limits import LimitsBox, ModelPicker
 from app.theme import set_tone
 from app.widgets.code_block import monospace
+from server.errors import InvalidRequest
+from server.keys import KeyLimits, KeyRecord
 
 DAY = 86400.0
 GRACE_PERIODS: tuple[tuple[str, float], ...] = (
@@ -69,10 +70,22 @@ class KeyForm:
     expires_at: float | None
     allowed_models: tuple[str, ...] | None
     """``None`` allows every model, including ones added later."""
+    limits: KeyLimits = KeyLimits()
+
+
+def _refuse(dialog: QDialog, error: QLabel, limits: LimitsBox) -> KeyLimits | None:
+    """The limits, or ``None`` after showing what is wrong (the dialog stays open)."""
+    try:
+        return limits.limits()
+    except InvalidRequest as exc:
+        error.setText(exc.message)
+        error.show()
+        limits.field(exc.param).setFocus()
+        return None
 
 
 class CreateKeyDialog(QDialog):
-    """Name, owner note, optional expiry and allowed models of a new key."""
+    """Name, owner note, optional expiry, allowed models and limits of a new key."""
 
     def __init__(self, models: Sequence[str], parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -91,25 +104,16 @@ class CreateKeyDialog(QDialog):
         self.expiry.setAccessibleName("Expiry date and time")
         self.expiry.setEnabled(False)
         self.expires.toggled.connect(self.expiry.setEnabled)
-        self.all_models = QCheckBox("All models, including ones added later", self)
-        self.all_models.setChecked(True)
-        self.models = QListWidget(self)
-        self.models.setAccessibleName("Allowed models")
-        for name in models:
-            item = QListWidgetItem(name, self.models)
-            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
-            item.setCheckState(Qt.CheckState.Unchecked)
-        self.models.setEnabled(False)
-        self.models.setMaximumHeight(self.models.sizeHintForRow(0) * min(6, max(2, len(models))) + 8)
-        self.all_models.toggled.connect(lambda on: self.models.setEnabled(not on))
+        self.picker = ModelPicker(models, None, self)
+        self.all_models, self.models = self.picker.all_models, self.picker.models
+        self.limits = LimitsBox(KeyLimits(), self)
         self.error = QLabel(self)
         set_tone(self.error, "error")
         self.error.setWordWrap(True)
         self.error.hide()
         self.buttons = _buttons(self, "Create key")
         self.name.textChanged.connect(self._check)
-        self.all_models.toggled.connect(self._check)
-        self.models.itemChanged.connect(self._check)
+        self.picker.changed.connect(self._check)
 
         expiry_row = QHBoxLayout()
         expiry_row.addWidget(self.expires)
@@ -118,22 +122,23 @@ class CreateKeyDialog(QDialog):
         form.addRow(_label("&Name:", self.name, self), self.name)
         form.addRow(_label("Owner &note:", self.note, self), self.note)
         form.addRow(_label("E&xpiry:", self.expires, self), expiry_row)
-        form.addRow(_label("&Models:", self.all_models, self), self.all_models)
-        form.addRow("", self.models)
+        form.addRow(_label("&Models:", self.all_models, self), self.picker)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
+        layout.addWidget(self.limits)
         layout.addWidget(self.error)
         layout.addWidget(self.buttons)
         self._check()
 
     def _check(self) -> None:
-        picked = self._picked()
-        ok = bool(self.name.text().strip()) and (self.all_models.isChecked() or bool(picked))
+        ok = bool(self.name.text().strip()) and self.picker.valid()
         self.buttons.button(QDialogButtonBox.StandardButton.Ok).setEnabled(ok)
 
-    def _picked(self) -> tuple[str, ...]:
-        items = (self.models.item(i) for i in range(self.models.count()))
-        return tuple(item.text() for item in items if item.checkState() == Qt.CheckState.Checked)
+    def accept(self) -> None:
+        """Close only with limits the server accepts; otherwise say what is wrong."""
+        if _refuse(self, self.error, self.limits) is not None:
+            self.error.hide()
+            super().accept()
 
     def form(self) -> KeyForm:
         expires = self.expiry.dateTime().toSecsSinceEpoch() if self.expires.isChecked() else None
@@ -141,12 +146,62 @@ class CreateKeyDialog(QDialog):
             name=self.name.text().strip(),
             owner_note=self.note.text().strip(),
             expires_at=float(expires) if expires is not None else None,
-            allowed_models=None if self.all_models.isChecked() else self._picked(),
+            allowed_models=self.picker.allowed(),
+            limits=self.limits.limits(),
         )
 
     def show_error(self, message: str) -> None:
         self.error.setText(message)
         self.error.show()
+
+
+class EditLimitsDialog(QDialog):
+    """The models an existing key may use, and its rates and budget."""
+
+    def __init__(self, record: KeyRecord, models: Sequence[str], parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Key limits")
+        self.key_id = record.id
+        heading = QLabel(f"What “{record.name}” ({record.hint}) may use", self)
+        heading.setTextFormat(Qt.TextFormat.PlainText)
+        heading.setWordWrap(True)
+        expiry = (
+            "never"
+            if record.expires_at is None
+            else QDateTime.fromSecsSinceEpoch(int(record.expires_at)).toString("yyyy-MM-dd HH:mm")
+        )
+        self.expiry = QLabel(f"Expires: {expiry}. To give a key a new expiry, create a new key.", self)
+        self.expiry.setWordWrap(True)
+        self.picker = ModelPicker(models, record.allowed_models, self)
+        self.limits = LimitsBox(record.limits, self)
+        self.error = QLabel(self)
+        set_tone(self.error, "error")
+        self.error.setWordWrap(True)
+        self.error.hide()
+        self.buttons = _buttons(self, "Save limits")
+        self.picker.changed.connect(
+            lambda: self.buttons.button(QDialogButtonBox.StandardButton.Ok).setEnabled(self.picker.valid())
+        )
+        form = QFormLayout()
+        form.addRow(_label("&Models:", self.picker.all_models, self), self.picker)
+        layout = QVBoxLayout(self)
+        layout.addWidget(heading)
+        layout.addWidget(self.expiry)
+        layout.addLayout(form)
+        layout.addWidget(self.limits)
+        layout.addWidget(self.error)
+        layout.addWidget(self.buttons)
+
+    def accept(self) -> None:
+        if _refuse(self, self.error, self.limits) is not None:
+            self.error.hide()
+            super().accept()
+
+    def allowed_models(self) -> tuple[str, ...] | None:
+        return self.picker.allowed()
+
+    def key_limits(self) -> KeyLimits:
+        return self.limits.limits()
 
 
 class SecretDialog(QDialog):

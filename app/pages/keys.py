@@ -1,8 +1,9 @@
-"""API Keys: create, rename, roll and revoke keys, and a table of them that stays current.
+"""API Keys: create, rename, roll and revoke keys, set what each may use, and a table of them with their
+use against their limits that stays current.
 
-The page calls :class:`server.keys.KeyService` through :class:`app.tasks.Tasks` only; the table is
-re-read every few seconds while the page is visible (last use and expiry change on their own) and at
-once after every change made here.
+The page calls :class:`server.keys.KeyService` and :class:`server.limits.Limiter` through
+:class:`app.tasks.Tasks` only; the table is re-read every few seconds while the page is visible (last
+use, expiry and use against limits change on their own) and at once after every change made here.
 """
 
 from __future__ import annotations
@@ -26,14 +27,23 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.pages.key_dialogs import CreateKeyDialog, KeyForm, RenameDialog, RollDialog, SecretDialog
+from app.pages.key_dialogs import (
+    CreateKeyDialog,
+    EditLimitsDialog,
+    KeyForm,
+    RenameDialog,
+    RollDialog,
+    SecretDialog,
+)
+from app.pages.key_limits import budget_text, budget_tooltip, rate_text
 from app.tasks import Tasks
 from app.theme import set_tone
 from server.errors import APIError
-from server.keys import KeyRecord, KeyService
+from server.keys import KeyLimits, KeyRecord, KeyService
+from server.limits import KeyActivity, Limiter
 
 REFRESH_MS = 2000
-COLUMNS = ("Name", "Hint", "Created", "Last used", "Expires", "Status")
+COLUMNS = ("Name", "Hint", "Created", "Last used", "Expires", "Status", "Last minute", "Budget")
 
 
 def when(moment: float | None, never: str = "Never") -> str:
@@ -50,7 +60,7 @@ def status_text(record: KeyRecord, at: float) -> str:
     return {"active": "Active", "expired": "Expired", "revoked": "Revoked"}[status]
 
 
-def _row(record: KeyRecord, at: float) -> tuple[str, ...]:
+def _row(record: KeyRecord, activity: KeyActivity, at: float) -> tuple[str, ...]:
     return (
         record.name,
         record.hint,
@@ -58,15 +68,25 @@ def _row(record: KeyRecord, at: float) -> tuple[str, ...]:
         when(record.last_used_at),
         when(record.expires_at),
         status_text(record, at),
+        rate_text(record.limits, activity),
+        budget_text(activity.budget),
     )
 
 
-def _tooltip(record: KeyRecord) -> str:
+def _tooltip(record: KeyRecord, activity: KeyActivity) -> str:
     models = (
         "all models" if record.allowed_models is None else ", ".join(record.allowed_models) or "no models"
     )
     note = f"<br>Note: {html.escape(record.owner_note)}" if record.owner_note else ""
-    return f"<b>{html.escape(record.name)}</b> ({record.id})<br>May use: {html.escape(models)}{note}"
+    return (
+        f"<b>{html.escape(record.name)}</b> ({record.id})<br>May use: {html.escape(models)}{note}"
+        f"<br>Budget: {html.escape(budget_tooltip(activity.budget))}"
+    )
+
+
+def read_keys(keys: KeyService, limiter: Limiter) -> list[tuple[KeyRecord, KeyActivity]]:
+    """Every key with its use against its limits (blocking: reads the store)."""
+    return [(record, limiter.activity(record)) for record in keys.list()]
 
 
 class KeysPage(QWidget):
@@ -78,14 +98,22 @@ class KeysPage(QWidget):
     key_revoked = Signal(str)
     key_rolled = Signal(str, str)
     """A key was rolled: the old id, then the new one."""
+    limits_changed = Signal(str)
+    """A key's allowed models and limits were saved (the argument is its id)."""
     keys_loaded = Signal()
     """The table has been refilled from the store."""
 
     def __init__(
-        self, keys: KeyService, models: Sequence[str], tasks: Tasks, parent: QWidget | None = None
+        self,
+        keys: KeyService,
+        limiter: Limiter,
+        models: Sequence[str],
+        tasks: Tasks,
+        parent: QWidget | None = None,
     ) -> None:
         super().__init__(parent)
         self._keys = keys
+        self._limiter = limiter
         self._models = list(models)
         self._tasks = tasks
         self._records: list[KeyRecord] = []
@@ -94,6 +122,7 @@ class KeysPage(QWidget):
         self.create_dialog: CreateKeyDialog | None = None
         self.secret_dialog: SecretDialog | None = None
         self.rename_dialog: RenameDialog | None = None
+        self.limits_dialog: EditLimitsDialog | None = None
         self.roll_dialog: RollDialog | None = None
         self.revoke_box: QMessageBox | None = None
 
@@ -106,12 +135,15 @@ class KeysPage(QWidget):
         intro.setWordWrap(True)
         self.new_button = QPushButton("&New key…", self)
         self.new_button.setToolTip("Create a key (Ctrl+N)")
+        self.limits_button = QPushButton("Edit &limits…", self)
+        self.limits_button.setToolTip("Change the models, rates and budget of the key")
         self.rename_button = QPushButton("Rena&me…", self)
         self.roll_button = QPushButton("R&oll…", self)
         self.roll_button.setToolTip("Replace the key; the old one keeps working for a grace period")
         self.revoke_button = QPushButton("Re&voke…", self)
         self.revoke_button.setToolTip("Refuse the key from the next request on")
         self.new_button.clicked.connect(self.new_key)
+        self.limits_button.clicked.connect(self.edit_limits_selected)
         self.rename_button.clicked.connect(self.rename_selected)
         self.roll_button.clicked.connect(self.roll_selected)
         self.revoke_button.clicked.connect(self.revoke_selected)
@@ -127,7 +159,7 @@ class KeysPage(QWidget):
         self.table.setAlternatingRowColors(True)
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)  # scroll, never cut a name short
-        header.setStretchLastSection(True)
+        self.table.setWordWrap(False)
         self.table.itemSelectionChanged.connect(self._update_buttons)
         self.empty = QLabel("No keys yet. Press <b>New key</b> (Ctrl+N) to create one.", self)
         self.message = QLabel(self)
@@ -136,7 +168,13 @@ class KeysPage(QWidget):
         self.message.hide()
 
         buttons = QHBoxLayout()
-        for button in (self.new_button, self.rename_button, self.roll_button, self.revoke_button):
+        for button in (
+            self.new_button,
+            self.limits_button,
+            self.rename_button,
+            self.roll_button,
+            self.revoke_button,
+        ):
             buttons.addWidget(button)
         buttons.addStretch(1)
         layout = QVBoxLayout(self)
@@ -169,25 +207,26 @@ class KeysPage(QWidget):
 
     async def _load(self) -> None:
         try:
-            records = await self._tasks.call(self._keys.list)
+            found = await self._tasks.call(read_keys, self._keys, self._limiter)
         finally:
             self._loading = False
-        self._show(records)
+        self._show(found)
 
-    def _show(self, records: list[KeyRecord]) -> None:
+    def _show(self, found: list[tuple[KeyRecord, KeyActivity]]) -> None:
         at = time.time()
-        rows = [_row(r, at) for r in records]
+        records = [record for record, _ in found]
+        rows = [_row(record, activity, at) for record, activity in found]
         if records == self._records and rows == self._shown:
             self.keys_loaded.emit()
             return
         selected = self.selected()
         self._records, self._shown = records, rows
         self.table.setRowCount(len(records))
-        for i, (record, row) in enumerate(zip(records, rows, strict=True)):
+        for i, ((record, activity), row) in enumerate(zip(found, rows, strict=True)):
             for column, text in enumerate(row):
                 item = QTableWidgetItem(text)
                 item.setData(Qt.ItemDataRole.UserRole, record.id)
-                item.setToolTip(_tooltip(record))
+                item.setToolTip(_tooltip(record, activity))
                 self.table.setItem(i, column, item)
             if selected is not None and record.id == selected.id:
                 self.table.selectRow(i)
@@ -214,6 +253,7 @@ class KeysPage(QWidget):
         record = self.selected()
         usable = record is not None and record.usable()
         self.rename_button.setEnabled(record is not None)
+        self.limits_button.setEnabled(record is not None and record.status() != "revoked")
         self.roll_button.setEnabled(usable and record is not None and record.rolled_to is None)
         self.revoke_button.setEnabled(record is not None and record.status() != "revoked")
 
@@ -237,6 +277,7 @@ class KeysPage(QWidget):
                 owner_note=form.owner_note,
                 allowed_models=form.allowed_models,
                 expires_at=form.expires_at,
+                limits=form.limits,
             )
         except APIError as exc:
             self._fail(f"The key could not be created: {exc.message}")
@@ -261,6 +302,35 @@ class KeysPage(QWidget):
             self.secret_dialog = None
 
     # -- changing --------------------------------------------------------------------------------
+    def set_models(self, names: Sequence[str]) -> None:
+        """The model table changed: offer these names in the key dialogs from now on."""
+        self._models = list(names)
+
+    def edit_limits_selected(self) -> None:
+        record = self.selected()
+        if record is None:
+            return
+        dialog = EditLimitsDialog(record, self._models, self)
+        dialog.accepted.connect(
+            lambda: self._tasks.spawn(
+                self._set_limits(record.id, dialog.allowed_models(), dialog.key_limits()),
+                "changing a key's limits",
+            )
+        )
+        self.limits_dialog = dialog
+        dialog.open()
+
+    async def _set_limits(self, key_id: str, models: tuple[str, ...] | None, limits: KeyLimits) -> None:
+        try:
+            await self._tasks.call(self._keys.set_limits, key_id, limits)
+            await self._tasks.call(self._keys.set_models, key_id, models)
+        except APIError as exc:
+            self._fail(f"The key's limits could not be saved: {exc.message}")
+            return
+        self.message.hide()
+        await self._load()
+        self.limits_changed.emit(key_id)
+
     def rename_selected(self) -> None:
         record = self.selected()
         if record is None:

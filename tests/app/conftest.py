@@ -4,7 +4,9 @@ directory with fast fake models, closed (server stopped, services closed) after 
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +19,11 @@ from PySide6.QtWidgets import QApplication, QCheckBox, QWidget
 from pytestqt.qtbot import QtBot
 
 from app.main import build_window, prepare
+from app.pages.hardware import probe_in_child
 from app.pages.usage import UsagePage
 from app.window import MainWindow
 from server.config import Settings
+from server.gpu import Hardware
 from server.reports import UsageSeries
 
 SCREENSHOTS = "screenshots"
@@ -49,16 +53,48 @@ def close_window(qtbot: QtBot, window: MainWindow) -> None:
     window.deleteLater()
 
 
+@pytest.fixture(scope="session")
+def hardware() -> Callable[[], Hardware]:
+    """The window's own hardware probe, run once for the session (it imports torch in a child process,
+    seconds each time) and answered from memory for every later window."""
+    lock = threading.Lock()
+    found: list[Hardware] = []
+
+    def probe() -> Hardware:
+        with lock:
+            if not found:
+                found.append(probe_in_child())
+            return found[0]
+
+    return probe
+
+
 @pytest.fixture
 def make_window(
-    qapp: QApplication, qloop: qasync.QEventLoop, qtbot: QtBot, make_settings: Callable[..., Settings]
+    qapp: QApplication,
+    qloop: qasync.QEventLoop,
+    qtbot: QtBot,
+    make_settings: Callable[..., Settings],
+    hardware: Callable[[], Hardware],
 ) -> Iterator[Callable[..., MainWindow]]:
-    """Build a window as ``ai-service-platform`` does; by default shown, with its server running."""
+    """Build a window as ``ai-service-platform`` does; by default shown, with its server running.
+
+    ``settings`` replaces the test's own (fake models on a fresh data directory), e.g. to start again
+    from what an earlier window saved there; ``probe`` replaces the session's one hardware probe."""
     opened: list[MainWindow] = []
 
-    def build(*, show: bool = True, start: bool = True, **overrides: Any) -> MainWindow:
-        startup = prepare(make_settings(**overrides))
-        assert startup.services.models.wait_loaded(30)
+    def build(
+        *,
+        show: bool = True,
+        start: bool = True,
+        settings: Settings | None = None,
+        probe: Callable[[], Hardware] = hardware,
+        **overrides: Any,
+    ) -> MainWindow:
+        startup = replace(
+            prepare(settings if settings is not None else make_settings(**overrides)), probe=probe
+        )
+        assert startup.services.models.wait_loaded(60)
         window = build_window(qapp, startup)
         opened.append(window)
         if show:

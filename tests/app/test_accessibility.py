@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -29,7 +30,11 @@ from pytestqt.qtbot import QtBot
 
 from app.theme import FONT_STEPS
 from app.window import PAGES, MainWindow
+from server.config import ModelConfig
+from server.keys import KeyLimits
+from server.model_presets import preset
 from server.usage import UsageEntry
+from tests.conftest import fake_models
 
 from .conftest import settle
 
@@ -191,21 +196,152 @@ def test_every_page_fits_in_both_themes_at_the_smallest_and_largest_font(
     assert not failures, "\n".join(failures)
 
 
-def test_the_key_dialogs_fit_at_the_largest_font(qtbot: QtBot, window: MainWindow, screenshots: Path) -> None:
-    window.theme.set_font_size(FONT_STEPS[-1].key)
+def out_of_order(root: QWidget) -> list[str]:
+    """Controls that Tab reaches before one above or to the left of them (inside ``root`` only)."""
+    stops: list[QWidget] = []
+    widget = root.nextInFocusChain()
+    while widget is not root and len(stops) < 500:
+        if (
+            root.isAncestorOf(widget)
+            and _shown(widget, root)
+            and widget.isEnabled()
+            and widget.focusPolicy() & Qt.FocusPolicy.TabFocus
+            and not isinstance(widget.parent(), QComboBox | QAbstractSpinBox)
+        ):
+            stops.append(widget)
+        widget = widget.nextInFocusChain()
+    problems = []
+    for a, b in itertools.pairwise(stops):
+        pa, pb = a.mapTo(root, a.rect().topLeft()), b.mapTo(root, b.rect().topLeft())
+        if not (pb.y() > pa.y() + 2 or (abs(pb.y() - pa.y()) <= a.height() and pb.x() > pa.x())):
+            problems.append(
+                f"Tab goes from {type(a).__name__} at {pa.toTuple()} back to {type(b).__name__} at {pb.toTuple()}"
+            )
+    return problems
+
+
+def _check(qtbot: QtBot, widget: QWidget, where: str, shot: Path) -> list[str]:
+    """Lay ``widget`` out, save its picture, and list what clips, overlaps, has no name or is out of Tab
+    order."""
+    settle(qtbot)
+    assert widget.grab().save(str(shot))
+    tab = out_of_order(widget) if isinstance(widget, QDialog) else []
+    return [f"{where}: {p}" for p in clipped(widget) + overlapping(widget) + unlabelled(widget) + tab]
+
+
+def test_the_key_dialogs_fit_in_both_themes_at_the_smallest_and_largest_font(
+    qtbot: QtBot, window: MainWindow, screenshots: Path
+) -> None:
+    page = window.keys_page
+    window.services.keys.create(
+        "Reporting",
+        allowed_models=["fake-embed"],
+        limits=KeyLimits(rpm=60, tpm=100_000, max_concurrent=4),
+    )
+    window.services.keys.create(
+        "Interns",
+        limits=KeyLimits(rpm=10, budget_unit="cost", budget_amount=5, budget_period="month"),
+    )
+    window.show_page(PAGES.index("API Keys"))
+    qtbot.waitUntil(lambda: len(page.records()) == 2, timeout=5000)
+    failures: list[str] = []
+    for theme, step in itertools.product(("light", "dark"), EXTREMES):
+        window.theme.set_theme(theme)
+        window.theme.set_font_size(step.key)
+        suffix = f"{theme}-{step.key}"
+        failures += _check(
+            qtbot, window, f"keys with limits, {suffix}", screenshots / f"2-api-keys-limits-{suffix}.png"
+        )
+        window.new_key()
+        create = page.create_dialog
+        assert create is not None
+        qtbot.waitUntil(create.isVisible)
+        failures += _check(qtbot, create, f"new key, {suffix}", screenshots / f"dialog-new-key-{suffix}.png")
+        qtbot.keyClicks(create.name, "Screenshot")
+        qtbot.keyClicks(create.limits.budget_amount, "5")
+        create.accept()  # refused: the budget has no period
+        assert create.error.isVisible()
+        failures += _check(
+            qtbot, create, f"new key refused, {suffix}", screenshots / f"dialog-new-key-error-{suffix}.png"
+        )
+        create.reject()
+        page.select(page.records()[0].id)
+        page.edit_limits_selected()
+        edit = page.limits_dialog
+        assert edit is not None
+        qtbot.waitUntil(edit.isVisible)
+        failures += _check(
+            qtbot, edit, f"key limits, {suffix}", screenshots / f"dialog-key-limits-{suffix}.png"
+        )
+        edit.reject()
     window.new_key()
-    dialog = window.keys_page.create_dialog
-    qtbot.waitUntil(dialog.isVisible)
-    settle(qtbot)
-    assert not clipped(dialog) + overlapping(dialog) + unlabelled(dialog)
-    dialog.grab().save(str(screenshots / "dialog-new-key-largest.png"))
-    qtbot.keyClicks(dialog.name, "Screenshot")
-    with qtbot.waitSignal(window.keys_page.key_created, timeout=10_000):
-        dialog.accept()
-    secret = window.keys_page.secret_dialog
-    settle(qtbot)
-    assert not clipped(secret) + overlapping(secret) + unlabelled(secret)
-    secret.grab().save(str(screenshots / "dialog-secret-largest.png"))
+    create = page.create_dialog
+    assert create is not None
+    qtbot.keyClicks(create.name, "Screenshot")
+    with qtbot.waitSignal(page.key_created, timeout=10_000):
+        create.accept()
+    secret = page.secret_dialog
+    assert secret is not None
+    failures += _check(qtbot, secret, "secret", screenshots / f"dialog-secret-{EXTREMES[-1].key}.png")
+    assert not failures, "\n".join(failures)
+
+
+def test_the_models_page_and_its_form_fit_in_both_themes_at_the_smallest_and_largest_font(
+    qtbot: QtBot, make_window: Callable[..., MainWindow], screenshots: Path
+) -> None:
+    missing = "/srv/models/qwen3/Qwen3-30B-A3B-Instruct-2507-Q4_K_M-00001-of-00002.gguf"
+    window = make_window(
+        models=(
+            *fake_models(),
+            preset("qwen3-30b-a3b").config(source=missing),
+            ModelConfig(
+                name="relay",
+                kind="chat",
+                engine="upstream",
+                source="http://127.0.0.1:9/v1,http://127.0.0.1:10/v1",
+                upstream_model="qwen3-30b-a3b",
+            ),
+        )
+    )
+    page = window.models_page
+    window.show_page(PAGES.index("Models"))
+    qtbot.waitUntil(lambda: page.hardware is not None and len(page.rows()) == 4, timeout=30_000)
+    qtbot.waitUntil(lambda: page.cell("relay", "State") == "Loaded")
+    page.select("relay")
+    qtbot.waitUntil(lambda: page.replicas.rowCount() == 2 and page.replicas.item(0, 1).text() == "No")
+    failures: list[str] = []
+    for theme, step in itertools.product(("light", "dark"), EXTREMES):
+        window.theme.set_theme(theme)
+        window.theme.set_font_size(step.key)
+        suffix = f"{theme}-{step.key}"
+        page.select("relay")
+        failures += _check(
+            qtbot, window, f"upstream, {suffix}", screenshots / f"4-models-upstream-{suffix}.png"
+        )
+        page.select("qwen3-30b-a3b")
+        failures += _check(qtbot, window, f"failed, {suffix}", screenshots / f"4-models-failed-{suffix}.png")
+        page.add_model()
+        dialog = page.model_dialog
+        assert dialog is not None
+        qtbot.waitUntil(dialog.isVisible)
+        dialog.preset.setCurrentIndex(dialog.preset.findData("qwen3-30b-a3b"))
+        dialog.source.setText(missing)
+        qtbot.waitUntil(lambda dialog=dialog: dialog.estimate.text().startswith("No file at"))
+        failures += _check(qtbot, dialog, f"add, {suffix}", screenshots / f"dialog-add-model-{suffix}.png")
+        dialog.engine.setCurrentIndex(dialog.engine.findData("upstream"))
+        dialog.accept()  # refused: the name is taken and the source is no URL
+        assert dialog.error.isVisible()
+        failures += _check(
+            qtbot, dialog, f"add upstream, {suffix}", screenshots / f"dialog-add-upstream-{suffix}.png"
+        )
+        dialog.reject()
+        page.edit_selected()
+        edit = page.model_dialog
+        assert edit is not None
+        qtbot.waitUntil(lambda edit=edit: edit.isVisible() and edit.estimate.text() != "Estimating…")
+        failures += _check(qtbot, edit, f"edit, {suffix}", screenshots / f"dialog-edit-model-{suffix}.png")
+        edit.reject()
+    assert not failures, "\n".join(failures)
 
 
 def test_every_control_is_labelled(qtbot: QtBot, busy_window: MainWindow) -> None:

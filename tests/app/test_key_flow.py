@@ -55,6 +55,9 @@ def create_key_in_window(qtbot: QtBot, window: MainWindow, name: str, **form: An
                 item.setCheckState(Qt.CheckState.Checked)
     if form.get("expires"):
         click(qtbot, dialog.expires)
+    for rate, edit in dialog.limits.rates.items():
+        if rate in form:
+            qtbot.keyClicks(edit, form[rate])
     with qtbot.waitSignal(page.key_created, timeout=10_000):
         click(qtbot, dialog.buttons.button(QDialogButtonBox.StandardButton.Ok))
     secret_dialog = page.secret_dialog

@@ -15,10 +15,10 @@ from PySide6.QtGui import QDesktopServices, QPalette
 from PySide6.QtWidgets import QApplication, QLabel
 from pytestqt.qtbot import QtBot
 
-from app.main import window_settings
 from app.preferences import SERVER_SETTING, WINDOW_SETTING
 from app.theme import FONT_STEPS, PALETTES
 from app.window import MainWindow
+from server.services import settings_from_store
 
 from .conftest import click, close_window
 
@@ -136,7 +136,7 @@ def test_lan_is_off_by_default_and_switching_it_on_warns_and_shows_the_address(
         assert view.url == f"http://{view.lan_address}:{port}"
     # The next start-up (the window or `ai-service-platform serve`) reads them from the store.
     close_window(qtbot, window)
-    settings = window_settings({"AISP_DATA_DIR": str(tmp_path / "data")})
+    settings = settings_from_store({"AISP_DATA_DIR": str(tmp_path / "data")})
     assert (settings.port, settings.lan, settings.bind_host) == (port, True, "0.0.0.0")
 
 

@@ -1,0 +1,142 @@
+"""What the machine can run: the Models page's hardware panel, and the memory estimate of one model.
+
+:func:`server.gpu.probe` imports llama.cpp and torch, and torch holds the interpreter lock for long
+stretches while it initialises (and keeps hundreds of megabytes afterwards), so the window asks a child
+process instead (:func:`probe_in_child`), through :class:`app.tasks.Tasks`.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import QGroupBox, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+
+from app.tasks import Tasks
+from app.theme import set_tone
+from server.config import ModelConfig
+from server.gpu import FitEstimate, Hardware, estimate, probe
+
+GIB = 1024**3
+
+
+def probe_in_child() -> Hardware:
+    """:func:`server.gpu.probe` run in a fresh process (blocking: seconds)."""
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(probe).result()
+
+
+def gib(size: int) -> str:
+    return f"{size / GIB:.1f} GiB"
+
+
+def hardware_lines(hardware: Hardware) -> list[str]:
+    """The probe's findings in words, one fact a line."""
+    lines = [
+        "llama.cpp (chat) was built with GPU offload."
+        if hardware.llama_gpu_offload
+        else "llama.cpp (chat) was built without GPU offload: chat models run on the CPU.",
+        "torch (embeddings) sees a CUDA GPU."
+        if hardware.torch_cuda
+        else "torch (embeddings) sees no GPU: embedding models run on the CPU.",
+    ]
+    if hardware.devices:
+        for device in hardware.devices:
+            free = f", {gib(device.free_bytes)} free" if device.free_bytes is not None else ""
+            lines.append(f"GPU: {device.name}, {gib(device.total_bytes)}{free}.")
+    else:
+        lines.append("No GPU found.")
+    if hardware.system_ram_bytes is not None:
+        available = hardware.system_ram_available_bytes
+        free = f", {gib(available)} available" if available is not None else ""
+        lines.append(f"Memory: {gib(hardware.system_ram_bytes)}{free}.")
+    lines += [note for note in hardware.notes if "not installed" in note]
+    return lines
+
+
+def source_size(config: ModelConfig) -> int | None:
+    """Bytes of a model's file, or of every file in its directory; ``None`` if there is nothing there."""
+    if config.engine not in ("llama.cpp", "sentence-transformers") or not config.source:
+        return None
+    path = Path(config.source)
+    try:
+        if path.is_file():
+            return path.stat().st_size
+        if path.is_dir():
+            return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    except OSError:
+        return None
+    return None
+
+
+def fit_of(config: ModelConfig, hardware: Hardware) -> FitEstimate:
+    """Whether ``config`` would fit (blocking: reads the model's metadata)."""
+    if config.engine == "upstream":
+        return FitEstimate(0, 0, None, "runs on the upstream servers, not here")
+    if config.engine not in ("llama.cpp", "sentence-transformers"):
+        return FitEstimate(0, 0, None, "the test engine needs no model file")
+    if config.engine == "sentence-transformers" and Path(config.source).is_dir():
+        # server.gpu.estimate reads single files; a model directory is its weights, give or take.
+        size = source_size(config) or 0
+        return FitEstimate(0, size, None, f"about {gib(size)} of weights")
+    return estimate(config, hardware)
+
+
+def fit_text(fit: FitEstimate) -> str:
+    verdict = {True: "Fits: ", False: "Does not fit: ", None: ""}[fit.fits]
+    message = verdict + fit.message
+    return message[:1].upper() + message[1:]
+
+
+class HardwarePanel(QGroupBox):
+    """Which engines can use a GPU, the devices and their memory; checked on demand."""
+
+    hardware_probed = Signal(object)
+    """A new :class:`server.gpu.Hardware` was found."""
+
+    def __init__(self, probe: Callable[[], Hardware], tasks: Tasks, parent: QWidget | None = None) -> None:
+        super().__init__("Hardware", parent)
+        self._probe_hardware = probe
+        self._tasks = tasks
+        self.hardware: Hardware | None = None
+        self._probing = False
+        self.text = QLabel("Not checked yet.", self)
+        self.text.setWordWrap(True)
+        self.text.setAccessibleName("What this computer can run")
+        self.text.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.refresh_button = QPushButton("Re&fresh", self)
+        self.refresh_button.setAccessibleName("Check the GPU and memory again")
+        self.refresh_button.setToolTip("Check the GPU and memory again (takes a few seconds)")
+        self.refresh_button.clicked.connect(self.refresh)
+        button = QVBoxLayout()
+        button.addWidget(self.refresh_button)
+        button.addStretch(1)
+        layout = QHBoxLayout(self)
+        layout.addWidget(self.text, 1)
+        layout.addLayout(button)
+
+    def refresh(self) -> None:
+        """Probe the hardware again, off the GUI thread (skipped while a probe is on its way)."""
+        if not self._probing:
+            self._probing = True
+            self.refresh_button.setEnabled(False)
+            self.text.setText("Checking the GPU and memory…")
+            set_tone(self.text, "")
+            self._tasks.spawn(self._probe(), "checking the hardware")
+
+    async def _probe(self) -> None:
+        try:
+            hardware = await self._tasks.call(self._probe_hardware)
+        except Exception:
+            self.text.setText("The hardware could not be checked; see the log.")
+            set_tone(self.text, "error")
+            raise
+        finally:
+            self._probing = False
+            self.refresh_button.setEnabled(True)
+        self.hardware = hardware
+        self.text.setText("\n".join(hardware_lines(hardware)))
+        self.hardware_probed.emit(hardware)
