@@ -62,6 +62,8 @@ class ModelConfig(BaseModel):
     """For the upstream engine: the model's name at the upstream (default: the served name)."""
     credential_env: Annotated[str, Field(max_length=128, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] | None = None
     """For the upstream engine: the environment variable holding its API key (never stored)."""
+    load_at_start: bool = True
+    """Load the model when the server starts; a model the operator unloaded stays unloaded."""
 
     @model_validator(mode="after")
     def _engine_matches_kind(self) -> ModelConfig:

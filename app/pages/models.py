@@ -355,6 +355,7 @@ class ModelsPage(QWidget):
         self.reload()  # shows "Loading…" while the load runs
         try:
             await self._tasks.call(self._models.load, name)  # failures are recorded, not raised
+            await self._tasks.call(self._remember, name, True)
         finally:
             self._busy.discard(name)
         await self._read()
@@ -371,11 +372,17 @@ class ModelsPage(QWidget):
         self._update_buttons()
         try:
             await self._tasks.call(self._models.unload, name)
+            await self._tasks.call(self._remember, name, False)
         finally:
             self._busy.discard(name)
         await self._read()
         self._update_buttons()
         self.model_unloaded.emit(name)
+
+    def _remember(self, name: str, load_at_start: bool) -> None:
+        """An unloaded model stays unloaded at the next start; a loaded one loads again (worker thread)."""
+        self._models.set_load_at_start(name, load_at_start)
+        self._save()
 
     # -- removing --------------------------------------------------------------------------------
     def remove_selected(self) -> None:

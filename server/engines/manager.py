@@ -83,6 +83,7 @@ class _Slot:
         self.backend: Backend | None = None
         self.worker: ModelWorker | None = None
         self.load_seconds: float | None = None
+        self.load_lock = threading.Lock()
         self.created = int(time.time())
 
 
@@ -108,7 +109,7 @@ class ModelManager:
     # -- loading ---------------------------------------------------------------------------------
     def load_all_in_background(self) -> None:
         """Load every model, one after another, on a background thread."""
-        names = list(self._slots)
+        names = [name for name, slot in self._slots.items() if slot.config.load_at_start]
         self.loaded_event.clear()
         for name in names:
             self._slots[name].state = "loading"
@@ -128,6 +129,10 @@ class ModelManager:
     def load(self, name: str) -> ModelStatus:
         """Load (or reload) one model on the calling thread; failures are recorded, not raised."""
         slot = self._slot(name)
+        with slot.load_lock:  # two loads of one model run one after the other, never leaking a backend
+            return self._load(name, slot)
+
+    def _load(self, name: str, slot: _Slot) -> ModelStatus:
         self.unload(name)
         slot.state, slot.error = "loading", None
         factory = self._engines.get(slot.config.engine)
@@ -179,7 +184,7 @@ class ModelManager:
 
     # -- the table -------------------------------------------------------------------------------
     def configs(self) -> list[ModelConfig]:
-        return [slot.config for slot in list(self._slots.values())]
+        return [slot.config for slot in self._snapshot()]
 
     def add(self, config: ModelConfig) -> None:
         """Add a model to the table, unloaded."""
@@ -219,12 +224,19 @@ class ModelManager:
             raise ModelNotFound(name)
         return backend, worker, slot.config
 
+    def _snapshot(self) -> list[_Slot]:
+        with self._lock:
+            return list(self._slots.values())
+
     def served(self) -> list[tuple[ModelConfig, int]]:
         """The loaded models, with their creation time, in table order."""
-        return [(s.config, s.created) for s in self._slots.values() if s.state == "loaded"]
+        return [(s.config, s.created) for s in self._snapshot() if s.state == "loaded"]
 
     def status(self, name: str) -> ModelStatus:
-        slot = self._slot(name)
+        return self._status(self._slot(name))
+
+    def _status(self, slot: _Slot) -> ModelStatus:
+        name = slot.config.name
         worker = slot.worker
         return ModelStatus(
             name=name,
@@ -241,10 +253,16 @@ class ModelManager:
     def upstreams(self) -> list[UpstreamModel]:
         """The loaded upstream models (their replicas are health-checked by the server)."""
         found: list[UpstreamModel] = []
-        for slot in list(self._slots.values()):
+        for slot in self._snapshot():
             if isinstance(slot.backend, UpstreamModel):
                 found.append(slot.backend)
         return found
 
     def statuses(self) -> list[ModelStatus]:
-        return [self.status(name) for name in self._slots]
+        return [self._status(slot) for slot in self._snapshot()]
+
+    def set_load_at_start(self, name: str, value: bool) -> None:
+        """Remember whether the model loads at the next start (without loading or unloading it now)."""
+        slot = self._slot(name)
+        with self._lock:
+            slot.config = slot.config.model_copy(update={"load_at_start": value})

@@ -158,9 +158,18 @@ class UpstreamClient:
         return self._session
 
     async def _check_forever(self) -> None:
+        # Every second, check the models that are due: a newly loaded one at once, the others every
+        # HEALTH_INTERVAL_S.
         while True:
-            await asyncio.gather(*(self.check(m) for m in self._models()), return_exceptions=True)
-            await asyncio.sleep(HEALTH_INTERVAL_S)
+            now = time.time()
+            due = [
+                m
+                for m in self._models()
+                if any(r.checked_at is None or now - r.checked_at >= HEALTH_INTERVAL_S for r in m.replicas)
+            ]
+            if due:
+                await asyncio.gather(*(self.check(m) for m in due), return_exceptions=True)
+            await asyncio.sleep(1.0)
 
     async def check(self, model: UpstreamModel) -> None:
         """Ask each replica for its model list; a replica that fails or lacks the model is unhealthy."""

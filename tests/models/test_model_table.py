@@ -142,3 +142,21 @@ def test_closing_while_a_model_loads_does_not_wait_for_it(make_settings: Callabl
     assert time.monotonic() - started < 2.0  # the loader is not awaited beyond its short grace
     time.sleep(3.5)
     assert services.models.status("fake-chat").state == "unloaded"  # loaded after close: closed at once
+
+
+def test_a_model_unloaded_by_the_operator_stays_unloaded_after_a_restart(
+    make_services: Callable[..., Services],
+) -> None:
+    services = make_services()
+    services.models.unload("fake-chat")
+    services.models.set_load_at_start("fake-chat", False)
+    services.save_models()
+    data_dir = services.settings.data_dir
+    services.close()
+    reopened = Services.open(settings_from_store(environ={"AISP_DATA_DIR": str(data_dir)}))
+    try:
+        assert reopened.models.wait_loaded(30)
+        states = {s.name: s.state for s in reopened.models.statuses()}
+        assert states == {"fake-chat": "unloaded", "fake-embed": "loaded"}
+    finally:
+        reopened.close()
