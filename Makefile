@@ -28,7 +28,7 @@ serve: $(STAMP)  ## run the server headless
 test-clients: $(STAMP)
 	bash tests/clients/setup.sh
 
-test: $(STAMP) test-clients  ## install what the tests need and run them all
+test: $(STAMP) test-clients lint  ## install what the tests need and run them all
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest
 
 soak: $(STAMP)  ## the long attack runs (about 5 minutes)
@@ -49,7 +49,7 @@ package-test: $(STAMP) $(PACKAGE_STAMP)  ## build the bundle if its sources chan
 
 lint: $(STAMP)
 	$(PY) -m ruff check server app tests
-	$(PY) -m mypy server
+	$(PY) -m mypy server app
 
 clean:
 	rm -rf $(VENV) build dist tests/.envs tests/artifacts
