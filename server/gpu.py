@@ -79,8 +79,10 @@ def _nvidia_smi() -> list[Device]:
     return devices
 
 
-def probe() -> Hardware:
-    """Look at the machine: which engines can use a GPU and how much memory there is."""
+def probe(*, with_torch: bool = True) -> Hardware:
+    """Look at the machine: which engines can use a GPU and how much memory there is.
+
+    ``with_torch=False`` skips torch (seconds to import), for a quick check before a llama.cpp load."""
     notes: list[str] = []
     try:
         import llama_cpp  # noqa: PLC0415  (heavy; only when asked)
@@ -94,6 +96,8 @@ def probe() -> Hardware:
     devices = _nvidia_smi()
     torch_cuda = False
     try:
+        if not with_torch:
+            raise ImportError("not asked")
         import torch  # noqa: PLC0415
 
         torch_cuda = bool(torch.cuda.is_available())
@@ -104,7 +108,8 @@ def probe() -> Hardware:
         if not torch_cuda:
             notes.append("torch sees no CUDA GPU: embeddings run on the CPU.")
     except ImportError:
-        notes.append("torch is not installed.")
+        if with_torch:
+            notes.append("torch is not installed.")
     if not devices:
         notes.append("No GPU found.")
     ram_total, ram_available = _meminfo()
@@ -119,6 +124,8 @@ class FitEstimate:
     cpu_bytes: int
     fits: bool | None
     message: str
+    memory_short: str | None = None
+    """Set when the machine surely lacks the memory: loading would fail or exhaust the machine."""
 
 
 def estimate(config: ModelConfig, hardware: Hardware) -> FitEstimate:
@@ -149,13 +156,12 @@ def estimate(config: ModelConfig, hardware: Hardware) -> FitEstimate:
         )
     ram = hardware.system_ram_available_bytes
     if ram is not None and cpu > ram:
-        problems.append(f"needs {cpu / GIB:.1f} GiB of RAM, {ram / GIB:.1f} GiB available")
+        problems.append(f"needs {cpu / GIB:.1f} GiB of RAM, {ram / GIB:.1f} GiB available: use a smaller context")
+    short = "; ".join(problems) or None
     if config.context_length > arch["trained_context"] > 0:
         problems.append(
             f"the context {config.context_length} exceeds the {arch['trained_context']} it was trained for"
         )
-    summary = (
-        f"{gpu / GIB:.2f} GiB on the GPU, {cpu / GIB:.2f} GiB in RAM ({offloaded}/{layers} layers offloaded)"
-    )
+    summary = f"{gpu / GIB:.2f} GiB on the GPU, {cpu / GIB:.2f} GiB in RAM ({offloaded}/{layers} layers offloaded)"
     fits = None if gpu and hardware.gpu_free_bytes is None else not problems
-    return FitEstimate(gpu, cpu, fits, summary + ("; " + "; ".join(problems) if problems else ""))
+    return FitEstimate(gpu, cpu, fits, summary + ("; " + "; ".join(problems) if problems else ""), short)

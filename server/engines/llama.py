@@ -18,6 +18,7 @@ from server.config import ModelConfig
 from server.engines.base import LoadError, Message, Piece, Prompt, Sampling, ShouldStop
 from server.engines.stops import StopScanner
 from server.errors import InvalidRequest
+from server.gpu import estimate, probe
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,10 @@ class LlamaChat:
         path = Path(config.source)
         if not config.source or not path.is_file():
             raise LoadError(f"no GGUF file at {config.source or '(unset)'}")
+        fit = estimate(config, probe(with_torch=False))
+        if fit.memory_short:
+            # Refused up front: llama.cpp would try anyway and exhaust the machine or be killed.
+            raise LoadError(f"{path.name} will not fit: {fit.memory_short}")
         llama_cpp = _import_llama()
         self._lib = llama_cpp
         try:

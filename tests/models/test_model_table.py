@@ -160,3 +160,17 @@ def test_a_model_unloaded_by_the_operator_stays_unloaded_after_a_restart(
         assert states == {"fake-chat": "unloaded", "fake-embed": "loaded"}
     finally:
         reopened.close()
+
+
+def test_a_model_too_big_for_memory_is_refused_with_a_suggestion(make_live: Callable[..., Live]) -> None:
+    smol = default_models()[0]
+    arch = architecture(read_metadata(Path(smol.source)))
+    available = probe(with_torch=False).system_ram_available_bytes or 0
+    context = 1_048_576
+    if 2 * context * arch["layers"] * arch["kv_width"] <= available:
+        pytest.skip("this machine has enough memory for the largest context a model may ask for")
+    live = make_live(models=(smol.model_copy(update={"context_length": context}), *fake_models()))
+    status = live.services.models.status(smol.name)
+    assert status.state == "failed"
+    assert "will not fit" in (status.error or "") and "smaller context" in (status.error or "")
+    assert live.services.models.status("fake-chat").state == "loaded"  # the appliance carries on
