@@ -39,6 +39,8 @@ class ServerView:
     requests: int
     models: tuple[ModelStatus, ...]
     error: str | None
+    storage_error: str | None = None
+    """Why usage cannot be recorded right now (shown in the status strip until the store recovers)."""
 
     @property
     def base_url(self) -> str:
@@ -184,6 +186,7 @@ class ServerController(QObject):
             requests=status.requests,
             models=status.models,
             error=self._error or status.error,
+            storage_error=status.storage_error,
         )
         previous, self._view = self._view, view
         if view != previous:

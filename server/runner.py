@@ -46,6 +46,8 @@ class ServerStatus:
     requests: int
     models: tuple[ModelStatus, ...]
     error: str | None
+    storage_error: str | None = None
+    """Why the usage ledger cannot be written right now (a full disk…); rows wait in memory meanwhile."""
 
 
 class ServerStartError(RuntimeError):
@@ -167,4 +169,5 @@ class ServerThread:
             requests=self.services.ledger.requests_recorded,
             models=tuple(self.services.models.statuses()),
             error=self.error,
+            storage_error=self.services.ledger.last_error,
         )

@@ -21,6 +21,8 @@ from server.config import ModelConfig, Settings, default_models, load_settings  
 from server.runner import ServerThread  # noqa: E402
 from server.services import Services  # noqa: E402
 
+pytest_plugins = ["tests.support.disk"]
+
 ARTIFACTS = Path(__file__).parent / "artifacts"
 
 FAKE_CHAT = ModelConfig(

@@ -40,6 +40,10 @@ class ServerHeader(QFrame):
         self.models.setWordWrap(True)
         self.requests = QLabel(self)
         self.requests.setAccessibleName("Requests answered")
+        self.storage = QLabel(self)
+        self.storage.setAccessibleName("Storage problem")
+        self.storage.setWordWrap(True)
+        self.storage.hide()
         self.toggle = QPushButton(self)
         self.toggle.setAccessibleName("Start or stop the server")
         self.toggle.clicked.connect(self._toggle)
@@ -55,6 +59,7 @@ class ServerHeader(QFrame):
         layout = QVBoxLayout(self)
         layout.addLayout(top)
         layout.addLayout(bottom)
+        layout.addWidget(self.storage)
         server.status_changed.connect(self.show_status)
         self.show_status(server.view)
 
@@ -81,6 +86,13 @@ class ServerHeader(QFrame):
             self.scope.setText("This computer only")
         self.models.setText(models_text(view.models))
         self.requests.setText(f"Requests: {view.requests}")
+        if view.storage_error:
+            self.storage.setText(
+                f"<b>Usage cannot be recorded:</b> {view.storage_error}. Requests already recorded are safe; "
+                "new ones are kept in memory and written when the data folder can be written again."
+            )
+            set_tone(self.storage, "error")
+        self.storage.setVisible(bool(view.storage_error))
         self.toggle.setText("&Stop server" if view.running else "St&art server")
         self.toggle.setEnabled(view.transition is None)
 

@@ -7,62 +7,23 @@ machines and CI; elsewhere the tests are skipped, saying why).
 
 from __future__ import annotations
 
-import errno
 import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from server.keys import KeyLimits
 from server.usage import Ledger, ledger_rows
 from tests.conftest import Live
 from tests.security.conftest import ROOT, SERVE, ServerProcess, assert_envelope
+from tests.support.disk import fill
 
 COMMIT_WAIT_S = 1.0
-
-
-def _mount(target: Path, options: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(target)], capture_output=True, text=True)
-
-
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 16 MB file system of its own, unmounted afterwards."""
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    mounted = _mount(disk, "size=16m")
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small file system here (needs root): {mounted.stderr.strip()}")
-    try:
-        yield disk
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], check=False)
-
-
-def _fill(disk: Path) -> Path:
-    """Write a file until the disk is full; returns it (delete it to give the space back)."""
-    filler = disk / "filler"
-    with open(filler, "wb", buffering=0) as out:
-        block = b"\0" * 65536
-        try:
-            while True:
-                out.write(block)
-                out.flush()
-        except OSError as exc:
-            assert exc.errno == errno.ENOSPC, exc
-        try:
-            while True:  # the last partial block, a byte at a time
-                out.write(b"\0")
-                out.flush()
-        except OSError:
-            pass
-    return filler
 
 
 CHAT = {"model": "fake-chat", "messages": [{"role": "user", "content": "count these words"}], "max_tokens": 5}
@@ -89,7 +50,7 @@ def test_a_full_disk_is_a_clear_503_and_nothing_is_lost(make_live: Callable[...,
         before = _rows(live)
         assert len(before) == 6
 
-        filler = _fill(small_disk)
+        filler = fill(small_disk)
         # Reading keeps working: the model list, a stored response, a key used for the first time.
         assert client.get("/v1/models").status_code == 200
         assert client.get(f"/v1/responses/{stored.json()['id']}").status_code == 200
