@@ -88,12 +88,10 @@ async def prepare(
 ) -> Prepared:
     """Find the model, render the prompt off the event loop, and check it fits the context."""
     backend, worker, config = models.get(model, "chat")
-    if isinstance(backend, UpstreamModel):
-        if upstream is None:
-            raise EngineFailure("upstream engines are not available in this server")
-        estimate = estimate_input(messages)
-        sampling = Sampling(
-            max_tokens=max_tokens if max_tokens is not None else max(16, config.context_length - estimate),
+
+    def sampling_for(room: int) -> Sampling:
+        return Sampling(
+            max_tokens=max_tokens if max_tokens is not None else room,
             temperature=1.0 if temperature is None else temperature,
             top_p=1.0 if top_p is None else top_p,
             stop=stop,
@@ -103,6 +101,12 @@ async def prepare(
             logit_bias=logit_bias or {},
             json_schema=json_schema,
         )
+
+    if isinstance(backend, UpstreamModel):
+        if upstream is None:
+            raise EngineFailure("upstream engines are not available in this server")
+        estimate = estimate_input(messages)
+        sampling = sampling_for(max(16, config.context_length - estimate))
         remote = Remote(backend, upstream, tuple(messages), estimate, stream)
         return Prepared(config, None, None, Prompt(tokens=()), sampling, n, remote)
     chat: ChatBackend = backend  # type: ignore[assignment]
@@ -126,17 +130,7 @@ async def prepare(
             param=max_tokens_param,
             code="context_length_exceeded",
         )
-    sampling = Sampling(
-        max_tokens=max_tokens if max_tokens is not None else room,
-        temperature=1.0 if temperature is None else temperature,
-        top_p=1.0 if top_p is None else top_p,
-        stop=stop,
-        seed=seed,
-        presence_penalty=presence_penalty or 0.0,
-        frequency_penalty=frequency_penalty or 0.0,
-        logit_bias=logit_bias or {},
-        json_schema=json_schema,
-    )
+    sampling = sampling_for(room)
     if json_schema is not None:  # an engine refuses what it cannot run before any response starts
         try:
             await asyncio.to_thread(chat.check_sampling, sampling)
