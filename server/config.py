@@ -182,6 +182,8 @@ class Settings(BaseModel):
     """Seconds a client has to send a request body (``AISP_BODY_TIMEOUT_S``); slower gets 408."""
     max_connections: Annotated[int, Field(ge=1, le=100_000)] = 512
     """Open HTTP connections at most (``AISP_MAX_CONNECTIONS``); more are closed at once."""
+    upstream_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 120.0
+    """Seconds an upstream engine may stay silent before its request fails (``AISP_UPSTREAM_TIMEOUT_S``)."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     """Log verbosity (``AISP_LOG_LEVEL``)."""
     load_models: bool = True
@@ -240,6 +242,7 @@ ENVIRONMENT: dict[str, str] = {
     "AISP_HEADER_TIMEOUT_S": "header_timeout_s",
     "AISP_BODY_TIMEOUT_S": "body_timeout_s",
     "AISP_MAX_CONNECTIONS": "max_connections",
+    "AISP_UPSTREAM_TIMEOUT_S": "upstream_timeout_s",
     "AISP_LOG_LEVEL": "log_level",
     "AISP_LOAD_MODELS": "load_models",
 }

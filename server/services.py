@@ -66,7 +66,7 @@ class Services:
             responses=ResponseStore(store),
             limiter=Limiter(store),
             auth_throttle=AuthThrottle(),
-            upstream=UpstreamClient(models.upstreams),
+            upstream=UpstreamClient(models.upstreams, read_timeout_s=settings.upstream_timeout_s),
         )
         released = services.limiter.release_orphans()
         if released:

@@ -27,8 +27,6 @@ log = logging.getLogger(__name__)
 
 HEALTH_INTERVAL_S = 10.0
 CONNECT_TIMEOUT_S = 5.0
-FIRST_BYTE_TIMEOUT_S = 120.0
-IDLE_TIMEOUT_S = 120.0
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
 
@@ -127,7 +125,9 @@ class UpstreamModel:
 class UpstreamClient:
     """The one HTTP session to every upstream, and the health checks."""
 
-    def __init__(self, models: Callable[[], list[UpstreamModel]]) -> None:
+    def __init__(self, models: Callable[[], list[UpstreamModel]], *, read_timeout_s: float = 120.0) -> None:
+        self.read_timeout_s = read_timeout_s
+        """How long an upstream may stay silent (before its first byte, or between two) before it is dropped."""
         self._session: aiohttp.ClientSession | None = None
         self._health: asyncio.Task[None] | None = None
         self._models = models
@@ -137,7 +137,7 @@ class UpstreamClient:
         connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=60, ttl_dns_cache=60)
         self._session = aiohttp.ClientSession(
             connector=connector,
-            timeout=aiohttp.ClientTimeout(total=None, connect=CONNECT_TIMEOUT_S, sock_read=IDLE_TIMEOUT_S),
+            timeout=aiohttp.ClientTimeout(total=None, connect=CONNECT_TIMEOUT_S, sock_read=self.read_timeout_s),
             auto_decompress=True,
         )
         self._health = asyncio.ensure_future(self._check_forever())
@@ -223,7 +223,7 @@ class _Opened:
                     data=payload,
                     headers=self._model.headers(),
                     timeout=aiohttp.ClientTimeout(
-                        total=None, connect=CONNECT_TIMEOUT_S, sock_read=FIRST_BYTE_TIMEOUT_S
+                        total=None, connect=CONNECT_TIMEOUT_S, sock_read=self._client.read_timeout_s
                     ),
                 )
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:

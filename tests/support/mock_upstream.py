@@ -37,6 +37,7 @@ class MockUpstream:
 
     def __post_init__(self) -> None:
         self._loop = asyncio.new_event_loop()
+        self._stopping = asyncio.Event()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="mock-upstream")
         self._runner: web.AppRunner | None = None
@@ -52,6 +53,7 @@ class MockUpstream:
 
     def stop(self) -> None:
         async def shutdown() -> None:
+            self._stopping.set()  # ends any stalled stream
             if self._runner is not None:
                 await self._runner.cleanup()
 
@@ -170,7 +172,8 @@ class MockUpstream:
                         request.transport.close()  # type: ignore[union-attr]
                         return response
                     if script.fault == "stall":
-                        await asyncio.sleep(3600)
+                        await self._stopping.wait()
+                        return response
                     if script.fault == "garbage":
                         await response.write(b"this is not an event\n\n")
                         return response

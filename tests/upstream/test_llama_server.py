@@ -101,7 +101,7 @@ def test_chat_through_llama_cpp_server(make_live: Callable[..., Live], llama_ser
         chunks = list(
             client.chat.completions.create(
                 model="remote-smollm2",
-                messages=[{"role": "user", "content": "Count to three."}],
+                messages=[{"role": "user", "content": "Say hello."}],
                 max_tokens=12,
                 temperature=0,
                 stream=True,

@@ -231,3 +231,17 @@ def test_embeddings_through_an_upstream(make_live: Callable[..., Live], mock: Mo
     assert [d.embedding for d in result.data] == [[0.6, 0.8], [0.6, 0.8]]
     assert result.usage.prompt_tokens == 6
     assert mock.requests[-1]["model"] == "e"
+
+
+def test_a_stalled_upstream_ends_the_stream_with_an_error(make_live: Callable[..., Live], mock: MockUpstream) -> None:
+    mock.script = Script(chunks=6, fault="stall", fault_after=2)
+    live = make_live(models=upstream_models(mock.url), upstream_timeout_s=1.0)
+    body = {"model": "up-chat", "messages": MESSAGES, "stream": True}
+    with httpx.Client(base_url=live.base_url, headers={"authorization": f"Bearer {live.key}"}, timeout=20) as http:
+        response = http.post("/chat/completions", json=body)
+        events = [line[6:] for line in response.text.splitlines() if line.startswith("data: ")]
+        assert events[-1] == "[DONE]"
+        assert json.loads(events[-2])["error"]["code"] == "upstream_error"
+        assert http.get("/models").status_code == 200  # and the server keeps serving
+    (row,) = _rows(live)
+    assert row["status"] == "failed" and row["output_tokens"] == 2
