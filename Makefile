@@ -31,8 +31,18 @@ test-clients: $(STAMP)
 test: $(STAMP) test-clients lint  ## install what the tests need and run them all
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest
 
-bench: $(STAMP)  ## the performance measurements, interleaved, 3 rounds (about 15 minutes)
-	QT_QPA_PLATFORM=offscreen $(PY) -m bench
+# LiteLLM's proxy, in its own environment at a pinned version, is one of the systems the benchmark compares.
+LITELLM_VERSION := 1.108.0
+LITELLM_ENV := bench/.envs/litellm
+LITELLM_STAMP := $(LITELLM_ENV)/.installed
+
+$(LITELLM_STAMP):
+	$(PYTHON) -m venv $(LITELLM_ENV)
+	$(LITELLM_ENV)/bin/pip install --quiet --disable-pip-version-check 'litellm[proxy]==$(LITELLM_VERSION)'
+	touch $@
+
+bench: $(STAMP) $(LITELLM_STAMP)  ## the performance measurements, interleaved, 3 rounds (about 15 minutes)
+	QT_QPA_PLATFORM=offscreen $(PY) -m bench $(BENCH_ARGS)
 
 soak: $(STAMP)  ## the long attack runs (about 5 minutes)
 	$(PY) -m pytest -m soak tests/security
@@ -55,4 +65,4 @@ lint: $(STAMP)
 	$(PY) -m mypy server app
 
 clean:
-	rm -rf $(VENV) build dist tests/.envs tests/artifacts
+	rm -rf $(VENV) build dist tests/.envs tests/artifacts bench/.envs bench/results

@@ -252,22 +252,6 @@ def _embed_api(client: Client, model: str, texts: list[str], batch: int) -> dict
     return {"inputs": len(texts), "seconds": seconds, "per_s": len(texts) / seconds}
 
 
-def _embed_interleaved(
-    direct: DirectWorker, api: Client, model: str, texts: list[str], batch: int
-) -> dict[str, dict[str, Any]]:
-    """Direct and API in alternating blocks of the same inputs, so that both meet the same moments of the
-    machine (a single input takes milliseconds: one busy second would otherwise land on one side only)."""
-    block = max(batch, 8)
-    seconds = {"direct": 0.0, "api": 0.0}
-    for at in range(0, len(texts), block):
-        part = texts[at : at + block]
-        seconds["direct"] += direct.call("embed", texts=part, batch=batch)["seconds"]
-        seconds["api"] += _embed_api(api, model, part, batch)["seconds"]
-    return {
-        name: {"inputs": len(texts), "seconds": t, "per_s": len(texts) / t} for name, t in seconds.items()
-    }
-
-
 def run(ctx: Context) -> dict[str, Any]:
     chat_config, embed_config = default_models()[:2]
     if not chat_config.source or not embed_config.source:
@@ -364,14 +348,13 @@ def run(ctx: Context) -> dict[str, Any]:
             for system in conc_rounds:
                 conc_rounds[system].append(bench.concurrent(system, CLIENTS))
             ctx.say(f"embedded: round {round_number + 1}/{ctx.rounds}: embeddings")
-            for name, measured in _embed_interleaved(
-                direct, bench.api, embed_config.name, texts_single, 1
-            ).items():
-                embed_rounds[f"{name}_single"].append(measured)
-            for name, measured in _embed_interleaved(
-                direct, bench.api, embed_config.name, texts_batch, 32
-            ).items():
-                embed_rounds[f"{name}_batch32"].append(measured)
+            # One system at a time, with a pause between: torch's worker threads in the process that just ran
+            # keep spinning for a moment, and on two cores they would slow the other one down.
+            for name, batch, texts in (("single", 1, texts_single), ("batch32", 32, texts_batch)):
+                time.sleep(0.5)
+                embed_rounds[f"direct_{name}"].append(direct.call("embed", texts=texts, batch=batch))
+                time.sleep(0.5)
+                embed_rounds[f"api_{name}"].append(_embed_api(bench.api, embed_config.name, texts, batch))
         chat = {s: median_of_rounds(r) for s, r in chat_rounds.items()}
         concurrency = {s: median_of_rounds(r) for s, r in conc_rounds.items()}
         for (

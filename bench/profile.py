@@ -174,7 +174,7 @@ def _by_endpoint(target: Target, pid: int, cpus: Any) -> list[dict[str, Any]]:
         ("GET /health: uvicorn + FastAPI + middleware", health),
         ("GET /v1/models: + key check (HMAC digest, SQLite lookup)", models),
         (
-            "POST /v1/chat/completions, non-streamed: + parse, limits, upstream stream relayed and collected, ledger",
+            "POST /v1/chat/completions, non-streamed: + body parse, limits, the upstream call, the ledger row",
             target.closed(16, 1.0, 5.0),
         ),
         ("POST /v1/chat/completions, streamed (16 chunks): + SSE framing of each chunk", stream),
