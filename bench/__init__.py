@@ -1,4 +1,4 @@
-"""Throughput and overhead measurements of the appliance (issue 6), run by ``make bench``.
+"""Throughput and overhead measurements of the appliance, run by ``make bench``.
 
 Every system under test runs as its own process (so its CPU time can be read from ``/proc``); the load
 generator is another process; systems are measured interleaved, round after round, and the medians of

@@ -347,7 +347,7 @@ def _status(ok: bool | None) -> str:
 
 
 def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """Each target of issue 6 with the measured value and PASS, FAIL, or N/A (not measured, with why)."""
+    """Each performance target with the measured value and PASS, FAIL, or N/A (not measured, with why)."""
     s = results["sections"]
     out: list[dict[str, Any]] = []
 
