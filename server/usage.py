@@ -133,7 +133,9 @@ class Ledger:
         self._count()
         self._queue.put((entry, (loop, done)))
         try:
-            await asyncio.wait_for(asyncio.shield(done), self._commit_wait_s)
+            # A timeout cancels only the waiting: the row stays queued and is written when it can be.
+            async with asyncio.timeout(self._commit_wait_s):
+                await done
         except TimeoutError as exc:
             raise StorageFailure(
                 f"The usage ledger cannot be written ({self.last_error or 'timed out'}); the request is kept "
