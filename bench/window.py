@@ -14,33 +14,11 @@ from bench.procs import PYTHON, ROOT, child_setup, run_json
 from bench.stats import median
 from server.reports import HOUR, GroupBy, usage_series
 from server.store import Store
+from tests.ledger_fill import KEYS, MODELS, fill_ledger
 
 DAY = 24 * HOUR
-KEYS = 50
-MODELS = 5
 SPAN_DAYS = 35
 MAX_GROUPS = 8
-
-
-def fill_ledger(store: Store, rows: int, start: float, end: float) -> None:
-    """``rows`` completed requests spread evenly from ``start`` to ``end`` over 50 keys and 5 models, written
-    inside SQLite in one transaction, with the hourly roll-up aggregated from them as the ledger keeps it."""
-    with store.db.atomic():
-        store.db.execute_sql(
-            "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < ?) "
-            "INSERT INTO usage_record (request_id, created_at, key_id, model, endpoint, input_tokens, "
-            "output_tokens, total_tokens, cached_tokens, reasoning_tokens, cost, latency_ms, ttft_ms, status, "
-            "http_status, stream, client_disconnected, exact) "
-            "SELECT printf('bench_%08d', i), ? + i * ?, 'key_' || (i % ?), 'model-' || (i % ?), 'chat.completions', "
-            "i % 100, i % 37, i % 100 + i % 37, 0, 0, (i % 100) * 1e-6 + (i % 37) * 2e-6, 5.0, NULL, "
-            "'completed', 200, 0, 0, 1 FROM n",
-            (rows - 1, start, (end - start) / rows, KEYS, MODELS),
-        )
-        store.db.execute_sql(
-            "INSERT INTO usage_hourly (hour, key_id, model, endpoint, requests, input_tokens, output_tokens, cost) "
-            "SELECT CAST(created_at / 3600 AS INTEGER) * 3600, key_id, model, endpoint, COUNT(*), "
-            "SUM(input_tokens), SUM(output_tokens), SUM(cost) FROM usage_record GROUP BY 1, 2, 3, 4"
-        )
 
 
 def _spans(now: float) -> dict[str, tuple[float, float, int]]:
