@@ -14,9 +14,10 @@ from pytestqt.qtbot import QtBot
 
 from app.pages.usage import UsagePage
 from app.window import MainWindow
-from server.reports import METRICS, Amounts, format_time, format_value
+from server.reports import METRICS, format_time, format_value
 from server.store import Store
 from server.usage import UsageEntry
+from tests.support.ledger import ledger_totals
 
 from .conftest import click, shown
 
@@ -50,15 +51,6 @@ def used(window: MainWindow) -> dict[str, str]:
     return {"alice": alice.id, "bob": bob.id}
 
 
-def ledger(store: Store, start: float, end: float, where: str = "1", *args: object) -> Amounts:
-    row = store.db.execute_sql(
-        "SELECT COUNT(*), COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens), 0), COALESCE(SUM(cost), 0) "
-        f"FROM usage_record WHERE created_at >= ? AND created_at < ? AND {where}",
-        (start, end, *args),
-    ).fetchone()
-    return Amounts(int(row[0]), int(row[1]), int(row[2]), float(row[3]))
-
-
 def show_usage(qtbot: QtBot, window: MainWindow) -> UsagePage:
     page = window.usage_page
     with qtbot.waitSignal(page.usage_loaded, timeout=10_000):
@@ -83,13 +75,13 @@ def check_tables_against_the_ledger(page: UsagePage, store: Store, column: str) 
         for row, bucket in enumerate(series.buckets):
             end = series.bucket_end(bucket)
             for group in series.groups:
-                expected = ledger(store, bucket, end, f"{column} = ?", group).get(metric)
+                expected = ledger_totals(store, bucket, end, f"{column} = ?", group).get(metric)
                 assert view.cell(row, page.label(group)) == format_value(metric, expected), (
                     metric,
                     row,
                     group,
                 )
-        total = ledger(store, series.start, series.end).get(metric)
+        total = ledger_totals(store, series.start, series.end).get(metric)
         last = len(series.buckets)
         heading = "Total" if len(series.groups) != 1 else page.label(series.groups[0])
         assert view.cell(last, heading) == format_value(metric, total)
@@ -185,7 +177,7 @@ def test_export_writes_exactly_what_is_shown(
     count = export_through_the_dialog(qtbot, page, "export_ledger_button", tmp_path / "ledger.csv")
     with (tmp_path / "ledger.csv").open(encoding="utf-8") as handle:
         requests = list(csv.DictReader(handle))
-    assert count == len(requests) == ledger(window.services.store, series.start, series.end).requests
+    assert count == len(requests) == ledger_totals(window.services.store, series.start, series.end).requests
     assert sum(int(r["input_tokens"]) for r in requests) == series.total().input_tokens
 
 

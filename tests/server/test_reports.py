@@ -12,9 +12,9 @@ import pytest
 from server import reports
 from server.reports import HOUR, Amounts, usage_series
 from server.services import Services
-from server.store import Store
 from server.usage import UsageEntry
 from tests.ledger_fill import fill_ledger
+from tests.support.ledger import ledger_totals
 
 BASE = 1_700_000_000 // HOUR * HOUR  # a fixed hour, so buckets are predictable
 
@@ -46,15 +46,6 @@ def recorded(make_services: Callable[..., Services]) -> Services:
     return services
 
 
-def _ledger_totals(store: Store, start: float, end: float, where: str = "1", *args: object) -> Amounts:
-    row = store.db.execute_sql(
-        "SELECT COUNT(*), COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens), 0), COALESCE(SUM(cost), 0) "
-        f"FROM usage_record WHERE created_at >= ? AND created_at < ? AND {where}",
-        (start, end, *args),
-    ).fetchone()
-    return Amounts(int(row[0]), int(row[1]), int(row[2]), float(row[3]))
-
-
 def _same(a: Amounts, b: Amounts) -> None:
     assert (a.requests, a.input_tokens, a.output_tokens) == (b.requests, b.input_tokens, b.output_tokens)
     assert a.cost == pytest.approx(b.cost, rel=1e-9, abs=1e-12)
@@ -71,11 +62,11 @@ def test_every_bucket_and_group_equals_the_ledger(
     column = {"model": "model", "key": "COALESCE(key_id, '')", "none": "''"}[group_by]
     for bucket in series.buckets:
         for group in series.groups:
-            expected = _ledger_totals(
+            expected = ledger_totals(
                 recorded.store, bucket, series.bucket_end(bucket), f"{column} = ?", group
             )
             _same(series.amounts(bucket, group), expected)
-    _same(series.total(), _ledger_totals(recorded.store, start, end))
+    _same(series.total(), ledger_totals(recorded.store, start, end))
 
 
 def test_groups_are_the_busiest_first_and_no_key_is_its_own_group(recorded: Services) -> None:
@@ -89,7 +80,7 @@ def test_groups_are_the_busiest_first_and_no_key_is_its_own_group(recorded: Serv
 def test_a_range_is_widened_to_whole_hours(recorded: Services) -> None:
     series = usage_series(recorded.store, BASE + 10, BASE + 2 * HOUR - 10)
     assert (series.start, series.end) == (BASE, BASE + 2 * HOUR)
-    _same(series.total(), _ledger_totals(recorded.store, BASE, BASE + 2 * HOUR))
+    _same(series.total(), ledger_totals(recorded.store, BASE, BASE + 2 * HOUR))
 
 
 def test_limited_merges_the_quietest_groups_without_losing_usage(recorded: Services) -> None:
@@ -133,7 +124,7 @@ def test_ledger_export_writes_every_row_in_range(recorded: Services, tmp_path: P
     count = reports.export_ledger_csv(recorded.store, path, BASE, BASE + 24 * HOUR, progress=seen.append)
     with path.open(encoding="utf-8") as handle:
         read = list(csv.DictReader(handle))
-    assert count == len(read) == _ledger_totals(recorded.store, BASE, BASE + 24 * HOUR).requests
+    assert count == len(read) == ledger_totals(recorded.store, BASE, BASE + 24 * HOUR).requests
     assert read[0]["request_id"] == "req_0"
 
 
@@ -154,4 +145,4 @@ def test_a_range_over_a_million_ledger_rows_is_fast(make_services: Callable[...,
             assert series.total().requests > 0
     assert max(timings) < 0.2, f"slowest range query took {max(timings) * 1000:.0f} ms"
     whole = usage_series(store, BASE, end, bucket_seconds=24 * HOUR, group_by="model")
-    _same(whole.total(), _ledger_totals(store, BASE, end))
+    _same(whole.total(), ledger_totals(store, BASE, end))
