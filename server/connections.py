@@ -46,6 +46,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._discarding = False
         self._in_headers = True  # until the first request's headers are complete
         self._header_bytes = 0
+        self._header_size = 0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -78,17 +79,20 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 self._reply(431, "Request Header Fields Too Large", "The request headers are too large.", "headers_too_large")
                 return
         super().data_received(data)
+        if self._in_headers and self._header_timer is None and not self._discarding:
+            # A request's headers began but did not all arrive with this read: they get a deadline. (A
+            # request that arrives whole, the usual case, never needs a timer.)
+            self._arm()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._in_headers = True
         self._header_bytes = 0
-        if self._header_timer is None:
-            self._arm()  # a new request on a kept-alive connection: its headers get a deadline too
+        self._header_size = 0
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        size = sum(len(n) + len(v) + 4 for n, v in self.headers) + len(name) + len(value)
-        if size > MAX_HEADER_BYTES:
+        self._header_size += len(name) + len(value) + 4
+        if self._header_size > MAX_HEADER_BYTES:
             self._reply(431, "Request Header Fields Too Large", "The request headers are too large.", "headers_too_large")
             return
         super().on_header(name, value)

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
@@ -19,14 +19,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import server
 from server.api import chat, embeddings, models, responses
-from server.api.billing import record_rejection
-from server.api.http import JSON, error_response, new_id, require_key
+from server.api.dispatch import Application
+from server.api.http import JSON, error_response, exception_response, new_id, require_key
 from server.api.openapi import openapi_document
 from server.config import Settings
 from server.engines.manager import Factory
-from server.errors import APIError, EngineFailure, InvalidRequest, MethodNotAllowed, NotFound, StorageFailure
+from server.errors import APIError
 from server.services import Services
-from server.store import StoreError, disk_error
+from server.store import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ def create_app(
             if owned:
                 opened.close()
 
-    app = FastAPI(
+    app = Application(
         title="AI Service Platform",
         version=server.__version__,
         docs_url=None,
@@ -108,7 +108,6 @@ def create_app(
     app.state.services = services
     app.state.json_parser = ThreadPoolExecutor(max_workers=1, thread_name_prefix="json-parser")  # see read_json
 
-    # One level of routers: every nesting level costs a route match and a dependency solve per request.
     for module in (models, chat, embeddings, responses):
         app.include_router(module.router, dependencies=[Depends(require_key)])
 
@@ -123,47 +122,9 @@ def create_app(
             served.setdefault(config.kind, []).append(config.name)
         return JSON(openapi_document(app, served))
 
-    @app.exception_handler(APIError)
-    async def api_error(request: Request, exc: APIError) -> Response:
-        record_rejection(request, exc.status)
-        return error_response(exc, getattr(request.state, "request_id", None))
-
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
-        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
-        param = ".".join(str(p) for p in first["loc"][1:]) or None
-        return error_response(InvalidRequest(f"Invalid request: {first['msg']}", param=param))
-
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException) -> Response:
-        if exc.status_code == 405:
-            error: APIError = MethodNotAllowed(f"Method {request.method} is not allowed for {request.url.path}.")
-        elif exc.status_code == 404:
-            error = NotFound(f"Invalid URL ({request.method} {request.url.path[:200]})")
-        else:
-            error = APIError(str(exc.detail))
-            error.status = exc.status_code
-        return error_response(error, getattr(request.state, "request_id", None))
-
-    async def unexpected(request: Request, exc: Exception) -> Response:
-        request_id = getattr(request.state, "request_id", None)
-        log.exception("unexpected error in request %s", request_id)
-        return error_response(
-            EngineFailure(f"The server had an error while processing your request (request id {request_id})."),
-            request_id,
-        )
-
-    @app.exception_handler(StoreError)
-    async def store_error(request: Request, exc: Exception) -> Response:
-        # Handled here rather than as an unexpected error, which would also drop the connection.
-        cause = disk_error(exc)
-        if cause is None:
-            return await unexpected(request, exc)
-        request_id = getattr(request.state, "request_id", None)
-        log.error("request %s: the store cannot be written: %s", request_id, cause)
-        return error_response(
-            StorageFailure(f"The server cannot write its data ({cause}); try again when it has recovered."), request_id
-        )
+    for handled in (APIError, RequestValidationError, HTTPException, StoreError):
+        app.add_exception_handler(handled, exception_response)
 
     app.add_middleware(RequestIds)
+    app.serve_directly()
     return app

@@ -4,28 +4,35 @@ OpenAI envelope, and an event stream that notices a client going away."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from fastapi import Request
+from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel
+from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
+from server.api.billing import record_rejection
 from server.errors import (
     APIError,
+    EngineFailure,
     InvalidRequest,
+    MethodNotAllowed,
+    NotFound,
     PayloadTooLarge,
     RequestTimeout,
+    StorageFailure,
     Unauthenticated,
     UnsupportedMediaType,
 )
 from server.keys import KeyRecord
 from server.protocol.wire import BodyError, dumps, parse_request
 from server.services import Services
+from server.store import StoreError, disk_error
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +58,7 @@ class JSON(JSONResponse):
     """Compact UTF-8 JSON, as OpenAI sends it."""
 
     def render(self, content: object) -> bytes:
-        return dumps(content).encode("utf-8")
+        return dumps(content)
 
 
 def error_response(error: APIError, request_id: str | None = None) -> Response:
@@ -61,10 +68,46 @@ def error_response(error: APIError, request_id: str | None = None) -> Response:
     return JSON(error.body(), status_code=error.status, headers=headers)
 
 
+async def exception_response(request: Request, exc: Exception) -> Response:
+    """Any exception a request raised, as the OpenAI envelope: the one renderer of errors."""
+    request_id: str | None = getattr(request.state, "request_id", None)
+    if isinstance(exc, APIError):
+        record_rejection(request, exc.status)
+        return error_response(exc, request_id)
+    if isinstance(exc, RequestValidationError):
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        param = ".".join(str(p) for p in first["loc"][1:]) or None
+        return error_response(InvalidRequest(f"Invalid request: {first['msg']}", param=param), request_id)
+    if isinstance(exc, HTTPException):
+        if exc.status_code == 405:
+            error: APIError = MethodNotAllowed(
+                f"Method {request.method} is not allowed for {request.url.path}."
+            )
+        elif exc.status_code == 404:
+            error = NotFound(f"Invalid URL ({request.method} {request.url.path[:200]})")
+        else:
+            error = APIError(str(exc.detail))
+            error.status = exc.status_code
+        return error_response(error, request_id)
+    cause = disk_error(exc) if isinstance(exc, StoreError) else None
+    if cause is not None:
+        log.error("request %s: the store cannot be written: %s", request_id, cause)
+        return error_response(
+            StorageFailure(f"The server cannot write its data ({cause}); try again when it has recovered."),
+            request_id,
+        )
+    log.error("unexpected error in request %s", request_id, exc_info=exc)
+    return error_response(
+        EngineFailure(f"The server had an error while processing your request (request id {request_id})."),
+        request_id,
+    )
+
+
 async def require_key(request: Request) -> KeyRecord:
     """The key behind ``Authorization: Bearer …``; every protected route depends on this."""
     svc = services(request)
-    address = request.client.host if request.client else "unknown"
+    client = request.scope.get("client")
+    address = client[0] if client else "unknown"
     svc.auth_throttle.check(address)
     try:
         return _authenticate(request, svc)
@@ -74,7 +117,7 @@ async def require_key(request: Request) -> KeyRecord:
 
 
 def _authenticate(request: Request, svc: Services) -> KeyRecord:
-    if KEY_PARAMS.intersection(k.lower() for k in request.query_params):
+    if request.scope.get("query_string") and KEY_PARAMS.intersection(k.lower() for k in request.query_params):
         raise Unauthenticated("API keys are accepted only in the Authorization header, never in the URL.")
     values = request.headers.getlist("authorization")
     if len(values) != 1:
@@ -111,10 +154,14 @@ async def read_json(request: Request, model: type[M]) -> M:
             async for chunk in request.stream():
                 size += len(chunk)
                 if size > limit:
-                    raise PayloadTooLarge(f"The request body is larger than the {limit} bytes this server accepts.")
+                    raise PayloadTooLarge(
+                        f"The request body is larger than the {limit} bytes this server accepts."
+                    )
                 chunks.append(chunk)
     except TimeoutError as exc:
-        raise RequestTimeout(f"The request body did not arrive within {settings.body_timeout_s:g} seconds.") from exc
+        raise RequestTimeout(
+            f"The request body did not arrive within {settings.body_timeout_s:g} seconds."
+        ) from exc
     body = b"".join(chunks)
     try:
         if len(body) > INLINE_PARSE_BYTES:
@@ -124,6 +171,44 @@ async def read_json(request: Request, model: type[M]) -> M:
     except BodyError as exc:
         request.state.model = exc.model
         raise InvalidRequest(exc.message, param=exc.param) from exc
+
+
+class DisconnectGuard:
+    """``async with DisconnectGuard(receive):`` runs the block in the current task and cancels it if the
+    client disconnects meanwhile; a block cancelled that way ends quietly (``disconnected`` is then true)
+    once its clean-up has run.
+
+    One watching task per request, with the work kept in the request's own task: cheaper than running
+    the work in a second task and waiting for whichever of the two ends first.
+    """
+
+    def __init__(self, receive: Receive) -> None:
+        self._receive = receive
+        self.disconnected = False
+        self._task: asyncio.Task[Any] | None = None
+        self._watcher: asyncio.Future[None] | None = None
+
+    async def _watch(self) -> None:
+        while (await self._receive())["type"] != "http.disconnect":
+            pass
+        self.disconnected = True
+        if self._task is not None:
+            self._task.cancel()
+
+    async def __aenter__(self) -> DisconnectGuard:
+        self._task = asyncio.current_task()
+        self._watcher = asyncio.ensure_future(self._watch())
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, _tb: object
+    ) -> bool:
+        if self._watcher is not None:
+            self._watcher.cancel()  # before it runs again: it can no longer cancel this task
+        if kind is None or not issubclass(kind, asyncio.CancelledError) or not self.disconnected:
+            return False
+        assert self._task is not None
+        return self._task.uncancel() == 0  # cancelled by someone else as well (shutting down): not ours
 
 
 class EventStream(Response):
@@ -140,71 +225,46 @@ class EventStream(Response):
         headers: dict[str, str] | None = None,
         on_close: Callable[[], None] | None = None,
     ) -> None:
-        super().__init__(content=None, status_code=200, headers=headers, media_type=self.media_type)
-        del self.headers["content-length"]
-        self.headers["cache-control"] = "no-cache"
-        self.headers["x-accel-buffering"] = "no"
+        self.status_code = 200
+        self.background = None
+        self.raw_headers = [
+            (b"content-type", b"text/event-stream; charset=utf-8"),
+            (b"cache-control", b"no-cache"),
+            (b"x-accel-buffering", b"no"),
+            *(
+                (name.lower().encode("latin-1"), value.encode("latin-1"))
+                for name, value in (headers or {}).items()
+            ),
+        ]
         self._body = body
         self._on_close = on_close
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        async def produce() -> None:
-            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-            async for chunk in self._body:
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-
-        async def watch() -> None:
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    return
-
-        producer = asyncio.ensure_future(produce())
-        watcher = asyncio.ensure_future(watch())
         try:
-            await asyncio.wait({producer, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            async with DisconnectGuard(receive):
+                await send(
+                    {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+                )
+                async for chunk in self._body:
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except OSError:
+            pass  # the connection broke while sending: the same as a disconnect
         finally:
-            for task in (producer, watcher):
-                if not task.done():
-                    task.cancel()
-            for task in (producer, watcher):
-                with contextlib.suppress(asyncio.CancelledError, OSError):
-                    await task
             aclose = getattr(self._body, "aclose", None)
             if aclose is not None:
                 await aclose()
             if self._on_close is not None:
                 self._on_close()  # a stream that never started still releases what it held
-        if producer.done() and not producer.cancelled():
-            error = producer.exception()
-            if error is not None and not isinstance(error, OSError):
-                raise error
 
 
 async def until_disconnected(request: Request, work: Awaitable[T]) -> T | None:
     """Await ``work``, or cancel it and return None as soon as the client hangs up.
 
     Starlette notices a disconnect only while a response streams; a request that waits for a whole
-    answer would otherwise keep its model busy for a client that is gone.
+    answer would otherwise keep its model busy for a client that is gone. The work's clean-up (stopping
+    the engine) has ended by the time this returns, so the bill written next holds all it used.
     """
-    task = asyncio.ensure_future(work)
-
-    async def hung_up() -> None:
-        while (await request.receive())["type"] != "http.disconnect":
-            pass
-
-    watcher = asyncio.ensure_future(hung_up())
-    try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watcher
-        if not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task  # its clean-up (stopping the engine) ends before the bill is written
-    if task.cancelled():
-        return None
-    return task.result()
+    async with DisconnectGuard(request.receive):
+        return await work
+    return None

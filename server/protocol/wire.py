@@ -7,6 +7,7 @@ import math
 import re
 from typing import Any, TypeVar
 
+import orjson
 from pydantic import BaseModel, ValidationError
 
 M = TypeVar("M", bound=BaseModel)
@@ -104,7 +105,7 @@ def _surrogate_path(value: Any) -> str | None:
     look only in bodies that hold such an escape; a path is built only for what is found.
     """
     try:
-        dumps(value).encode("utf-8")  # C speed: fails only if some string or key holds a lone surrogate
+        json.dumps(value, ensure_ascii=False).encode("utf-8")  # C speed: fails only on a lone surrogate
         return None
     except UnicodeEncodeError:
         pass
@@ -243,18 +244,23 @@ def parse_request(model: type[M], body: bytes) -> M:
             del error, value
 
 
-def dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+_ORJSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+
+
+def dumps(value: Any) -> bytes:
+    """Compact UTF-8 JSON, as OpenAI sends it. numpy arrays are written as arrays, a float32 array with
+    the shortest text that reads back as the same float32."""
+    return orjson.dumps(value, option=_ORJSON_OPTIONS)
 
 
 def sse_data(value: Any) -> bytes:
     """One server-sent event carrying JSON (chat completions style)."""
-    return b"data: " + dumps(value).encode("utf-8") + b"\n\n"
+    return b"data: " + orjson.dumps(value, option=_ORJSON_OPTIONS) + b"\n\n"
 
 
 def sse_event(event: str, value: Any) -> bytes:
     """One named server-sent event (Responses API style)."""
-    return b"event: " + event.encode("ascii") + b"\ndata: " + dumps(value).encode("utf-8") + b"\n\n"
+    return b"event: " + event.encode("ascii") + b"\ndata: " + orjson.dumps(value, option=_ORJSON_OPTIONS) + b"\n\n"
 
 
 SSE_DONE = b"data: [DONE]\n\n"

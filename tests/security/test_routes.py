@@ -5,16 +5,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any
 
-import fastapi.routing
 import httpx
 import pytest
-from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
 from server.api import PUBLIC_ROUTES, create_app
-from server.api.http import require_key
+from server.api.dispatch import declared_routes, needs_key
 from tests.conftest import Live
 from tests.security.conftest import assert_envelope, raw
 
@@ -27,35 +24,19 @@ def _concrete(path: str) -> str:
     return re.sub(r"\{(\w+)(?::\w+)?\}", lambda m: SAMPLE_PARAMS[m.group(1)], path)
 
 
-def _routes(app: FastAPI) -> list[Any]:
-    """Every route as served, routers included (FastAPI ≥ 0.16x includes routers lazily)."""
-    contexts = getattr(fastapi.routing, "iter_route_contexts", None)
-    return list(contexts(app.routes)) if contexts is not None else list(app.routes)
-
-
-def _needs_key(route: Any) -> bool:
-    stack = list(route.dependant.dependencies)
-    while stack:
-        dependency = stack.pop()
-        if dependency.call is require_key:
-            return True
-        stack.extend(dependency.dependencies)
-    return False
-
-
 def test_every_route_is_public_or_protected(live: Live) -> None:
     """Enumerates the application's routes: each (method, path) is public by name or depends on the key,
     and answers 401 without one. A route added without either fails here."""
     app = create_app(services=live.services)
     found: list[tuple[str, str]] = []
-    for route in _routes(app):
+    for route in declared_routes(app.routes):
         original = getattr(route, "original_route", route)
         assert isinstance(original, APIRoute), f"{route!r} is not an API route: it would bypass the key check"
         for method in sorted(route.methods):
             found.append((method, route.path))
             if (method, route.path) in PUBLIC_ROUTES:
                 continue
-            assert _needs_key(route), f"{method} {route.path} is neither public nor protected"
+            assert needs_key(route.dependant), f"{method} {route.path} is neither public nor protected"
     assert set(PUBLIC_ROUTES) <= set(found), "a public route that does not exist"
     assert len(found) >= 8
     with httpx.Client(base_url=live.url, timeout=10) as anonymous:
@@ -70,7 +51,7 @@ def test_every_route_is_public_or_protected(live: Live) -> None:
 
 def test_every_method_on_every_path_is_refused_without_a_key(live: Live) -> None:
     """Methods a route does not have answer 405 (in the envelope), never the route's handler."""
-    paths = {_concrete(route.path) for route in _routes(create_app(services=live.services))}
+    paths = {_concrete(route.path) for route in declared_routes(create_app(services=live.services).routes)}
     with httpx.Client(base_url=live.url, timeout=10) as anonymous:
         for path in sorted(paths):
             for method in METHODS:
