@@ -35,6 +35,45 @@ def _envelope(message: str, code: str) -> bytes:
     ).encode()
 
 
+class CoalescingTransport:
+    """A transport that sends what was written during one pass of the event loop in one system call.
+
+    uvicorn writes a response's head and body, and each event of a stream, separately; when several are
+    ready at once (a whole answer, or a burst of tokens relayed from an upstream) each would otherwise
+    cost a send of its own. What is written is sent at the start of the loop's next pass, before it
+    waits for anything: no later than the event loop could have sent it anyway.
+    """
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._pending: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        if not self._pending:
+            self._loop.call_soon(self._flush)
+        self._pending.append(data)
+
+    def writelines(self, lines: Any) -> None:
+        for data in lines:
+            self.write(data)
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        data = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
+        self._pending = []
+        if not self._transport.is_closing():
+            self._transport.write(data)
+
+    def close(self) -> None:
+        self._flush()
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with a header deadline, a header size limit and a connection cap."""
 
@@ -49,7 +88,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._header_size = 0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        super().connection_made(CoalescingTransport(transport, self.loop))  # type: ignore[arg-type]
         if len(self.connections) > self._max_connections:
             self._reply(503, "Service Unavailable", "The server has too many open connections.", "server_busy")
             return
