@@ -16,7 +16,6 @@ import re
 import secrets
 import zlib
 from dataclasses import dataclass
-from hashlib import sha256
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,6 +33,7 @@ _CHECK = 6  # 62**6 > 2**32
 KEY_LENGTH = len(PREFIX) + _BODY + _CHECK
 _SHAPE = re.compile(rf"{PREFIX}[0-9A-Za-z]{{{_BODY + _CHECK}}}")
 LAST_USED_RESOLUTION = 60.0
+RECORD_MEMO_SIZE = 4096
 """Seconds: last use is written at most this often per key, not on every request."""
 
 KeyStatus = Literal["active", "expiring", "expired", "revoked"]
@@ -217,9 +217,10 @@ class KeyService:
         self._store = store
         self._secret = secret
         self._table = store.tables.ApiKey
+        self._records: dict[str, tuple[tuple[Any, ...], KeyRecord]] = {}
 
     def digest(self, token: str) -> str:
-        return hmac.new(self._secret, token.encode("ascii"), sha256).hexdigest()
+        return hmac.digest(self._secret, token.encode("ascii"), "sha256").hex()
 
     def create(
         self,
@@ -306,12 +307,20 @@ class KeyService:
         """The key behind a bearer token, or :class:`Unauthenticated`. Malformed tokens never reach SQL."""
         if not well_formed(token):
             raise Unauthenticated("Incorrect API key provided.")
-        row = self._store.db.execute_sql(
-            f"SELECT {_COLUMNS} FROM api_key WHERE digest = ?", (self.digest(token),)
-        ).fetchone()
+        digest = self.digest(token)
+        row = self._store.db.execute_sql(f"SELECT {_COLUMNS} FROM api_key WHERE digest = ?", (digest,)).fetchone()
         if row is None:
             raise Unauthenticated("Incorrect API key provided.")
-        record = _record(row)
+        # The row is read on every request (a revocation counts from the next one); only turning an
+        # unchanged row into a record again is saved.
+        known = self._records.get(digest)
+        if known is not None and known[0] == row:
+            record = known[1]
+        else:
+            record = _record(row)
+            if len(self._records) >= RECORD_MEMO_SIZE:
+                self._records.clear()
+            self._records[digest] = (row, record)
         moment = now()
         status = record.status(moment)
         if status == "revoked":

@@ -119,7 +119,7 @@ async def require_key(request: Request) -> KeyRecord:
 def _authenticate(request: Request, svc: Services) -> KeyRecord:
     if request.scope.get("query_string") and KEY_PARAMS.intersection(k.lower() for k in request.query_params):
         raise Unauthenticated("API keys are accepted only in the Authorization header, never in the URL.")
-    values = request.headers.getlist("authorization")
+    values = [value.decode("latin-1") for name, value in request.scope["headers"] if name == b"authorization"]
     if len(values) != 1:
         raise Unauthenticated(
             "You didn't provide an API key. You need to provide your API key in an Authorization header "
