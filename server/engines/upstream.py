@@ -1,16 +1,16 @@
 """Serving a model from other OpenAI-compatible servers (vLLM, llama.cpp's server, a cluster behind a
 load balancer): keys, limits and metering stay here; generation happens there.
 
-All upstream traffic goes through one aiohttp session owned by the server's event loop. Each served
-name has one or more replicas; a request goes to the healthy replica with the fewest requests in flight,
-and fails over to another only before the first byte has reached the client.
+All upstream traffic goes through one HTTP client (``http_client.py``: keep-alive pools, nothing more)
+owned by the server's event loop. Each served name has one or more replicas; a request goes to the
+healthy replica with the fewest requests in flight, and fails over to another only before the first byte
+has reached the client. A replica that answers a redirect counts as failing: its base URL is wrong.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import time
@@ -18,10 +18,11 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
+import orjson
 
 from server.config import ModelConfig
 from server.engines.base import LoadError
+from server.engines.http_client import Endpoint, HTTPClient, HTTPClientError, Response
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,8 @@ class UpstreamFailure(Exception):
 @dataclass
 class Replica:
     base_url: str
+    endpoint: Endpoint = field(repr=False, compare=False)
+    """The base URL parsed, with the model's headers: what every request to the replica starts with."""
     outstanding: int = 0
     healthy: bool = True
     last_error: str | None = None
@@ -87,17 +90,20 @@ class UpstreamModel:
                 raise LoadError(
                     f"the environment variable {config.credential_env} holding the credential is unset"
                 )
-        return cls(config, [Replica(u) for u in urls], credential)
+        headers = {"content-type": "application/json", "accept": "application/json, text/event-stream"}
+        if credential:
+            headers["authorization"] = f"Bearer {credential}"
+        replicas = []
+        for url in urls:
+            try:
+                replicas.append(Replica(url, Endpoint(url, headers)))
+            except ValueError as exc:
+                raise LoadError(f"cannot use the upstream {url}: {exc}") from exc
+        return cls(config, replicas, credential)
 
     @property
     def remote_name(self) -> str:
         return self.config.upstream_model or self.config.name
-
-    def headers(self) -> dict[str, str]:
-        headers = {"content-type": "application/json", "accept": "application/json, text/event-stream"}
-        if self.credential:
-            headers["authorization"] = f"Bearer {self.credential}"
-        return headers
 
     def order(self) -> list[Replica]:
         """Replicas to try: healthy ones first, fewest requests in flight first."""
@@ -123,23 +129,18 @@ class UpstreamModel:
 
 
 class UpstreamClient:
-    """The one HTTP session to every upstream, and the health checks."""
+    """The one HTTP client to every upstream, and the health checks."""
 
     def __init__(self, models: Callable[[], list[UpstreamModel]], *, read_timeout_s: float = 120.0) -> None:
         self.read_timeout_s = read_timeout_s
         """How long an upstream may stay silent (before its first byte, or between two) before it is dropped."""
-        self._session: aiohttp.ClientSession | None = None
+        self._http: HTTPClient | None = None
         self._health: asyncio.Task[None] | None = None
         self._models = models
 
     async def start(self) -> None:
-        """Open the session on the running loop and start checking replicas' health."""
-        connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=60, ttl_dns_cache=60)
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            timeout=aiohttp.ClientTimeout(total=None, connect=CONNECT_TIMEOUT_S, sock_read=self.read_timeout_s),
-            auto_decompress=True,
-        )
+        """Make the HTTP client on the running loop and start checking replicas' health."""
+        self._http = HTTPClient(connect_timeout_s=CONNECT_TIMEOUT_S)
         self._health = asyncio.ensure_future(self._check_forever())
 
     async def close(self) -> None:
@@ -147,15 +148,15 @@ class UpstreamClient:
             self._health.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._health
-        if self._session is not None:
-            await self._session.close()
-        self._session = None
+        if self._http is not None:
+            await self._http.close()
+        self._http = None
 
     @property
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None:
+    def http(self) -> HTTPClient:
+        if self._http is None:
             raise UpstreamFailure("the upstream client is not running", 503)
-        return self._session
+        return self._http
 
     async def _check_forever(self) -> None:
         # Every second, check the models that are due: a newly loaded one at once, the others every
@@ -176,17 +177,22 @@ class UpstreamClient:
         for replica in model.replicas:
             started = time.monotonic()
             try:
-                async with self.session.get(
-                    replica.base_url + "/models",
-                    headers=model.headers(),
-                    timeout=aiohttp.ClientTimeout(total=CONNECT_TIMEOUT_S),
-                ) as response:
-                    body = await response.json(content_type=None)
-                    if response.status != 200:
-                        raise UpstreamFailure(f"HTTP {response.status}")
-                    names = {m.get("id") for m in body.get("data", []) if isinstance(m, dict)}
-                    if names and model.remote_name not in names:
-                        raise UpstreamFailure(f"does not serve {model.remote_name}")
+                async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                    response = await self.http.request(
+                        replica.endpoint, "GET", "/models", read_timeout_s=CONNECT_TIMEOUT_S
+                    )
+                    try:
+                        raw = await response.read()
+                    finally:
+                        response.close()
+                if response.status != 200:
+                    raise UpstreamFailure(f"HTTP {response.status}")
+                body = orjson.loads(raw)
+                if not isinstance(body, dict):
+                    raise UpstreamFailure("the model list is not a JSON object")
+                names = {m.get("id") for m in body.get("data", []) if isinstance(m, dict)}
+                if names and model.remote_name not in names:
+                    raise UpstreamFailure(f"does not serve {model.remote_name}")
                 replica.healthy, replica.last_error = True, None
                 replica.latency_ms = (time.monotonic() - started) * 1000
             except Exception as exc:  # any failure marks the replica down until the next check
@@ -197,7 +203,12 @@ class UpstreamClient:
     async def post_json(self, model: UpstreamModel, path: str, body: dict[str, Any]) -> dict[str, Any]:
         """A non-streamed call with failover; returns the parsed JSON body."""
         async with self.open(model, path, body) as (_, response):
-            data: dict[str, Any] = await response.json(content_type=None)
+            try:
+                data = orjson.loads(await response.read())
+            except orjson.JSONDecodeError as exc:
+                raise UpstreamFailure(f"the upstream sent a body that is not JSON: {exc}") from exc
+            if not isinstance(data, dict):
+                raise UpstreamFailure("the upstream sent a body that is not a JSON object")
             return data
 
     def open(self, model: UpstreamModel, path: str, body: dict[str, Any]) -> _Opened:
@@ -210,23 +221,24 @@ class _Opened:
     def __init__(self, client: UpstreamClient, model: UpstreamModel, path: str, body: dict[str, Any]) -> None:
         self._client, self._model, self._path, self._body = client, model, path, body
         self._replica: Replica | None = None
-        self._response: aiohttp.ClientResponse | None = None
+        self._response: Response | None = None
 
-    async def __aenter__(self) -> tuple[Replica, aiohttp.ClientResponse]:
-        payload = json.dumps(self._body).encode()
+    async def __aenter__(self) -> tuple[Replica, Response]:
+        client = self._client.http
+        payload = orjson.dumps(self._body)
         last: UpstreamFailure | None = None
         for replica in self._model.order():
             replica.outstanding += 1
             try:
-                response = await self._client.session.post(
-                    replica.base_url + self._path,
-                    data=payload,
-                    headers=self._model.headers(),
-                    timeout=aiohttp.ClientTimeout(
-                        total=None, connect=CONNECT_TIMEOUT_S, sock_read=self._client.read_timeout_s
-                    ),
+                response = await client.request(
+                    replica.endpoint, "POST", self._path, payload, read_timeout_s=self._client.read_timeout_s
                 )
-            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                if response.status != 200:
+                    try:
+                        raw = await response.read()
+                    finally:
+                        response.close()
+            except (HTTPClientError, OSError) as exc:
                 replica.outstanding -= 1
                 replica.failures += 1
                 replica.healthy = False
@@ -235,20 +247,24 @@ class _Opened:
                     f"upstream {replica.base_url} is unreachable: {replica.last_error}", 502
                 )
                 continue
+            except BaseException:  # cancelled (the client left): the replica is not busy with it any more
+                replica.outstanding -= 1
+                raise
             if response.status == 200:
                 self._replica, self._response = replica, response
                 replica.served += 1
                 return replica, response
-            text = await response.text()
-            response.release()
             replica.outstanding -= 1
             try:
-                body = json.loads(text)
-            except ValueError:
+                body = orjson.loads(raw)
+            except orjson.JSONDecodeError:
                 body = None
-            if response.status in RETRY_STATUSES:
+            if response.status in RETRY_STATUSES or 300 <= response.status < 400:
                 replica.failures += 1
-                last = UpstreamFailure(f"upstream {replica.base_url} answered {response.status}", 502, None)
+                redirect = " (a redirect, not followed: check its base URL)" if response.status < 400 else ""
+                last = UpstreamFailure(
+                    f"upstream {replica.base_url} answered {response.status}{redirect}", 502, None
+                )
                 continue
             # A 4xx is about the request, not the replica: the client should see it as it is.
             raise UpstreamFailure(
@@ -265,20 +281,20 @@ class _Opened:
             self._replica.outstanding -= 1
 
 
-async def sse_json(response: aiohttp.ClientResponse) -> AsyncIterator[dict[str, Any]]:
+async def sse_json(response: Response) -> AsyncIterator[dict[str, Any]]:
     """The JSON events of an upstream event stream, ending at ``[DONE]``; garbage or a cut is an error."""
     try:
         async for event in _events(response):
             yield event
-    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+    except (HTTPClientError, OSError) as exc:
         raise UpstreamFailure(
             f"the upstream connection failed mid-stream: {exc or type(exc).__name__}"
         ) from exc
 
 
-async def _events(response: aiohttp.ClientResponse) -> AsyncIterator[dict[str, Any]]:
+async def _events(response: Response) -> AsyncIterator[dict[str, Any]]:
     buffer = b""
-    async for chunk in response.content.iter_any():
+    async for chunk in response.iter_chunks():
         buffer += chunk
         while b"\n" in buffer:
             line, buffer = buffer.split(b"\n", 1)
@@ -291,8 +307,8 @@ async def _events(response: aiohttp.ClientResponse) -> AsyncIterator[dict[str, A
             if data == b"[DONE]":
                 return
             try:
-                value = json.loads(data)
-            except ValueError as exc:
+                value = orjson.loads(data)
+            except orjson.JSONDecodeError as exc:
                 raise UpstreamFailure("the upstream sent an event that is not JSON") from exc
             if not isinstance(value, dict):
                 raise UpstreamFailure("the upstream sent an event that is not a JSON object")
