@@ -4,6 +4,16 @@ A request awaits its row's commit before its last bytes go out, so a response th
 full is never unbilled, even if the process dies right after. Rows are grouped into one transaction per
 batch (thousands of rows a second on one SQLite file) and an hourly roll-up is updated in that same
 transaction: the graphs read the roll-up and stay fast with millions of ledger rows.
+
+Queuing a row costs an append to a deque: no lock, no future and no wake-up of its own. Every row queued
+before the writer takes its next batch shares that batch's :class:`_Commit`, and only the first row queued
+after the writer took a batch wakes it. A row someone awaits (``record``, or any row at a ``flush``) is
+written at once; rows nobody waits for (``submit``) gather for up to ``GATHER_S`` and are written in
+transactions of their own, so that a steady stream of them neither lengthens the awaited commits nor
+costs a transaction each. Rows go to SQLite a chunk per statement, and the roll-up and the daily spend are
+computed by SQLite over the rows a batch inserted: the writer gives up the GIL (and waits to get it back
+from the busy event loop) a few times per batch rather than per row, and its Python work per row is
+building one tuple.
 """
 
 from __future__ import annotations
@@ -14,12 +24,14 @@ import csv
 import io
 import json
 import logging
-import queue
+import operator
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
+from itertools import chain
 from typing import Any, Literal
 
 from server.config import ModelConfig
@@ -76,188 +88,6 @@ class UsageEntry:
         return self.total_tokens
 
 
-_INSERT = (
-    "INSERT OR IGNORE INTO usage_record (request_id, created_at, key_id, model, endpoint, input_tokens, "
-    "output_tokens, total_tokens, cached_tokens, reasoning_tokens, cost, latency_ms, ttft_ms, status, "
-    "http_status, stream, client_disconnected, exact) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
-)
-_ROLLUP = (
-    "INSERT INTO usage_hourly (hour, key_id, model, endpoint, requests, input_tokens, output_tokens, cost) "
-    "VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (hour, key_id, model, endpoint) DO UPDATE SET "
-    "requests = requests + excluded.requests, input_tokens = input_tokens + excluded.input_tokens, "
-    "output_tokens = output_tokens + excluded.output_tokens, cost = cost + excluded.cost"
-)
-_SPEND = (
-    'INSERT INTO "key_spend_daily" ("key_id", "day", "tokens", "cost") VALUES (?,?,?,?) '
-    'ON CONFLICT ("key_id", "day") DO UPDATE SET "tokens" = "tokens" + excluded."tokens", '
-    '"cost" = "cost" + excluded."cost"'
-)
-_UNRESERVE = 'DELETE FROM "budget_reservation" WHERE "id" = ?'
-COMMIT_WAIT_S = 10.0
-
-
-class Ledger:
-    """Writes usage rows on its own thread; ``record`` returns once the row is committed."""
-
-    def __init__(self, store: Store, *, batch: int = 2000, commit_wait_s: float = COMMIT_WAIT_S) -> None:
-        self._store = store
-        self._batch = batch
-        self._commit_wait_s = commit_wait_s
-        self._queue: queue.SimpleQueue[tuple[UsageEntry, Any] | None] = queue.SimpleQueue()
-        self._requests = 0
-        self._lock = threading.Lock()
-        self.last_error: str | None = None
-        self._thread = threading.Thread(target=self._run, name="usage-ledger", daemon=True)
-        self._thread.start()
-
-    @property
-    def requests_recorded(self) -> int:
-        """Requests recorded since start (the window's live counter)."""
-        return self._requests
-
-    def _count(self) -> None:
-        with self._lock:
-            self._requests += 1
-
-    def submit(self, entry: UsageEntry) -> Future[None]:
-        """Queue a row; the future completes when it is committed."""
-        done: Future[None] = Future()
-        self._count()
-        self._queue.put((entry, done))
-        return done
-
-    async def record(self, entry: UsageEntry) -> None:
-        """Queue a row and wait for its commit; a store that cannot be written raises StorageFailure."""
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[None] = loop.create_future()
-        self._count()
-        self._queue.put((entry, (loop, done)))
-        try:
-            # A timeout cancels only the waiting: the row stays queued and is written when it can be.
-            async with asyncio.timeout(self._commit_wait_s):
-                await done
-        except TimeoutError as exc:
-            raise StorageFailure(
-                f"The usage ledger cannot be written ({self.last_error or 'timed out'}); the request is kept "
-                "and will be recorded when the store recovers."
-            ) from exc
-
-    def flush(self, timeout: float = 10.0) -> None:
-        """Wait until everything queued so far is committed."""
-        marker: Future[None] = Future()
-        self._queue.put((_FLUSH, marker))
-        marker.result(timeout)
-
-    def close(self, timeout: float = 10.0) -> None:
-        self._queue.put(None)
-        self._thread.join(timeout)
-
-    def _run(self) -> None:
-        closing = False
-        while not closing:
-            item = self._queue.get()
-            if item is None:
-                break
-            pending = [item]
-            while len(pending) < self._batch:
-                try:
-                    nxt = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    closing = True
-                    break
-                pending.append(nxt)
-            self._write_until_done(pending)
-
-    def _write_until_done(self, pending: list[tuple[UsageEntry, Any]]) -> None:
-        rows = [entry for entry, _ in pending if entry is not _FLUSH]
-        delay = 0.05
-        while True:
-            try:
-                self._write(rows)
-                self.last_error = None
-                break
-            except Exception as exc:  # the rows stay in memory and are written when the store recovers
-                cause = disk_error(exc)
-                self.last_error = str(cause) if cause is not None else f"{type(exc).__name__}: {exc}"
-                log.error("usage ledger write failed, retrying: %s", self.last_error)
-                time.sleep(delay)
-                delay = min(delay * 2, 2.0)
-        # One wake-up per event loop for the whole batch, not one per row.
-        by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
-        for _, waiter in pending:
-            if isinstance(waiter, Future):
-                if not waiter.done():
-                    waiter.set_result(None)
-            elif waiter is not None:
-                by_loop.setdefault(waiter[0], []).append(waiter[1])
-        for loop, futures in by_loop.items():
-            with contextlib.suppress(RuntimeError):  # that loop has closed: nobody is waiting any more
-                loop.call_soon_threadsafe(_resolve, futures)
-
-
-    def _write(self, rows: list[UsageEntry]) -> None:
-        if not rows:
-            return
-        db = self._store.db
-        with db.atomic():
-            cursor = db.cursor()
-            rollup: dict[tuple[int, str, str, str], list[float]] = {}
-            spend: dict[tuple[str, int], list[float]] = {}
-            for e in rows:
-                if e.reservation_id is not None:
-                    cursor.execute(_UNRESERVE, (e.reservation_id,))
-                cursor.execute(_INSERT, _row(e))
-                if cursor.rowcount != 1:
-                    continue  # already recorded: a replay after a crash must not count twice
-                acc = rollup.setdefault(
-                    (int(e.created_at // 3600 * 3600), e.key_id or "", e.model, e.endpoint), [0, 0, 0, 0.0]
-                )
-                acc[0] += 1
-                acc[1] += e.input_tokens
-                acc[2] += e.output_tokens
-                acc[3] += e.cost
-                if e.key_id is not None:
-                    day = spend.setdefault((e.key_id, int(e.created_at // 86400 * 86400)), [0, 0.0])
-                    day[0] += e.billed_tokens
-                    day[1] += e.cost
-            cursor.executemany(_ROLLUP, [(*k, *v) for k, v in rollup.items()])
-            cursor.executemany(_SPEND, [(*k, *v) for k, v in spend.items()])
-
-
-_FLUSH: Any = object()
-
-
-def _resolve(futures: list[asyncio.Future[None]]) -> None:
-    for future in futures:
-        if not future.done():
-            future.set_result(None)
-
-
-def _row(e: UsageEntry) -> tuple[Any, ...]:
-    return (
-        e.request_id,
-        e.created_at,
-        e.key_id,
-        e.model,
-        e.endpoint,
-        e.input_tokens,
-        e.output_tokens,
-        e.total_tokens,
-        e.cached_tokens,
-        e.reasoning_tokens,
-        e.cost,
-        e.latency_ms,
-        e.ttft_ms,
-        e.status,
-        e.http_status,
-        e.stream,
-        e.client_disconnected,
-        e.exact,
-    )
-
-
 LEDGER_COLUMNS = (
     "request_id",
     "created_at",
@@ -278,6 +108,266 @@ LEDGER_COLUMNS = (
     "client_disconnected",
     "exact",
 )
+_ROW = operator.attrgetter(
+    "request_id",
+    "created_at",
+    "key_id",
+    "model",
+    "endpoint",
+    "input_tokens",
+    "output_tokens",
+    "cached_tokens",
+    "reasoning_tokens",
+    "cost",
+    "latency_ms",
+    "ttft_ms",
+    "status",
+    "http_status",
+    "stream",
+    "client_disconnected",
+    "exact",
+)
+"""An entry's parameters for the INSERT, read in C (``total_tokens`` is added up by SQLite)."""
+_PER_ROW = 17
+_CHUNKS = (32, 16, 8, 4, 2, 1)
+"""Rows per INSERT statement. SQLite inserts a chunk in one step, so the writer lets go of the GIL (and
+waits to take it back from the busy event loop) once per chunk rather than once per row; 32 rows bind 544
+parameters, within every SQLite's limit."""
+
+
+def _insert(rows: int) -> str:
+    values = []
+    for first in range(0, rows * _PER_ROW, _PER_ROW):
+        p = [f"?{first + n}" for n in range(1, _PER_ROW + 1)]
+        values.append(f"({', '.join(p[:7])}, {p[5]} + {p[6]}, {', '.join(p[7:])})")
+    return f"INSERT OR IGNORE INTO usage_record ({', '.join(LEDGER_COLUMNS)}) VALUES {', '.join(values)}"
+
+
+_INSERTS = {rows: _insert(rows) for rows in _CHUNKS}
+_LAST_ID = "SELECT COALESCE(MAX(id), 0) FROM usage_record"
+# The roll-ups read the rows this batch inserted: with the write lock held, SQLite gives new rows ids above
+# the highest one, so a replayed row (ignored by the INSERT) is never counted twice. The buckets are
+# computed on whole seconds, which for a positive time is the same floor as ``created_at // 3600``.
+_ROLLUP = (
+    "INSERT INTO usage_hourly (hour, key_id, model, endpoint, requests, input_tokens, output_tokens, cost) "
+    "SELECT CAST(created_at AS INTEGER) / 3600 * 3600, COALESCE(key_id, ''), model, endpoint, COUNT(*), "
+    "SUM(input_tokens), SUM(output_tokens), SUM(cost) FROM usage_record WHERE id > ? GROUP BY 1, 2, 3, 4 "
+    "ON CONFLICT (hour, key_id, model, endpoint) DO UPDATE SET "
+    "requests = requests + excluded.requests, input_tokens = input_tokens + excluded.input_tokens, "
+    "output_tokens = output_tokens + excluded.output_tokens, cost = cost + excluded.cost"
+)
+# The tokens are UsageEntry.billed_tokens: none for a failure before the first generated token. NOT INDEXED
+# keeps SQLite from scanning the whole key_id index for "key_id IS NOT NULL" instead of the batch's ids.
+_SPEND = (
+    "INSERT INTO key_spend_daily (key_id, day, tokens, cost) "
+    "SELECT key_id, CAST(created_at AS INTEGER) / 86400 * 86400, "
+    "SUM(CASE WHEN status = 'failed' AND output_tokens = 0 THEN 0 ELSE total_tokens END), SUM(cost) "
+    "FROM usage_record NOT INDEXED WHERE id > ? AND key_id IS NOT NULL GROUP BY 1, 2 "
+    "ON CONFLICT (key_id, day) DO UPDATE SET tokens = tokens + excluded.tokens, cost = cost + excluded.cost"
+)
+_UNRESERVE = "DELETE FROM budget_reservation WHERE id IN (SELECT value FROM json_each(?))"
+COMMIT_WAIT_S = 10.0
+GATHER_S = 0.05
+"""How long rows that nobody awaits may wait for others to share their transaction."""
+
+
+class _Commit:
+    """The commit of the next batch: it settles every row queued before the writer takes that batch."""
+
+    __slots__ = ("future", "_lock", "_loops")
+
+    def __init__(self) -> None:
+        self.future: Future[None] = Future()
+        self.future.set_running_or_notify_cancel()  # shared by many callers: none may cancel it for the rest
+        self._lock = threading.Lock()
+        self._loops: dict[asyncio.AbstractEventLoop, asyncio.Event] | None = {}
+
+    def event_for(self, loop: asyncio.AbstractEventLoop) -> asyncio.Event | None:
+        """The event set on ``loop`` once committed (one wake-up per loop); None if committed already."""
+        with self._lock:
+            if self._loops is None:
+                return None
+            event = self._loops.get(loop)
+            if event is None:
+                event = self._loops[loop] = asyncio.Event()
+            return event
+
+    def done(self) -> None:
+        """The rows are committed: wake whoever waits for them."""
+        with self._lock:
+            loops, self._loops = self._loops or {}, None
+        for loop, event in loops.items():
+            with contextlib.suppress(RuntimeError):  # that loop has closed: nobody is waiting any more
+                loop.call_soon_threadsafe(event.set)
+        self.future.set_result(None)
+
+
+class Ledger:
+    """Writes usage rows on its own thread; ``record`` returns once the row is committed."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        batch: int = 2000,
+        commit_wait_s: float = COMMIT_WAIT_S,
+        gather_s: float = GATHER_S,
+    ) -> None:
+        self._store = store
+        self._batch = batch
+        self._commit_wait_s = commit_wait_s
+        self._gather_s = gather_s
+        # Rows someone awaits are written at once; the others gather, and are written in their own
+        # transactions rather than a few at a time with every awaited commit.
+        self._awaited: deque[UsageEntry] = deque()
+        self._awaited_commit = _Commit()
+        self._gathered: deque[UsageEntry] = deque()
+        self._gathered_commit = _Commit()
+        self._wake = threading.Event()  # something is queued
+        self._hurry = threading.Event()  # a row is awaited, or the gathered rows are due
+        self._due = False  # write the gathered rows now: a flush, a close or a full batch
+        self._closing = False
+        self._requests = 0  # counted by the writer alone, so without a lock
+        self.last_error: str | None = None
+        self._thread = threading.Thread(target=self._run, name="usage-ledger", daemon=True)
+        self._thread.start()
+
+    @property
+    def requests_recorded(self) -> int:
+        """Requests recorded since start (the window's live counter): rows taken by the writer."""
+        return self._requests
+
+    def submit(self, entry: UsageEntry) -> Future[None]:
+        """Queue a row without waiting for it; it is written within ``gather_s`` (or at a flush). The future,
+        shared by the rows written with it, completes once the row is committed."""
+        rows = self._gathered
+        rows.append(entry)
+        # Read after the append: the commit this returns is taken after the row was queued.
+        commit = self._gathered_commit
+        if len(rows) >= self._batch and not self._due:
+            self._due = True
+            self._hurry.set()
+        if not self._wake.is_set():
+            self._wake.set()
+        return commit.future
+
+    async def record(self, entry: UsageEntry) -> None:
+        """Queue a row and wait for its commit; a store that cannot be written raises StorageFailure."""
+        loop = asyncio.get_running_loop()
+        self._awaited.append(entry)
+        committed = self._awaited_commit.event_for(loop)
+        self._nudge()
+        if committed is None:
+            return
+        try:
+            # A timeout cancels only the waiting: the row stays queued and is written when it can be.
+            async with asyncio.timeout(self._commit_wait_s):
+                await committed.wait()
+        except TimeoutError as exc:
+            raise StorageFailure(
+                f"The usage ledger cannot be written ({self.last_error or 'timed out'}); the request is kept "
+                "and will be recorded when the store recovers."
+            ) from exc
+
+    def flush(self, timeout: float = 10.0) -> None:
+        """Wait until everything queued so far is committed."""
+        deadline = time.monotonic() + timeout
+        commits = (self._gathered_commit, self._awaited_commit)
+        self._due = True
+        self._nudge()
+        for commit in commits:
+            commit.future.result(max(0.0, deadline - time.monotonic()))
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Write what is queued and stop the writer (rows queued after this are not written)."""
+        self._closing = True
+        self._due = True
+        self._nudge()
+        self._thread.join(timeout)
+
+    def _nudge(self) -> None:
+        """Have the writer write now (setting only a flag that is not set yet, which costs no lock)."""
+        if not self._hurry.is_set():
+            self._hurry.set()
+        if not self._wake.is_set():
+            self._wake.set()
+
+    def _run(self) -> None:
+        gather_until: float | None = None
+        while True:
+            if gather_until is None:
+                self._wake.wait()
+                gather_until = time.monotonic() + self._gather_s
+            self._hurry.wait(max(0.0, gather_until - time.monotonic()))
+            # Each flag is cleared before the rows it covers are taken: whoever queues a row from here on
+            # sets it again (reading the new commit), so no row is left waiting for nothing.
+            self._hurry.clear()
+            due = self._due or time.monotonic() >= gather_until
+            closing = False
+            rows: list[UsageEntry] = []
+            gathered_commit: _Commit | None = None
+            if due:
+                self._due = False
+                closing = self._closing
+                self._wake.clear()
+                gather_until = None
+                gathered_commit, self._gathered_commit = self._gathered_commit, _Commit()
+                rows = _take(self._gathered)
+            awaited_commit, self._awaited_commit = self._awaited_commit, _Commit()
+            rows += _take(self._awaited)
+            self._requests += len(rows)
+            for start in range(0, len(rows), self._batch):
+                self._write_until_done(rows[start : start + self._batch])
+            awaited_commit.done()
+            if gathered_commit is not None:
+                gathered_commit.done()
+            if closing:
+                return
+
+    def _write_until_done(self, rows: list[UsageEntry]) -> None:
+        delay = 0.05
+        while True:
+            try:
+                self._write(rows)
+                self.last_error = None
+                return
+            except Exception as exc:  # the rows stay in memory and are written when the store recovers
+                cause = disk_error(exc)
+                self.last_error = str(cause) if cause is not None else f"{type(exc).__name__}: {exc}"
+                log.error("usage ledger write failed, retrying: %s", self.last_error)
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    def _write(self, rows: list[UsageEntry]) -> None:
+        db = self._store.db
+        # IMMEDIATE takes the write lock at once: no other writer between reading the last id and inserting.
+        with db.atomic("IMMEDIATE"):
+            cursor = db.cursor()
+            last_id = cursor.execute(_LAST_ID).fetchone()[0]
+            reserved = [e.reservation_id for e in rows if e.reservation_id is not None]
+            if reserved:
+                cursor.execute(_UNRESERVE, (json.dumps(reserved),))
+            inserted = 0
+            for sql, params in _chunks(rows):
+                cursor.execute(sql, params)
+                inserted += cursor.rowcount
+            if inserted:  # not only replays of rows already recorded
+                cursor.execute(_ROLLUP, (last_id,))
+                cursor.execute(_SPEND, (last_id,))
+
+
+def _take(queue: deque[UsageEntry]) -> list[UsageEntry]:
+    """Everything queued so far (only the writer takes rows: the queue cannot shrink meanwhile)."""
+    return [queue.popleft() for _ in range(len(queue))]
+
+
+def _chunks(rows: list[UsageEntry]) -> Iterator[tuple[str, list[Any]]]:
+    """The INSERT statements for ``rows``, in order (the first row for a request id is the one kept)."""
+    start = 0
+    while start < len(rows):
+        size = next(n for n in _CHUNKS if n <= len(rows) - start)
+        yield _INSERTS[size], list(chain.from_iterable(map(_ROW, rows[start : start + size])))
+        start += size
 
 
 def ledger_rows(

@@ -1,16 +1,25 @@
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import io
 import json
+import sqlite3
+import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from server import usage
 from server.config import ModelConfig
+from server.errors import StorageFailure
 from server.services import Services
-from server.usage import UsageEntry, cost_of, export, ledger_rows
+from server.store import Store
+from server.usage import Ledger, UsageEntry, cost_of, entry_dict, export, ledger_rows
 
 
 def _entry(i: int, **extra: object) -> UsageEntry:
@@ -84,6 +93,246 @@ def test_ledger_throughput_batches(make_services: Callable[..., Services]) -> No
     rate = 20_000 / (time.perf_counter() - started)
     assert len(list(ledger_rows(services.store))) == 20_000
     assert rate > 5_000, f"only {rate:.0f} rows/s"
+
+
+def _assert_rollups_match_the_ledger(store: Store) -> None:
+    """The hourly roll-up (the graphs) and the daily spend (the budgets) add up to the ledger's rows."""
+    hourly: dict[tuple[int, str, str, str], list[float]] = {}
+    spend: dict[tuple[str, int], list[float]] = {}
+    for row in ledger_rows(store):
+        at = row["created_at"]
+        bucket = hourly.setdefault(
+            (int(at // 3600 * 3600), row["key_id"] or "", row["model"], row["endpoint"]), [0, 0, 0, 0.0]
+        )
+        bucket[0] += 1
+        bucket[1] += row["input_tokens"]
+        bucket[2] += row["output_tokens"]
+        bucket[3] += row["cost"]
+        if row["key_id"] is not None:
+            free = row["status"] == "failed" and row["output_tokens"] == 0
+            day = spend.setdefault((row["key_id"], int(at // 86400 * 86400)), [0, 0.0])
+            day[0] += 0 if free else row["total_tokens"]
+            day[1] += row["cost"]
+    db = store.db
+    stored_hourly = {
+        (h, k, m, e): (n, i, o, c)
+        for h, k, m, e, n, i, o, c in db.execute_sql(
+            "SELECT hour, key_id, model, endpoint, requests, input_tokens, output_tokens, cost FROM usage_hourly"
+        )
+    }
+    assert set(stored_hourly) == set(hourly)
+    for hour, (n, i, o, c) in stored_hourly.items():
+        assert [n, i, o] == hourly[hour][:3], hour
+        assert c == pytest.approx(hourly[hour][3], rel=1e-9, abs=1e-12)
+    stored_spend = {
+        (k, d): (t, c)
+        for k, d, t, c in db.execute_sql("SELECT key_id, day, tokens, cost FROM key_spend_daily")
+    }
+    assert set(stored_spend) == set(spend)
+    for key_day, (tokens, cost) in stored_spend.items():
+        assert tokens == spend[key_day][0], key_day
+        assert cost == pytest.approx(spend[key_day][1], rel=1e-9, abs=1e-12)
+
+
+def test_a_batch_with_replays_counts_each_request_once(make_services: Callable[..., Services]) -> None:
+    services = make_services()
+    ledger = services.ledger
+    ledger.submit(_entry(1))
+    ledger.flush()
+    batch = [
+        _entry(1, input_tokens=999),  # already recorded: ignored
+        _entry(2),
+        _entry(2, output_tokens=999),  # twice in one batch: the first wins
+        _entry(3, key_id=None),
+        _entry(4, status="failed", output_tokens=0),  # free: no tokens against the budget
+        _entry(5, status="failed"),
+        _entry(6, created_at=1_700_003_599.999999),  # the last instant of an hour
+        _entry(7, created_at=1_700_006_400.0),  # the first instant of a day
+    ]
+    for entry in batch:
+        ledger.submit(entry)
+    ledger.flush()
+    rows = {r["request_id"]: r for r in ledger_rows(services.store)}
+    assert sorted(rows) == [f"req_{i}" for i in range(1, 8)]
+    assert rows["req_1"]["input_tokens"] == 1
+    assert rows["req_2"]["output_tokens"] == 4
+    _assert_rollups_match_the_ledger(services.store)
+    assert ledger.requests_recorded == 1 + len(batch)  # the window counts what reached the ledger
+
+
+def test_every_field_is_stored(make_services: Callable[..., Services]) -> None:
+    services = make_services()
+    entry = UsageEntry(
+        request_id="req_all",
+        key_id="key_x",
+        model="m",
+        endpoint="embeddings",
+        input_tokens=3,
+        output_tokens=4,
+        cached_tokens=1,
+        reasoning_tokens=2,
+        cost=0.5,
+        latency_ms=12.5,
+        ttft_ms=3.25,
+        status="disconnected",
+        http_status=499,
+        stream=True,
+        client_disconnected=True,
+        exact=False,
+        created_at=1_700_000_123.5,
+    )
+    services.ledger.submit(entry)
+    services.ledger.flush()
+    expected = entry_dict(entry)
+    del expected["reservation_id"]
+    assert list(ledger_rows(services.store)) == [{**expected, "total_tokens": 7}]
+
+
+def test_reservations_are_released_with_their_rows(make_services: Callable[..., Services]) -> None:
+    services = make_services()
+    reservation = services.store.tables.BudgetReservation
+    held = [
+        reservation.create(key_id="key_0", unit="tokens", amount=100, boot="test", created_at=0.0).id
+        for _ in range(4)
+    ]
+    services.ledger.submit(_entry(0, reservation_id=held[0]))
+    services.ledger.flush()
+    services.ledger.submit(_entry(1, reservation_id=held[1]))
+    services.ledger.submit(_entry(0, reservation_id=held[2]))  # a replay still releases what it held
+    services.ledger.submit(_entry(2))
+    services.ledger.flush()
+    assert [r.id for r in reservation.select()] == [held[3]]  # another request's hold stays
+
+
+def test_record_returns_once_its_row_is_committed(tmp_path: Path) -> None:
+    store = Store(tmp_path / "db.sqlite3")
+    # Rows nobody awaits wait a minute for company here: an awaited row must not wait with them.
+    ledger = Ledger(store, gather_s=60.0, commit_wait_s=5.0)
+    try:
+
+        async def requests(first: int) -> None:
+            ledger.submit(_entry(first, status="rejected"))
+            await asyncio.gather(*(ledger.record(_entry(first + i)) for i in range(1, 50)))
+
+        threads = [threading.Thread(target=asyncio.run, args=(requests(n * 100),)) for n in range(3)]
+        started = time.monotonic()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
+        assert time.monotonic() - started < 5.0
+        # Another connection sees every awaited row committed.
+        with contextlib.closing(sqlite3.connect(tmp_path / "db.sqlite3")) as other:
+            count = "SELECT COUNT(*) FROM usage_record WHERE status = 'completed'"
+            assert other.execute(count).fetchone()[0] == 3 * 49
+        ledger.flush()
+        assert len(list(ledger_rows(store))) == 3 * 50
+        _assert_rollups_match_the_ledger(store)
+    finally:
+        ledger.close()
+        store.close()
+
+
+def test_rows_nobody_awaits_are_written_within_the_gathering_time(tmp_path: Path) -> None:
+    store = Store(tmp_path / "db.sqlite3")
+    ledger = Ledger(store, gather_s=0.05)
+    try:
+        done = ledger.submit(_entry(1))
+        done.result(5)  # without a flush
+        assert [r["request_id"] for r in ledger_rows(store)] == ["req_1"]
+    finally:
+        ledger.close()
+        store.close()
+
+
+def test_a_commit_never_settles_a_row_it_did_not_write(tmp_path: Path) -> None:
+    """Rows share their batch's commit: while threads and event loops queue rows as the writer takes its
+    batches, whoever is told "committed" finds the row in the database."""
+    path = tmp_path / "db.sqlite3"
+    store = Store(path)
+    ledger = Ledger(store, gather_s=0.0)
+    missing: list[str] = []
+
+    def check(con: sqlite3.Connection, request_id: str) -> None:
+        if con.execute("SELECT 1 FROM usage_record WHERE request_id = ?", (request_id,)).fetchone() is None:
+            missing.append(request_id)
+
+    def submitter(tag: int) -> None:
+        with contextlib.closing(sqlite3.connect(path)) as con:
+            for i in range(1000):
+                done = ledger.submit(_entry(tag + i))
+                if i % 7 == 0:
+                    done.result(10)
+                    check(con, f"req_{tag + i}")
+
+    async def recorder(tag: int) -> None:
+        with contextlib.closing(sqlite3.connect(path)) as con:
+            for i in range(500):
+                await ledger.record(_entry(tag + i))
+                check(con, f"req_{tag + i}")
+
+    threads = [threading.Thread(target=submitter, args=(n * 10_000,)) for n in range(4)]
+    threads += [threading.Thread(target=asyncio.run, args=(recorder(n * 10_000),)) for n in range(4, 6)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert missing == []
+        ledger.flush()
+        assert len(list(ledger_rows(store))) == 4 * 1000 + 2 * 500
+    finally:
+        ledger.close()
+        store.close()
+
+
+def test_close_writes_what_is_queued(tmp_path: Path) -> None:
+    store = Store(tmp_path / "db.sqlite3")
+    ledger = Ledger(store, gather_s=60.0)
+    for i in range(10):
+        ledger.submit(_entry(i))
+    ledger.close()
+    assert len(list(ledger_rows(store))) == 10
+    store.close()
+
+
+_LEDGER_DOWN = "CREATE TRIGGER ledger_down BEFORE INSERT ON usage_record BEGIN SELECT RAISE(ABORT, 'the ledger is down'); END"
+
+
+def test_rows_are_kept_while_the_store_fails_and_written_once_it_recovers(tmp_path: Path) -> None:
+    store = Store(tmp_path / "db.sqlite3")
+    ledger = Ledger(store, commit_wait_s=0.3)
+    try:
+        ledger.submit(_entry(0))
+        ledger.flush()
+        store.db.execute_sql(_LEDGER_DOWN)
+        queued = ledger.submit(_entry(1))
+        with pytest.raises(StorageFailure, match="the ledger is down"):
+            asyncio.run(ledger.record(_entry(2)))
+        with pytest.raises(TimeoutError):
+            ledger.flush(timeout=0.2)
+        assert not queued.done()
+        assert ledger.last_error is not None
+        store.db.execute_sql("DROP TRIGGER ledger_down")
+        queued.result(10)
+        ledger.flush()
+        assert ledger.last_error is None
+        assert sorted(r["request_id"] for r in ledger_rows(store)) == ["req_0", "req_1", "req_2"]
+        _assert_rollups_match_the_ledger(store)
+    finally:
+        ledger.close()
+        store.close()
+
+
+def test_a_batch_rolls_up_only_its_own_rows(tmp_path: Path) -> None:
+    """The roll-ups read the rows a batch inserted by id, not an index over the whole ledger, so that a
+    batch costs the same with a million rows recorded as with none."""
+    store = Store(tmp_path / "db.sqlite3")
+    for statement in (usage._ROLLUP, usage._SPEND):
+        plan = " ".join(row[3] for row in store.db.execute_sql(f"EXPLAIN QUERY PLAN {statement}", (0,)))
+        assert "USING INTEGER PRIMARY KEY (rowid>?)" in plan, plan
+        assert "INDEX" not in plan.replace("INTEGER PRIMARY KEY", ""), plan
+    store.close()
 
 
 PRICED = ModelConfig(
