@@ -9,7 +9,9 @@ protocol (the C parser: most of a small request's cost is parsing when the parse
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+from collections.abc import Callable
 from typing import Any
 
 import uvicorn
@@ -33,6 +35,42 @@ def _envelope(message: str, code: str) -> bytes:
     return json.dumps(
         {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": code}}
     ).encode()
+
+
+DISCONNECT_EXTENSION = "aisp.disconnect"
+"""The scope extension holding a request's :class:`DisconnectSignal`."""
+
+
+class DisconnectSignal:
+    """Tells a request's handler that its client left, without a task waiting on ``receive`` for it.
+
+    The protocol puts one in each request's scope (``scope["extensions"]["aisp.disconnect"]``) and fires
+    it when the connection is lost before the response is complete: the same moment at which ``receive``
+    would return ``http.disconnect``.
+    """
+
+    __slots__ = ("_callbacks", "fired")
+
+    def __init__(self) -> None:
+        self._callbacks: list[Callable[[], None]] = []
+        self.fired = False
+
+    def add(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` when the client leaves (at once if it has left already)."""
+        if self.fired:
+            callback()
+        else:
+            self._callbacks.append(callback)
+
+    def remove(self, callback: Callable[[], None]) -> None:
+        with contextlib.suppress(ValueError):
+            self._callbacks.remove(callback)
+
+    def fire(self) -> None:
+        self.fired = True
+        callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            callback()
 
 
 class CoalescingTransport:
@@ -86,6 +124,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._in_headers = True  # until the first request's headers are complete
         self._header_bytes = 0
         self._header_size = 0
+        self._signals: list[tuple[Any, DisconnectSignal]] = []  # (cycle, signal) of requests not yet answered
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(CoalescingTransport(transport, self.loop))  # type: ignore[arg-type]
@@ -141,11 +180,20 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return
         self._in_headers = False
         self._disarm()
+        signal = DisconnectSignal()
+        self.scope.setdefault("extensions", {})[DISCONNECT_EXTENSION] = signal  # type: ignore[assignment]
         super().on_headers_complete()
+        self._signals = [(c, s) for c, s in self._signals if not c.response_complete]
+        if self.cycle is not None and self.cycle.scope is self.scope:
+            self._signals.append((self.cycle, signal))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         super().connection_lost(exc)
+        signals, self._signals = self._signals, []
+        for cycle, signal in signals:
+            if not cycle.response_complete:
+                signal.fire()
 
     def send_400_response(self, msg: str) -> None:
         self._reply(400, "Bad Request", msg, "invalid_http_request")

@@ -25,6 +25,7 @@ import io
 import json
 import logging
 import operator
+import queue
 import threading
 import time
 from collections import deque
@@ -171,6 +172,42 @@ GATHER_S = 0.05
 """How long rows that nobody awaits may wait for others to share their transaction."""
 
 
+class _Bell:
+    """A flag the writer sleeps on, like ``threading.Event`` but rung through a C queue: setting it takes no
+    Python-level lock or condition, which on the event loop's thread is most of what a wake-up costs.
+    Like an Event, setting it twice before the writer wakes wakes it once; a spurious wake-up is harmless
+    (the writer looks at the queues again)."""
+
+    __slots__ = ("_queue", "_set")
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[None] = queue.SimpleQueue()
+        self._set = False
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        if not self._set:
+            self._set = True
+            self._queue.put(None)
+
+    def clear(self) -> None:
+        self._set = False
+        with contextlib.suppress(queue.Empty):
+            while True:
+                self._queue.get_nowait()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if self._set:
+            return True
+        try:
+            self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return self._set
+        return True
+
+
 class _Commit:
     """The commit of the next batch: it settles every row queued before the writer takes that batch."""
 
@@ -223,8 +260,8 @@ class Ledger:
         self._awaited_commit = _Commit()
         self._gathered: deque[UsageEntry] = deque()
         self._gathered_commit = _Commit()
-        self._wake = threading.Event()  # something is queued
-        self._hurry = threading.Event()  # a row is awaited, or the gathered rows are due
+        self._wake = _Bell()  # something is queued
+        self._hurry = _Bell()  # a row is awaited, or the gathered rows are due
         self._due = False  # write the gathered rows now: a flush, a close or a full batch
         self._closing = False
         self._requests = 0  # counted by the writer alone, so without a lock
@@ -287,10 +324,8 @@ class Ledger:
 
     def _nudge(self) -> None:
         """Have the writer write now (setting only a flag that is not set yet, which costs no lock)."""
-        if not self._hurry.is_set():
-            self._hurry.set()
-        if not self._wake.is_set():
-            self._wake.set()
+        self._hurry.set()
+        self._wake.set()
 
     def _run(self) -> None:
         gather_until: float | None = None

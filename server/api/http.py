@@ -17,6 +17,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from server.api.billing import record_rejection
+from server.connections import DISCONNECT_EXTENSION, DisconnectSignal
 from server.errors import (
     APIError,
     EngineFailure,
@@ -174,37 +175,45 @@ async def read_json(request: Request, model: type[M]) -> M:
 
 
 class DisconnectGuard:
-    """``async with DisconnectGuard(receive):`` runs the block in the current task and cancels it if the
-    client disconnects meanwhile; a block cancelled that way ends quietly (``disconnected`` is then true)
-    once its clean-up has run.
+    """``async with DisconnectGuard(scope, receive):`` runs the block in the current task and cancels it if
+    the client disconnects meanwhile; a block cancelled that way ends quietly (``disconnected`` is then
+    true) once its clean-up has run.
 
-    One watching task per request, with the work kept in the request's own task: cheaper than running
-    the work in a second task and waiting for whichever of the two ends first.
+    The work stays in the request's own task. The server's connection says when the client leaves (the
+    scope's :class:`DisconnectSignal`); under another server a task waits on ``receive`` for it.
     """
 
-    def __init__(self, receive: Receive) -> None:
+    def __init__(self, scope: Scope, receive: Receive) -> None:
+        self._signal: DisconnectSignal | None = scope.get("extensions", {}).get(DISCONNECT_EXTENSION)
         self._receive = receive
         self.disconnected = False
         self._task: asyncio.Task[Any] | None = None
         self._watcher: asyncio.Future[None] | None = None
 
-    async def _watch(self) -> None:
-        while (await self._receive())["type"] != "http.disconnect":
-            pass
+    def _left(self) -> None:
         self.disconnected = True
         if self._task is not None:
             self._task.cancel()
 
+    async def _watch(self) -> None:
+        while (await self._receive())["type"] != "http.disconnect":
+            pass
+        self._left()
+
     async def __aenter__(self) -> DisconnectGuard:
         self._task = asyncio.current_task()
-        self._watcher = asyncio.ensure_future(self._watch())
+        if self._signal is not None:
+            self._signal.add(self._left)
+        else:
+            self._watcher = asyncio.ensure_future(self._watch())
         return self
 
-    async def __aexit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, _tb: object
-    ) -> bool:
+    async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None, _tb: object) -> bool:
+        # First, so that the client leaving from here on can no longer cancel this task.
+        if self._signal is not None:
+            self._signal.remove(self._left)
         if self._watcher is not None:
-            self._watcher.cancel()  # before it runs again: it can no longer cancel this task
+            self._watcher.cancel()
         if kind is None or not issubclass(kind, asyncio.CancelledError) or not self.disconnected:
             return False
         assert self._task is not None
@@ -241,7 +250,7 @@ class EventStream(Response):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            async with DisconnectGuard(receive):
+            async with DisconnectGuard(scope, receive):
                 await send(
                     {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
                 )
@@ -265,6 +274,6 @@ async def until_disconnected(request: Request, work: Awaitable[T]) -> T | None:
     answer would otherwise keep its model busy for a client that is gone. The work's clean-up (stopping
     the engine) has ended by the time this returns, so the bill written next holds all it used.
     """
-    async with DisconnectGuard(request.receive):
+    async with DisconnectGuard(request.scope, request.receive):
         return await work
     return None

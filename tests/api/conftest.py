@@ -43,8 +43,9 @@ def http(live: Live, key: str | None = None, **options: Any) -> httpx.Client:
 
 
 @pytest.fixture
-def client(live: Live) -> openai.OpenAI:
-    return sdk(live)
+def client(live: Live) -> Iterator[openai.OpenAI]:
+    with sdk(live) as c:
+        yield c
 
 
 @pytest.fixture
