@@ -5,10 +5,16 @@ full is never unbilled, even if the process dies right after. Rows are grouped i
 batch (thousands of rows a second on one SQLite file) and an hourly roll-up is updated in that same
 transaction: the graphs read the roll-up and stay fast with millions of ledger rows.
 
-Queuing a row costs an append to a deque: no lock, no future and no wake-up of its own. Every row queued
-before the writer takes its next batch shares that batch's :class:`_Commit`, and only the first row queued
-after the writer took a batch wakes it. A row someone awaits (``record``, or any row at a ``flush``) is
-written at once; rows nobody waits for (``submit``) gather for up to ``GATHER_S`` and are written in
+The rows awaited during one pass of the server's event loop are committed together at the end of that
+pass, on the loop's own thread: a wake-up of the writer thread and the hand-back of its result cost the
+loop more than the commit itself. That commit never waits for a lock (nor checkpoints the log): when the
+database is busy, or failing, its rows go to the writer thread like any other. Rows committed on the
+loop are counted, and the writer checkpoints every ``CHECKPOINT_EVERY`` such commits.
+
+Queuing a row for the writer costs an append to a deque: no lock, no future and no wake-up of its own.
+Every row queued before the writer takes its next batch shares that batch's :class:`_Commit`, and only
+the first row queued after the writer took a batch wakes it. A row someone awaits (``record``, or any row
+at a ``flush``) is written at once; rows nobody waits for (``submit``) gather for up to ``GATHER_S`` and are written in
 transactions of their own, so that a steady stream of them neither lengthens the awaited commits nor
 costs a transaction each. Rows go to SQLite a chunk per statement, and the roll-up and the daily spend are
 computed by SQLite over the rows a batch inserted: the writer gives up the GIL (and waits to get it back
@@ -29,7 +35,7 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
 from itertools import chain
@@ -37,7 +43,7 @@ from typing import Any, Literal
 
 from server.config import ModelConfig
 from server.errors import StorageFailure
-from server.store import Store, disk_error
+from server.store import PRAGMAS, Store, disk_error
 
 log = logging.getLogger(__name__)
 
@@ -168,6 +174,10 @@ _SPEND = (
 )
 _UNRESERVE = "DELETE FROM budget_reservation WHERE id IN (SELECT value FROM json_each(?))"
 COMMIT_WAIT_S = 10.0
+WAL_AUTOCHECKPOINT = 1000
+"""SQLite's default: a commit that leaves the write-ahead log longer than this many pages checkpoints it."""
+CHECKPOINT_EVERY = 256
+"""Transactions committed on an event loop (which never checkpoints) between two checkpoints by the writer."""
 GATHER_S = 0.05
 """How long rows that nobody awaits may wait for others to share their transaction."""
 
@@ -249,6 +259,7 @@ class Ledger:
         batch: int = 2000,
         commit_wait_s: float = COMMIT_WAIT_S,
         gather_s: float = GATHER_S,
+        on_loop: bool = True,
     ) -> None:
         self._store = store
         self._batch = batch
@@ -265,14 +276,19 @@ class Ledger:
         self._due = False  # write the gathered rows now: a flush, a close or a full batch
         self._closing = False
         self._requests = 0  # counted by the writer alone, so without a lock
+        self._on_loop = on_loop
+        self._passes: dict[asyncio.AbstractEventLoop, list[tuple[UsageEntry, asyncio.Future[None]]]] = {}
+        self._committed_on_loops = 0  # counted on the event loop (one per process: the server's)
+        self._loop_transactions = 0
+        self._checkpoint_due = False
         self.last_error: str | None = None
         self._thread = threading.Thread(target=self._run, name="usage-ledger", daemon=True)
         self._thread.start()
 
     @property
     def requests_recorded(self) -> int:
-        """Requests recorded since start (the window's live counter): rows taken by the writer."""
-        return self._requests
+        """Requests recorded since start (the window's live counter)."""
+        return self._requests + self._committed_on_loops
 
     def submit(self, entry: UsageEntry) -> Future[None]:
         """Queue a row without waiting for it; it is written within ``gather_s`` (or at a flush). The future,
@@ -289,22 +305,72 @@ class Ledger:
         return commit.future
 
     async def record(self, entry: UsageEntry) -> None:
-        """Queue a row and wait for its commit; a store that cannot be written raises StorageFailure."""
+        """Write a row and wait for its commit; a store that cannot be written raises StorageFailure."""
         loop = asyncio.get_running_loop()
-        self._awaited.append(entry)
-        committed = self._awaited_commit.event_for(loop)
-        self._nudge()
+        committed = self._join_pass(loop, entry) if self._on_loop else self._queue_awaited(loop, entry)
         if committed is None:
             return
         try:
             # A timeout cancels only the waiting: the row stays queued and is written when it can be.
             async with asyncio.timeout(self._commit_wait_s):
-                await committed.wait()
+                await committed
         except TimeoutError as exc:
             raise StorageFailure(
                 f"The usage ledger cannot be written ({self.last_error or 'timed out'}); the request is kept "
                 "and will be recorded when the store recovers."
             ) from exc
+
+    def _queue_awaited(self, loop: asyncio.AbstractEventLoop, entry: UsageEntry) -> Awaitable[Any] | None:
+        """Hand a row to the writer; what to await for its commit (None: committed already)."""
+        self._awaited.append(entry)
+        committed = self._awaited_commit.event_for(loop)
+        self._nudge()
+        return None if committed is None else committed.wait()
+
+    def _join_pass(self, loop: asyncio.AbstractEventLoop, entry: UsageEntry) -> asyncio.Future[None]:
+        """Add a row to the rows awaited during this pass of ``loop``, committed together at its end."""
+        rows = self._passes.get(loop)
+        if rows is None:
+            rows = self._passes[loop] = []
+            loop.call_soon(self._commit_pass, loop)
+        done: asyncio.Future[None] = loop.create_future()
+        rows.append((entry, done))
+        return done
+
+    def _commit_pass(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Commit the rows of one loop pass on the loop's own thread, without waiting for a lock: when
+        another writer holds the database, or the store fails, they go to the writer thread instead
+        (which waits, and retries until the store recovers)."""
+        pending = self._passes.pop(loop, [])
+        rows = [entry for entry, _ in pending]
+        try:
+            self._write_without_waiting(rows)
+        except Exception:  # busy, or failing: the writer thread takes over these rows
+            handed = self._queue_awaited(loop, rows[0])
+            self._awaited.extend(rows[1:])
+            if handed is None:
+                _resolve([done for _, done in pending])
+            else:
+                loop.create_task(_resolve_when(handed, [done for _, done in pending]))
+            return
+        self._committed_on_loops += len(rows)
+        _resolve([done for _, done in pending])
+        self._loop_transactions += 1
+        if self._loop_transactions % CHECKPOINT_EVERY == 0:
+            self._checkpoint_due = True
+            self._nudge()
+
+    def _write_without_waiting(self, rows: list[UsageEntry]) -> None:
+        db = self._store.db
+        # No waiting for a lock the writer thread or another process holds (that would stall the event
+        # loop), and no checkpoint at this commit (the writer thread checkpoints: see _run).
+        db.execute_sql("PRAGMA busy_timeout = 0")
+        db.execute_sql("PRAGMA wal_autocheckpoint = 0")
+        try:
+            self._write(rows)
+        finally:
+            db.execute_sql(f"PRAGMA busy_timeout = {PRAGMAS['busy_timeout']}")
+            db.execute_sql(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT}")
 
     def flush(self, timeout: float = 10.0) -> None:
         """Wait until everything queued so far is committed."""
@@ -356,6 +422,15 @@ class Ledger:
             awaited_commit.done()
             if gathered_commit is not None:
                 gathered_commit.done()
+            if self._checkpoint_due:
+                self._checkpoint_due = False
+                try:
+                    # RESTART: the loop keeps committing, so a passive checkpoint would never catch up with
+                    # the log and the log would never start over. This one holds off other writers (the
+                    # loop then hands its rows here) until the log is copied and can be reused.
+                    self._store.db.execute_sql("PRAGMA wal_checkpoint(RESTART)")
+                except Exception as exc:  # the next commit here checkpoints anyway
+                    log.warning("usage ledger checkpoint failed: %s", exc)
             if closing:
                 return
 
@@ -389,6 +464,17 @@ class Ledger:
             if inserted:  # not only replays of rows already recorded
                 cursor.execute(_ROLLUP, (last_id,))
                 cursor.execute(_SPEND, (last_id,))
+
+
+def _resolve(waiters: list[asyncio.Future[None]]) -> None:
+    for done in waiters:
+        if not done.done():  # one whose wait timed out was cancelled: its row is written all the same
+            done.set_result(None)
+
+
+async def _resolve_when(committed: Awaitable[Any], waiters: list[asyncio.Future[None]]) -> None:
+    await committed
+    _resolve(waiters)
 
 
 def _take(queue: deque[UsageEntry]) -> list[UsageEntry]:

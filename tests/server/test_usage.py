@@ -347,3 +347,84 @@ def test_cost_is_linear_in_each_kind_of_token(inputs: int, outputs: int) -> None
     assert abs(total - (cost_of(PRICED, inputs, 0) + cost_of(PRICED, 0, outputs))) <= 1e-9 * max(1.0, total)
     assert abs(total - (inputs * 0.4 + outputs * 1.6) / 1e6) <= 1e-9 * max(1.0, total)
     assert cost_of(None, inputs, outputs) == 0.0
+
+
+def test_rows_awaited_in_one_loop_pass_share_one_commit_on_the_loop(tmp_path: Path) -> None:
+    """Twenty requests finishing in the same pass of the event loop: one transaction, on the loop's own
+    thread (its connection runs the transaction), committed before any of them returns."""
+    store = Store(tmp_path / "db.sqlite3")
+    ledger = Ledger(store)
+    try:
+
+        async def requests() -> list[str]:
+            statements: list[str] = []
+            store.db.connection().set_trace_callback(statements.append)
+            await asyncio.gather(*(ledger.record(_entry(i)) for i in range(20)))
+            store.db.connection().set_trace_callback(None)
+            return statements
+
+        statements = asyncio.run(requests())
+        assert sum(s.startswith("BEGIN IMMEDIATE") for s in statements) == 1, statements
+        assert len(list(ledger_rows(store))) == 20 and ledger.requests_recorded == 20
+        _assert_rollups_match_the_ledger(store)
+    finally:
+        ledger.close()
+        store.close()
+
+
+def test_a_busy_database_hands_the_rows_to_the_writer_without_stalling_the_loop(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite3"
+    store = Store(path)
+    ledger = Ledger(store, commit_wait_s=10.0)
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # another process writing: the loop must not wait for it
+        threading.Timer(0.5, other.execute, args=("COMMIT",)).start()
+
+        async def request_and_ticks() -> tuple[float, int]:
+            ticks = 0
+
+            async def ticker() -> None:
+                nonlocal ticks
+                while True:
+                    await asyncio.sleep(0.01)
+                    ticks += 1
+
+            beat = asyncio.ensure_future(ticker())
+            started = time.monotonic()
+            await ledger.record(_entry(1))
+            waited = time.monotonic() - started
+            beat.cancel()
+            return waited, ticks
+
+        waited, ticks = asyncio.run(request_and_ticks())
+        assert waited >= 0.4  # committed only once the other writer was done ...
+        assert ticks >= 20  # ... and the loop kept turning meanwhile
+        assert [r["request_id"] for r in ledger_rows(store)] == ["req_1"]
+    finally:
+        other.close()
+        ledger.close()
+        store.close()
+
+
+def test_commits_on_the_loop_keep_the_log_bounded(tmp_path: Path) -> None:
+    """Commits on the loop never checkpoint the write-ahead log; the writer checkpoints it for them."""
+    path = tmp_path / "db.sqlite3"
+    store = Store(path)
+    ledger = Ledger(store)
+    try:
+
+        async def requests() -> None:
+            for i in range(4 * usage.CHECKPOINT_EVERY):
+                await ledger.record(_entry(i))
+
+        asyncio.run(requests())
+        ledger.flush()
+        wal = Path(str(path) + "-wal").stat().st_size
+        pages = store.db.execute_sql("PRAGMA page_size").fetchone()[0]
+        # Unchecked, each of these transactions would leave its pages in the log: several MB.
+        assert wal < 2 * usage.CHECKPOINT_EVERY * 8 * pages, wal
+        assert len(list(ledger_rows(store))) == 4 * usage.CHECKPOINT_EVERY
+    finally:
+        ledger.close()
+        store.close()
