@@ -307,9 +307,15 @@ class Ledger:
     async def record(self, entry: UsageEntry) -> None:
         """Write a row and wait for its commit; a store that cannot be written raises StorageFailure."""
         loop = asyncio.get_running_loop()
-        committed = self._join_pass(loop, entry) if self._on_loop else self._queue_awaited(loop, entry)
-        if committed is None:
+        if self._on_loop:
+            # Committed at the end of this pass, or handed to the writer, whose wait is bounded there.
+            await self._join_pass(loop, entry)
             return
+        committed = self._queue_awaited(loop, entry)
+        if committed is not None:
+            await self._bounded(committed)
+
+    async def _bounded(self, committed: Awaitable[Any]) -> None:
         try:
             # A timeout cancels only the waiting: the row stays queued and is written when it can be.
             async with asyncio.timeout(self._commit_wait_s):
@@ -348,10 +354,11 @@ class Ledger:
         except Exception:  # busy, or failing: the writer thread takes over these rows
             handed = self._queue_awaited(loop, rows[0])
             self._awaited.extend(rows[1:])
+            waiters = [done for _, done in pending]
             if handed is None:
-                _resolve([done for _, done in pending])
+                _resolve(waiters)
             else:
-                loop.create_task(_resolve_when(handed, [done for _, done in pending]))
+                loop.create_task(self._resolve_when(handed, waiters))
             return
         self._committed_on_loops += len(rows)
         _resolve([done for _, done in pending])
@@ -359,6 +366,16 @@ class Ledger:
         if self._loop_transactions % CHECKPOINT_EVERY == 0:
             self._checkpoint_due = True
             self._nudge()
+
+    async def _resolve_when(self, committed: Awaitable[Any], waiters: list[asyncio.Future[None]]) -> None:
+        try:
+            await self._bounded(committed)
+        except StorageFailure as failure:
+            for done in waiters:
+                if not done.done():
+                    done.set_exception(failure)
+            return
+        _resolve(waiters)
 
     def _write_without_waiting(self, rows: list[UsageEntry]) -> None:
         db = self._store.db
@@ -470,11 +487,6 @@ def _resolve(waiters: list[asyncio.Future[None]]) -> None:
     for done in waiters:
         if not done.done():  # one whose wait timed out was cancelled: its row is written all the same
             done.set_result(None)
-
-
-async def _resolve_when(committed: Awaitable[Any], waiters: list[asyncio.Future[None]]) -> None:
-    await committed
-    _resolve(waiters)
 
 
 def _take(queue: deque[UsageEntry]) -> list[UsageEntry]:
