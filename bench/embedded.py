@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import subprocess
 import threading
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from bench.context import Context
@@ -23,6 +25,7 @@ from bench.procs import PYTHON, ROOT, child_setup
 from bench.stats import median, median_of_rounds
 from bench.systems import Running, start_gateway, start_llama_server
 from server.config import default_models
+from server.engines.embedder import OPENMP_ENVIRONMENT
 
 MAX_TOKENS = 128
 TOO_SLOW_S = 30.0
@@ -33,6 +36,11 @@ CLIENTS = 8
 PROMPT = "Write a long story about a lighthouse keeper who finds a message in a bottle during a storm."
 CHAT_SYSTEMS = ("direct_stream", "direct", "api_stream", "api", "llama_server_stream", "llama_server")
 EMBED_SYSTEMS = ("direct_single", "api_single", "direct_batch32", "api_batch32")
+EMBED_BLOCKS = 4
+"""A round's inputs are embedded in this many blocks, direct and through the API in turn (which goes first
+alternating), so that a burst of other work on the machine falls on both systems alike."""
+EMBED_PAUSE_S = 0.2
+"""Between blocks: torch's worker threads in the process that just ran may still be spinning."""
 WORDS = [
     "the",
     "quick",
@@ -85,16 +93,18 @@ def sentences(count: int, offset: int = 0) -> list[str]:
 
 
 class DirectWorker:
-    """The direct-call baseline process (``bench.direct``), unpinned like the servers."""
+    """A direct-call baseline process (``bench.direct``), unpinned like the servers."""
 
-    def __init__(self, ctx: Context) -> None:
-        self._log = open(ctx.logs / "direct.log", "ab")  # noqa: SIM115  (closed in close)
+    def __init__(self, ctx: Context, name: str = "direct", env: Mapping[str, str] | None = None) -> None:
+        self.name = name
+        self._log = open(ctx.logs / f"{name}.log", "ab")  # noqa: SIM115  (closed in close)
         self.process = subprocess.Popen(
             [PYTHON, "-m", "bench.direct"],
             cwd=ROOT,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._log,
+            env={**os.environ, **(env or {})},
             preexec_fn=lambda: child_setup(None),
         )
 
@@ -104,7 +114,7 @@ class DirectWorker:
         self.process.stdin.flush()
         line = self.process.stdout.readline()
         if not line:
-            raise RuntimeError("the direct worker exited; see direct.log")
+            raise RuntimeError(f"the direct worker exited; see {self.name}.log")
         answer: dict[str, Any] = json.loads(line)
         if "error" in answer:
             raise RuntimeError(f"direct {op}: {answer['error']}")
@@ -252,6 +262,50 @@ def _embed_api(client: Client, model: str, texts: list[str], batch: int) -> dict
     return {"inputs": len(texts), "seconds": seconds, "per_s": len(texts) / seconds}
 
 
+class EmbedBench:
+    """sentence-transformers called directly against the API, in alternating blocks.
+
+    The direct baseline has a process of its own, as the server's embedder has: in the chat baseline's
+    process torch would run on llama.cpp's OpenMP runtime (the system's ``libgomp.so.1``, loaded first, has
+    the same soname as torch's own) rather than on the one it ships with. It gets the same OpenMP settings
+    as the server's embedding process.
+    """
+
+    def __init__(self, direct: DirectWorker, api: Client, model: str) -> None:
+        self.direct = direct
+        self.api = api
+        self.model = model
+        self._direct_first = True
+
+    def warm(self, texts: list[str]) -> None:
+        """One call of each shape measured, on both systems (first calls allocate)."""
+        for batch in (1, 32):
+            self.direct.call("embed", texts=texts[:batch], batch=batch)
+            _embed_api(self.api, self.model, texts[:batch], batch)
+
+    def measure(self, texts: list[str], batch: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Embed ``texts`` ``batch`` at a time with each system: (direct, API) results."""
+        calls = len(range(0, len(texts), batch))
+        blocks = min(EMBED_BLOCKS, calls)
+        seconds = {"direct": 0.0, "api": 0.0}
+        for block in range(blocks):
+            start, end = block * calls // blocks * batch, (block + 1) * calls // blocks * batch
+            chunk = texts[start:end]
+            order = ("direct", "api") if self._direct_first else ("api", "direct")
+            self._direct_first = not self._direct_first
+            for system in order:
+                time.sleep(EMBED_PAUSE_S)
+                if system == "direct":
+                    seconds[system] += self.direct.call("embed", texts=chunk, batch=batch)["seconds"]
+                else:
+                    seconds[system] += _embed_api(self.api, self.model, chunk, batch)["seconds"]
+        direct, api = (
+            {"inputs": len(texts), "seconds": seconds[s], "per_s": len(texts) / seconds[s]}
+            for s in ("direct", "api")
+        )
+        return direct, api
+
+
 def run(ctx: Context) -> dict[str, Any]:
     chat_config, embed_config = default_models()[:2]
     if not chat_config.source or not embed_config.source:
@@ -262,6 +316,9 @@ def run(ctx: Context) -> dict[str, Any]:
     notes: list[str] = []
     ctx.say("embedded: loading the models directly, in the gateway and in llama_cpp.server")
     direct = DirectWorker(ctx)
+    # The server's embedding process keeps any OpenMP setting the operator made; so does this baseline.
+    openmp = {name: os.environ.get(name, value) for name, value in OPENMP_ENVIRONMENT.items()}
+    embedder = DirectWorker(ctx, "direct-embed", env=openmp)
     started: list[Running] = []
     bench: ChatBench | None = None
     try:
@@ -303,7 +360,7 @@ def run(ctx: Context) -> dict[str, Any]:
             "n_threads": threads,
             "n_batch": 512,
         }
-        embed_load = direct.call("load_embed", path=embed_config.source)
+        embed_load = embedder.call("load_embed", path=embed_config.source)
         gateway = start_gateway(
             "gateway-embedded",
             ctx.workdir,
@@ -338,8 +395,8 @@ def run(ctx: Context) -> dict[str, Any]:
         singles, batches = (16, 2) if ctx.smoke else (64, 8)
         texts_single = sentences(singles)
         texts_batch = sentences(batches * 32, offset=1000)
-        _embed_api(bench.api, embed_config.name, texts_single[:4], 1)  # warm-up
-        direct.call("embed", texts=texts_single[:4], batch=1)
+        embeddings = EmbedBench(embedder, bench.api, embed_config.name)
+        embeddings.warm(texts_batch)
         for round_number in range(ctx.rounds):
             ctx.say(f"embedded: round {round_number + 1}/{ctx.rounds}: chat")
             for system in CHAT_SYSTEMS:
@@ -348,13 +405,10 @@ def run(ctx: Context) -> dict[str, Any]:
             for system in conc_rounds:
                 conc_rounds[system].append(bench.concurrent(system, CLIENTS))
             ctx.say(f"embedded: round {round_number + 1}/{ctx.rounds}: embeddings")
-            # One system at a time, with a pause between: torch's worker threads in the process that just ran
-            # keep spinning for a moment, and on two cores they would slow the other one down.
             for name, batch, texts in (("single", 1, texts_single), ("batch32", 32, texts_batch)):
-                time.sleep(0.5)
-                embed_rounds[f"direct_{name}"].append(direct.call("embed", texts=texts, batch=batch))
-                time.sleep(0.5)
-                embed_rounds[f"api_{name}"].append(_embed_api(bench.api, embed_config.name, texts, batch))
+                direct_result, api_result = embeddings.measure(texts, batch)
+                embed_rounds[f"direct_{name}"].append(direct_result)
+                embed_rounds[f"api_{name}"].append(api_result)
         chat = {s: median_of_rounds(r) for s, r in chat_rounds.items()}
         concurrency = {s: median_of_rounds(r) for s, r in conc_rounds.items()}
         for (
@@ -375,6 +429,7 @@ def run(ctx: Context) -> dict[str, Any]:
                 "prompt": PROMPT,
                 "embedding_model": embed_config.source,
                 "torch_threads": embed_load.get("torch_threads"),
+                "embedding_openmp": openmp,
             },
             "chat": chat,
             "chat_rounds": chat_rounds,
@@ -388,4 +443,5 @@ def run(ctx: Context) -> dict[str, Any]:
             bench.close()
         for system in reversed(started):
             system.stop()
+        embedder.close()
         direct.close()

@@ -9,9 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from server.config import ModelConfig
+
+if TYPE_CHECKING:  # numpy is imported only where an embedding model runs
+    import numpy as np
+    from numpy.typing import NDArray
 
 FinishReason = Literal["stop", "length"]
 
@@ -90,7 +94,8 @@ class ChatBackend(Protocol):
 
 @dataclass(frozen=True)
 class Embeddings:
-    vectors: list[list[float]]
+    vectors: list[list[float]] | NDArray[np.float32]
+    """One vector per input, in order: a float32 matrix (one row each) or lists of floats."""
     tokens: int
 
 

@@ -49,9 +49,8 @@ def _serve(connection: Connection, config: dict[str, Any]) -> None:
         except Exception as exc:  # reported to the request that caused it; the child keeps serving
             connection.send(("error", f"{type(exc).__name__}: {exc}"))
             continue
-        vectors = np.asarray(result.vectors, dtype=np.float32)
-        connection.send(("ok", vectors.shape, result.tokens))
-        connection.send_bytes(vectors.tobytes())
+        vectors = np.ascontiguousarray(result.vectors, dtype=np.float32)
+        connection.send(("ok", vectors.shape, result.tokens, vectors.tobytes()))  # one message: one wake-up
 
 
 class ProcessEmbedder:
@@ -95,7 +94,6 @@ class ProcessEmbedder:
             try:
                 self._connection.send(list(inputs))
                 reply = self._connection.recv()
-                payload = self._connection.recv_bytes() if reply[0] == "ok" else b""
             except (EOFError, OSError, BrokenPipeError) as exc:
                 raise EngineFailureError(
                     f"the embedding process stopped (exit code {self._process.exitcode})"
@@ -104,9 +102,9 @@ class ProcessEmbedder:
             raise InvalidRequest(reply[1], param=reply[2], code=reply[3])
         if reply[0] == "error":
             raise EngineFailureError(reply[1])
-        shape, tokens = reply[1], reply[2]
-        vectors = np.frombuffer(payload, dtype=np.float32).reshape(shape)
-        return Embeddings(vectors=vectors.tolist(), tokens=int(tokens))
+        _, shape, tokens, payload = reply
+        # Kept as float32 rows: the JSON writer takes them as they are, no Python float per value.
+        return Embeddings(vectors=np.frombuffer(payload, dtype=np.float32).reshape(shape), tokens=int(tokens))
 
     def close(self) -> None:
         with contextlib.suppress(OSError, BrokenPipeError):

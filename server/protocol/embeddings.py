@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import base64
 import struct
-from typing import Annotated, Any, Literal
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
+
+if TYPE_CHECKING:  # a local model's vectors are numpy rows; this module never needs numpy itself
+    import numpy as np
+    from numpy.typing import NDArray
 
 MAX_INPUTS = 2048
 MAX_INPUT_CHARS = 100_000
 MAX_TOKEN_IDS = 8192
 
+Vector: TypeAlias = "list[float] | NDArray[np.float32]"
+"""One embedding: floats from an upstream, or a float32 row that ``wire.dumps`` writes as it is."""
 
 
 def _check_input(value: Any) -> list[str] | list[list[int]]:
@@ -56,13 +63,19 @@ class EmbeddingRequest(BaseModel):
         return self.input  # type: ignore[no-any-return]
 
 
-def encode_vector(vector: list[float], encoding: Literal["float", "base64"]) -> list[float] | str:
+def encode_vector(vector: Vector, encoding: Literal["float", "base64"]) -> Vector | str:
+    """The vector as the client asked for it: as it is (JSON numbers), or base64 of its little-endian
+    float32 values."""
     if encoding == "float":
         return vector
-    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode("ascii")
+    if isinstance(vector, list):
+        raw = struct.pack(f"<{len(vector)}f", *vector)
+    else:
+        raw = vector.astype("<f4", copy=False).tobytes()
+    return base64.b64encode(raw).decode("ascii")
 
 
-def embedding_list(model: str, vectors: list[list[float] | str], prompt_tokens: int) -> dict[str, Any]:
+def embedding_list(model: str, vectors: Sequence[Vector | str], prompt_tokens: int) -> dict[str, Any]:
     return {
         "object": "list",
         "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)],

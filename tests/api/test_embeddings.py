@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import math
+import re
 import struct
 from typing import Any
 
@@ -184,6 +185,30 @@ def test_similar_sentences_are_closer_than_unrelated_ones(real_live: Live) -> No
     assert similar > cosine(vectors[1], vectors[2]) + 0.3
     # MiniLM counts its own tokens, [CLS] and [SEP] included.
     assert result.usage.prompt_tokens > sum(len(t.split()) for t in texts)
+
+
+def test_real_model_vectors_are_sentence_transformers_own(real_live: Live) -> None:
+    """The vectors sentence-transformers computes, normalised, sent as float32: each JSON number is the
+    shortest text that reads back as its float32 (at most 9 significant digits), base64 holds the same bits."""
+    import numpy as np
+    from sentence_transformers import SentenceTransformer
+
+    config = real_live.services.settings.model(REAL_EMBED)
+    assert config is not None
+    model = SentenceTransformer(config.source, device="cpu", local_files_only=True)
+    texts = ["A man is playing a guitar on stage.", "The quarterly tax report is due next Tuesday.", "x"]
+    expected = model.encode(texts, normalize_embeddings=True, convert_to_numpy=True)
+    with http(real_live) as api:
+        response = api.post("/v1/embeddings", json={"model": REAL_EMBED, "input": texts})
+        assert response.status_code == 200, response.text
+        packed = embed(api, model=REAL_EMBED, input=texts, encoding_format="base64")["data"]
+    floats = response.json()["data"]
+    for row, f, b in zip(expected, floats, packed, strict=True):
+        assert decode(b["embedding"]) == as_float32(f["embedding"])
+        np.testing.assert_allclose(as_float32(f["embedding"]), row, rtol=0, atol=1e-6)
+    numbers = re.findall(rb"-?[0-9][0-9.]*(?:e-?[0-9]+)?", response.content.split(b'"model"')[0])
+    digits = [len(n.lstrip(b"-").split(b"e")[0].replace(b".", b"").strip(b"0")) for n in numbers]
+    assert len(digits) > 3 * 384 and max(digits) <= 9
 
 
 def test_real_model_token_ids_embed_like_the_text(real_live: Live) -> None:
