@@ -85,16 +85,19 @@ def test_headless_serve_answers_models_chat_and_embeddings_without_python(
             "a Python outside the bundle was used"
         )
 
-        client = OpenAI(base_url=base_url, api_key=key, max_retries=0, timeout=120)
-        assert {CHAT_MODEL, EMBEDDING_MODEL} <= {model.id for model in client.models.list()}
-        chat = client.chat.completions.create(
-            model=CHAT_MODEL, messages=[{"role": "user", "content": "Say hello."}], max_tokens=16
-        )
-        assert chat.choices[0].message.content and chat.usage and chat.usage.completion_tokens > 0
-        embedded = client.embeddings.create(model=EMBEDDING_MODEL, input=["hello", "world"])
-        assert [len(item.embedding) for item in embedded.data] == [384, 384]
-        with pytest.raises(AuthenticationError):
-            OpenAI(base_url=base_url, api_key="aisp-not-a-key", max_retries=0).models.list()
+        with OpenAI(base_url=base_url, api_key=key, max_retries=0, timeout=120) as client:
+            assert {CHAT_MODEL, EMBEDDING_MODEL} <= {model.id for model in client.models.list()}
+            chat = client.chat.completions.create(
+                model=CHAT_MODEL, messages=[{"role": "user", "content": "Say hello."}], max_tokens=16
+            )
+            assert chat.choices[0].message.content and chat.usage and chat.usage.completion_tokens > 0
+            embedded = client.embeddings.create(model=EMBEDDING_MODEL, input=["hello", "world"])
+            assert [len(item.embedding) for item in embedded.data] == [384, 384]
+        with (
+            OpenAI(base_url=base_url, api_key="aisp-not-a-key", max_retries=0) as stranger,
+            pytest.raises(AuthenticationError),
+        ):
+            stranger.models.list()
 
     ledger = json.loads(run(program, "usage", "export", "--format", "json", env=env, cwd=work))
     assert {row["model"] for row in ledger} >= {CHAT_MODEL, EMBEDDING_MODEL}, ledger
