@@ -115,27 +115,10 @@ LEDGER_COLUMNS = (
     "client_disconnected",
     "exact",
 )
-_ROW = operator.attrgetter(
-    "request_id",
-    "created_at",
-    "key_id",
-    "model",
-    "endpoint",
-    "input_tokens",
-    "output_tokens",
-    "cached_tokens",
-    "reasoning_tokens",
-    "cost",
-    "latency_ms",
-    "ttft_ms",
-    "status",
-    "http_status",
-    "stream",
-    "client_disconnected",
-    "exact",
-)
+_STORED = tuple(column for column in LEDGER_COLUMNS if column != "total_tokens")
+_ROW = operator.attrgetter(*_STORED)
 """An entry's parameters for the INSERT, read in C (``total_tokens`` is added up by SQLite)."""
-_PER_ROW = 17
+_PER_ROW = len(_STORED)
 _CHUNKS = (32, 16, 8, 4, 2, 1)
 """Rows per INSERT statement. SQLite inserts a chunk in one step, so the writer lets go of the GIL (and
 waits to take it back from the busy event loop) once per chunk rather than once per row; 32 rows bind 544
@@ -143,10 +126,12 @@ parameters, within every SQLite's limit."""
 
 
 def _insert(rows: int) -> str:
+    total_at = LEDGER_COLUMNS.index("total_tokens")
+    inputs, outputs = _STORED.index("input_tokens"), _STORED.index("output_tokens")
     values = []
     for first in range(0, rows * _PER_ROW, _PER_ROW):
         p = [f"?{first + n}" for n in range(1, _PER_ROW + 1)]
-        values.append(f"({', '.join(p[:7])}, {p[5]} + {p[6]}, {', '.join(p[7:])})")
+        values.append(f"({', '.join(p[:total_at])}, {p[inputs]} + {p[outputs]}, {', '.join(p[total_at:])})")
     return f"INSERT OR IGNORE INTO usage_record ({', '.join(LEDGER_COLUMNS)}) VALUES {', '.join(values)}"
 
 

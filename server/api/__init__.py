@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 import server
 from server.api import chat, embeddings, models, responses
 from server.api.dispatch import Application
-from server.api.http import JSON, error_response, exception_response, new_id, require_key
+from server.api.http import JSON, exception_response, new_id, require_key, server_error_response
 from server.api.openapi import openapi_document
 from server.config import Settings
 from server.engines.manager import Factory
@@ -64,9 +64,7 @@ class RequestIds:
                 # connection that the next request of the same client is about to use.
                 log.exception("unexpected error in request %s", request_id)
                 if not started:
-                    error = APIError(f"The server had an error while processing your request (request id {request_id}).")
-                    response = error_response(error, request_id)
-                    await response(scope, receive, send)
+                    await server_error_response(request_id)(scope, receive, send)
         else:
             await self.app(scope, receive, send)
 

@@ -29,8 +29,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
-from server.api.http import error_response, exception_response, new_id, require_key
-from server.errors import APIError
+from server.api.http import exception_response, new_id, require_key, server_error_response
 
 log = logging.getLogger(__name__)
 
@@ -68,15 +67,16 @@ def declared_routes(routes: Iterable[Any]) -> list[Any]:
     return list(contexts(routes)) if contexts is not None else list(routes)
 
 
-def _direct(route: Any) -> bool:
-    """Whether the endpoint can be called as ``endpoint([request], **path_params)``: it asks FastAPI for
-    nothing else (no query, header, cookie or body parameters, no dependency but the key check)."""
+def _direct(route: Any, parameters: Iterable[str]) -> bool:
+    """Whether the endpoint, whose signature has ``parameters``, can be called as
+    ``endpoint([request], **path_params)``: it asks FastAPI for nothing else (no query, header, cookie or
+    body parameters, no dependency but the key check)."""
     dependant: Dependant = route.dependant
     if dependant.query_params or dependant.header_params or dependant.cookie_params or dependant.body_params:
         return False
     if any(d.call is not require_key for d in dependant.dependencies):
         return False
-    names = set(inspect.signature(route.endpoint).parameters) - {"request"}
+    names = set(parameters) - {"request"}
     hints = typing.get_type_hints(route.endpoint)
     return names == set(route.param_convertors) and all(
         hints.get(name) is str and type(convertor).__name__ in ("StringConvertor", "PathConvertor")
@@ -92,11 +92,12 @@ class RouteTable:
         self._dynamic: list[Route] = []
         for route in declared_routes(routes):
             original = getattr(route, "original_route", route)
-            if not isinstance(original, APIRoute) or not _direct(route):
+            parameters = inspect.signature(route.endpoint).parameters
+            if not isinstance(original, APIRoute) or not _direct(route, parameters):
                 continue
             regex = route.path_regex if route.param_convertors else None
             protected = needs_key(route.dependant)
-            takes_request = "request" in inspect.signature(route.endpoint).parameters
+            takes_request = "request" in parameters
             for method in route.methods:
                 served = Route(
                     method, route.path, regex, dict(route.param_convertors), route.endpoint, protected, takes_request
@@ -180,7 +181,4 @@ class Application(FastAPI):
             # that the client's next request is about to use.
             log.exception("unexpected error in request %s", request_id)
             if not started:
-                error = APIError(
-                    f"The server had an error while processing your request (request id {request_id})."
-                )
-                await error_response(error, request_id)(scope, receive, send)
+                await server_error_response(request_id)(scope, receive, send)

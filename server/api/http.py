@@ -69,6 +69,12 @@ def error_response(error: APIError, request_id: str | None = None) -> Response:
     return JSON(error.body(), status_code=error.status, headers=headers)
 
 
+def server_error_response(request_id: str) -> Response:
+    """A request that failed in a way no handler foresaw (the details are in the log)."""
+    error = APIError(f"The server had an error while processing your request (request id {request_id}).")
+    return error_response(error, request_id)
+
+
 async def exception_response(request: Request, exc: Exception) -> Response:
     """Any exception a request raised, as the OpenAI envelope: the one renderer of errors."""
     request_id: str | None = getattr(request.state, "request_id", None)

@@ -268,12 +268,12 @@ def dumps(value: Any) -> bytes:
 
 def sse_data(value: Any) -> bytes:
     """One server-sent event carrying JSON (chat completions style)."""
-    return b"data: " + orjson.dumps(value, option=_ORJSON_OPTIONS) + b"\n\n"
+    return b"data: " + dumps(value) + b"\n\n"
 
 
 def sse_event(event: str, value: Any) -> bytes:
     """One named server-sent event (Responses API style)."""
-    return b"event: " + event.encode("ascii") + b"\ndata: " + orjson.dumps(value, option=_ORJSON_OPTIONS) + b"\n\n"
+    return b"event: " + event.encode("ascii") + b"\ndata: " + dumps(value) + b"\n\n"
 
 
 SSE_DONE = b"data: [DONE]\n\n"
