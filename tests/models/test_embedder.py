@@ -1,0 +1,81 @@
+"""The sentence-transformers embedder on the real MiniLM model: the batch forward pass it calls gives
+exactly what ``SentenceTransformer.encode`` gives, and it keeps to ``encode`` when it would not."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+
+from server.config import default_models
+from server.engines.embedder import BATCH, SentenceTransformerEmbedder
+
+TEXTS = [
+    "A man is playing a guitar on stage.",
+    "x",
+    "The quarterly tax report is due next Tuesday, and the accountant has not yet replied to any email.",
+    "Ünïcödé, emoji 🎸 and numbers 1234567890",
+]
+
+
+@pytest.fixture(scope="module")
+def embedder() -> Iterator[SentenceTransformerEmbedder]:
+    config = default_models()[1]
+    if not config.source:
+        pytest.skip("the embedding model's package is not installed")
+    loaded = SentenceTransformerEmbedder(config)
+    yield loaded
+    loaded.close()
+
+
+def encoded(embedder: SentenceTransformerEmbedder, texts: list[str]) -> Any:
+    return np.asarray(embedder._encode(texts), dtype=np.float32)
+
+
+def test_the_forward_pass_is_used_and_matches_encode(embedder: SentenceTransformerEmbedder) -> None:
+    assert embedder.direct
+    for texts in ([TEXTS[0]], TEXTS, TEXTS[::-1], [TEXTS[2]] * 3 + ["y"] * (BATCH - 3)):
+        result = embedder.embed(texts)
+        assert result.vectors.dtype == np.float32 and result.vectors.shape == (len(texts), 384)
+        np.testing.assert_array_equal(result.vectors, encoded(embedder, texts))
+        np.testing.assert_allclose(np.linalg.norm(result.vectors, axis=1), 1.0, rtol=1e-5)
+
+
+def test_more_inputs_than_one_batch_go_through_encode(embedder: SentenceTransformerEmbedder) -> None:
+    texts = [f"sentence number {i} " + "word " * (i % 7) for i in range(BATCH + 9)]
+    result = embedder.embed(texts)
+    np.testing.assert_array_equal(result.vectors, encoded(embedder, texts))
+
+
+def test_the_models_default_prompt_is_applied_as_encode_applies_it(
+    embedder: SentenceTransformerEmbedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = embedder._model
+    monkeypatch.setattr(model, "prompts", {"query": "query: "})
+    monkeypatch.setattr(model, "default_prompt_name", "query")
+    monkeypatch.setattr(embedder, "_prompt", embedder._default_prompt())
+    assert embedder._prompt == "query: "
+    with_prompt = embedder.embed(TEXTS).vectors
+    np.testing.assert_array_equal(with_prompt, encoded(embedder, TEXTS))
+    monkeypatch.undo()
+    assert not np.allclose(with_prompt, embedder.embed(TEXTS).vectors, atol=1e-3)
+
+
+def test_a_forward_pass_that_disagrees_with_encode_is_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    config = default_models()[1]
+    if not config.source:
+        pytest.skip("the embedding model's package is not installed")
+    forward = SentenceTransformerEmbedder._forward
+
+    def off_by_a_little(self: SentenceTransformerEmbedder, texts: list[str]) -> Any:
+        return forward(self, texts) + 1e-3
+
+    monkeypatch.setattr(SentenceTransformerEmbedder, "_forward", off_by_a_little)
+    loaded = SentenceTransformerEmbedder(config)
+    try:
+        assert not loaded.direct
+        np.testing.assert_array_equal(loaded.embed(TEXTS).vectors, encoded(loaded, TEXTS))
+    finally:
+        loaded.close()
