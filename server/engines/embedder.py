@@ -66,8 +66,9 @@ class SentenceTransformerEmbedder:
         self._model.eval()
         self._prompt = self._default_prompt()
         self.direct = self._direct_matches_encode()
-        """Whether a batch's forward pass is called directly (see ``_forward``): only when it gives the
-        vectors ``encode`` gives, checked on probe texts at load."""
+        """Whether a batch's forward pass is called directly (see ``_run``): only when it gives the
+        vectors ``encode`` gives and its attention mask the token counts the tokenizer gives, checked on
+        probe texts at load."""
 
     def _default_prompt(self) -> str | None:
         """The prompt ``encode`` would prepend when given none: the model's default, if it names one."""
@@ -81,19 +82,21 @@ class SentenceTransformerEmbedder:
                 texts, batch_size=BATCH, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
             )
 
-    def _forward(self, texts: list[str]) -> Any:
-        """What ``encode`` computes for up to ``BATCH`` texts, without its per-call bookkeeping.
+    def _prepare(self, texts: list[str]) -> tuple[dict[str, Any], Any]:
+        """The model's own preprocessing (prompt, tokenizer, truncation) of the texts ordered longest
+        first, as ``encode`` orders a batch; with that order."""
+        order = np.argsort([-len(text) for text in texts])
+        return self._model.preprocess([texts[index] for index in order], prompt=self._prompt), order
+
+    def _run(self, features: dict[str, Any], order: Any) -> Any:
+        """What ``encode`` computes for one prepared batch, without its per-call bookkeeping.
 
         ``encode`` puts the model in eval mode and looks up its device by walking every module and
         parameter on each call: about a millisecond, which is a tenth of a short text's whole forward
-        pass on a small model. Here the same steps run on the same batch: texts ordered longest first,
-        the model's own preprocessing (prompt, tokenizer, truncation), its forward pass, the optional
-        dimension truncation, then L2 normalisation."""
+        pass on a small model. Here: the forward pass, the optional dimension truncation, then L2
+        normalisation, rows back in the caller's order."""
         torch = self._torch
-        order = np.argsort([-len(text) for text in texts])
-        batch = [texts[index] for index in order]
         with torch.inference_mode():
-            features = self._model.preprocess(batch, prompt=self._prompt)
             if self.device != "cpu":
                 features = {k: v.to(self.device) if hasattr(v, "to") else v for k, v in features.items()}
             vectors = self._model(features)["sentence_embedding"]
@@ -103,14 +106,38 @@ class SentenceTransformerEmbedder:
             vectors = torch.nn.functional.normalize(vectors, p=2, dim=1).cpu().numpy()
         return vectors[np.argsort(order)]
 
+    def _forward(self, texts: list[str]) -> Any:
+        return self._run(*self._prepare(texts))
+
+    def _counts(self, texts: list[str], features: dict[str, Any], order: Any, limit: int) -> list[int]:
+        """Each text's tokens, read from the batch's attention mask rather than from a second pass of
+        the tokenizer; a text that fills the model's window may have been cut, so it is counted whole."""
+        mask = features.get("attention_mask")
+        if self._prompt or mask is None:  # the mask would count the prompt's tokens too
+            return self.count_tokens(texts)
+        counts = [0] * len(texts)
+        for position, count in zip(order.tolist(), mask.sum(dim=1).tolist(), strict=True):
+            counts[position] = int(count)
+        full = [index for index, count in enumerate(counts) if count >= limit]
+        for index, count in zip(full, self.count_tokens([texts[i] for i in full]) if full else [], strict=True):
+            counts[index] = count
+        return counts
+
     def _direct_matches_encode(self) -> bool:
         if not hasattr(self._model, "preprocess"):
             return False
         probes = [["x"], PROBE_TEXTS]
+        limit = int(self._model.max_seq_length)
         try:
-            return all(np.allclose(self._forward(p), self._encode(p), rtol=0, atol=1e-6) for p in probes)
+            for texts in probes:
+                features, order = self._prepare(texts)
+                if self._counts(texts, features, order, limit) != self.count_tokens(texts):
+                    return False
+                if not np.allclose(self._run(features, order), self._encode(texts), rtol=0, atol=1e-6):
+                    return False
         except Exception:  # any surprise from the library's structure: keep to encode
             return False
+        return True
 
     @property
     def dimensions(self) -> int:
@@ -133,20 +160,30 @@ class SentenceTransformerEmbedder:
 
     def embed(self, inputs: Sequence[str] | Sequence[Sequence[int]]) -> Embeddings:
         texts = self._texts(inputs)
-        counts = self.count_tokens(texts)
         limit = int(self._model.max_seq_length)
-        # The model would silently embed only the first tokens of a longer input; OpenAI refuses instead.
-        for index, count in enumerate(counts):
-            if count > limit:
-                raise InvalidRequest(
-                    f"This model's maximum context length is {limit} tokens, however input[{index}] has "
-                    f"{count} tokens. Please reduce the length of the input.",
-                    param="input",
-                    code="context_length_exceeded",
-                )
-        vectors = self._forward(texts) if self.direct and len(texts) <= BATCH else self._encode(texts)
+        if self.direct and len(texts) <= BATCH:
+            features, order = self._prepare(texts)
+            counts = self._counts(texts, features, order, limit)
+            _refuse_longer_than(limit, counts)
+            vectors = self._run(features, order)
+        else:
+            counts = self.count_tokens(texts)
+            _refuse_longer_than(limit, counts)
+            vectors = self._encode(texts)
         # Kept as a float32 matrix: turning it into Python floats costs more than the JSON writing it.
         return Embeddings(vectors=vectors.astype("float32", copy=False), tokens=sum(counts))
 
     def close(self) -> None:
         self._model = None
+
+
+def _refuse_longer_than(limit: int, counts: list[int]) -> None:
+    """The model would silently embed only the first tokens of a longer input; OpenAI refuses instead."""
+    for index, count in enumerate(counts):
+        if count > limit:
+            raise InvalidRequest(
+                f"This model's maximum context length is {limit} tokens, however input[{index}] has "
+                f"{count} tokens. Please reduce the length of the input.",
+                param="input",
+                code="context_length_exceeded",
+            )

@@ -11,6 +11,7 @@ import pytest
 
 from server.config import default_models
 from server.engines.embedder import BATCH, SentenceTransformerEmbedder
+from server.errors import InvalidRequest
 
 TEXTS = [
     "A man is playing a guitar on stage.",
@@ -37,10 +38,11 @@ def encoded(embedder: SentenceTransformerEmbedder, texts: list[str]) -> Any:
 def test_the_forward_pass_is_used_and_matches_encode(embedder: SentenceTransformerEmbedder) -> None:
     assert embedder.direct
     for texts in ([TEXTS[0]], TEXTS, TEXTS[::-1], [TEXTS[2]] * 3 + ["y"] * (BATCH - 3)):
-        result = embedder.embed(texts)
-        assert result.vectors.dtype == np.float32 and result.vectors.shape == (len(texts), 384)
-        np.testing.assert_array_equal(result.vectors, encoded(embedder, texts))
-        np.testing.assert_allclose(np.linalg.norm(result.vectors, axis=1), 1.0, rtol=1e-5)
+        vectors = embedder.embed(texts).vectors
+        assert isinstance(vectors, np.ndarray)
+        assert vectors.dtype == np.float32 and vectors.shape == (len(texts), 384)
+        np.testing.assert_array_equal(vectors, encoded(embedder, texts))
+        np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
 
 
 def test_more_inputs_than_one_batch_go_through_encode(embedder: SentenceTransformerEmbedder) -> None:
@@ -67,15 +69,29 @@ def test_a_forward_pass_that_disagrees_with_encode_is_not_used(monkeypatch: pyte
     config = default_models()[1]
     if not config.source:
         pytest.skip("the embedding model's package is not installed")
-    forward = SentenceTransformerEmbedder._forward
+    run = SentenceTransformerEmbedder._run
 
-    def off_by_a_little(self: SentenceTransformerEmbedder, texts: list[str]) -> Any:
-        return forward(self, texts) + 1e-3
+    def off_by_a_little(self: SentenceTransformerEmbedder, features: dict[str, Any], order: Any) -> Any:
+        return run(self, features, order) + 1e-3
 
-    monkeypatch.setattr(SentenceTransformerEmbedder, "_forward", off_by_a_little)
+    monkeypatch.setattr(SentenceTransformerEmbedder, "_run", off_by_a_little)
     loaded = SentenceTransformerEmbedder(config)
     try:
         assert not loaded.direct
         np.testing.assert_array_equal(loaded.embed(TEXTS).vectors, encoded(loaded, TEXTS))
     finally:
         loaded.close()
+
+
+def test_token_counts_come_from_the_batch_and_long_inputs_are_counted_whole(
+    embedder: SentenceTransformerEmbedder,
+) -> None:
+    limit = int(embedder._model.max_seq_length)
+    fits, over = "word " * (limit - 2), "word " * (limit + 40)
+    assert embedder.count_tokens([fits]) == [limit]
+    texts = [*TEXTS, fits]
+    assert embedder.embed(texts).tokens == sum(embedder.count_tokens(texts))
+    with pytest.raises(InvalidRequest) as refused:
+        embedder.embed(["short", over])
+    assert refused.value.code == "context_length_exceeded"
+    assert f"input[1] has {limit + 42} tokens" in refused.value.message
