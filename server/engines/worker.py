@@ -38,6 +38,42 @@ class _Failure:
     error: BaseException
 
 
+class _Inbox:
+    """What a job hands from the worker thread to the awaiting request's event loop.
+
+    Each hand-over across threads wakes the loop, which costs far more than the item: items put while
+    a wake-up is already on its way ride along with it (a result and its end arrive in one)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._items: deque[object] = deque()
+        self._waking = False
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put(self, item: object) -> None:
+        """From the worker thread."""
+        self._items.append(item)  # before the flag is read: a wake-up in flight will find it
+        if not self._waking:
+            self._waking = True
+            self._loop.call_soon_threadsafe(self._wake)
+
+    def _wake(self) -> None:
+        self._waking = False
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def get(self) -> object:
+        """On the loop: the next item, waiting for one if none has arrived."""
+        while not self._items:
+            self._waiter = self._loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._items.popleft()
+
+
 @dataclass
 class _Job(Generic[T]):
     key: str
@@ -83,13 +119,8 @@ class ModelWorker:
         is waited for until it stops (within one step of its work), and what it produced after the
         caller stopped listening goes to ``discard``: generated tokens are billed even if never sent.
         """
-        loop = asyncio.get_running_loop()
-        inbox: asyncio.Queue[object] = asyncio.Queue()
-
-        def emit(item: object) -> None:
-            loop.call_soon_threadsafe(inbox.put_nowait, item)
-
-        job: _Job[T] = _Job(key, work, emit)
+        inbox = _Inbox(asyncio.get_running_loop())
+        job: _Job[T] = _Job(key, work, inbox.put)
         self._enqueue(job)
         ended = False
         try:
@@ -107,7 +138,7 @@ class ModelWorker:
             if not self._forget(job) and not ended:
                 await self._drain(inbox, discard)
 
-    async def _drain(self, inbox: asyncio.Queue[object], discard: Callable[[Any], None] | None) -> None:
+    async def _drain(self, inbox: _Inbox, discard: Callable[[Any], None] | None) -> None:
         try:
             async with asyncio.timeout(DRAIN_TIMEOUT_S):
                 while (item := await inbox.get()) is not _END:
