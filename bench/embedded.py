@@ -2,6 +2,10 @@
 ``python -m llama_cpp.server`` on the same GGUF and settings; 8 concurrent clients; embeddings through
 the API against sentence-transformers called directly.
 
+Embeddings through the API are asked for as the OpenAI SDKs ask by default (``encoding_format``
+``base64``, decoded into float32 arrays as the Python SDK decodes them) and as JSON numbers, parsed.
+The direct baseline's vectors are numpy arrays, as ``encode`` returns them.
+
 Every chat request asks for the same story at temperature 0 with ``max_tokens`` 128, behind a
 numbered prefix so that no system answers from a cached prompt of the same request. Tokens per second
 are end to end (request sent to last byte, so the time to first token is inside them); tokens come from
@@ -10,6 +14,7 @@ the ``usage`` field where the API gives one and from the generated-token count w
 
 from __future__ import annotations
 
+import base64
 import itertools
 import json
 import os
@@ -18,6 +23,8 @@ import threading
 import time
 from collections.abc import Mapping
 from typing import Any
+
+import numpy as np
 
 from bench.context import Context
 from bench.httpclient import Client
@@ -35,10 +42,19 @@ SLOW_TOK_S = 20.0
 CLIENTS = 8
 PROMPT = "Write a long story about a lighthouse keeper who finds a message in a bottle during a storm."
 CHAT_SYSTEMS = ("direct_stream", "direct", "api_stream", "api", "llama_server_stream", "llama_server")
-EMBED_SYSTEMS = ("direct_single", "api_single", "direct_batch32", "api_batch32")
+EMBED_SYSTEMS = (
+    "direct_single",
+    "api_single",
+    "api_float_single",
+    "direct_batch32",
+    "api_batch32",
+    "api_float_batch32",
+)
+EMBED_ENCODINGS = {"api": "base64", "api_float": "float"}
+"""How each API system asks for its vectors: base64 is what the OpenAI SDKs send unless told otherwise."""
 EMBED_BLOCKS = 4
-"""A round's inputs are embedded in this many blocks, direct and through the API in turn (which goes first
-alternating), so that a burst of other work on the machine falls on both systems alike."""
+"""A round's inputs are embedded in this many blocks, by each system in turn (which goes first rotating),
+so that a burst of other work on the machine falls on every system alike."""
 EMBED_PAUSE_S = 0.2
 """Between blocks: torch's worker threads in the process that just ran may still be spinning."""
 WORDS = [
@@ -251,19 +267,24 @@ class ChatBench:
         self.llama_client.close()
 
 
-def _embed_api(client: Client, model: str, texts: list[str], batch: int) -> dict[str, Any]:
+def _embed_api(client: Client, model: str, texts: list[str], batch: int, encoding: str) -> dict[str, Any]:
     started = time.perf_counter()
     for at in range(0, len(texts), batch):
         chunk = texts[at : at + batch]
-        answer, _ = client.post("/embeddings", {"model": model, "input": chunk[0] if batch == 1 else chunk})
-        if len(answer["data"]) != len(chunk):
+        body = {"model": model, "input": chunk[0] if batch == 1 else chunk, "encoding_format": encoding}
+        answer, _ = client.post("/embeddings", body)
+        data = answer["data"]
+        if len(data) != len(chunk):
             raise RuntimeError("the API returned the wrong number of embeddings")
+        if encoding == "base64":  # as the Python SDK turns them into vectors
+            for item in data:
+                np.frombuffer(base64.b64decode(item["embedding"]), dtype="float32")
     seconds = time.perf_counter() - started
     return {"inputs": len(texts), "seconds": seconds, "per_s": len(texts) / seconds}
 
 
 class EmbedBench:
-    """sentence-transformers called directly against the API, in alternating blocks.
+    """sentence-transformers called directly against the API (both encodings), in rotating blocks.
 
     The direct baseline has a process of its own, as the server's embedder has: in the chat baseline's
     process torch would run on llama.cpp's OpenMP runtime (the system's ``libgomp.so.1``, loaded first, has
@@ -271,39 +292,38 @@ class EmbedBench:
     as the server's embedding process.
     """
 
+    SYSTEMS = ("direct", *EMBED_ENCODINGS)
+
     def __init__(self, direct: DirectWorker, api: Client, model: str) -> None:
         self.direct = direct
         self.api = api
         self.model = model
-        self._direct_first = True
+        self._first = 0
 
     def warm(self, texts: list[str]) -> None:
-        """One call of each shape measured, on both systems (first calls allocate)."""
+        """One call of each shape measured, on every system (first calls allocate)."""
         for batch in (1, 32):
-            self.direct.call("embed", texts=texts[:batch], batch=batch)
-            _embed_api(self.api, self.model, texts[:batch], batch)
+            for system in self.SYSTEMS:
+                self._run(system, texts[:batch], batch)
 
-    def measure(self, texts: list[str], batch: int) -> tuple[dict[str, Any], dict[str, Any]]:
-        """Embed ``texts`` ``batch`` at a time with each system: (direct, API) results."""
+    def _run(self, system: str, texts: list[str], batch: int) -> float:
+        if system == "direct":
+            return float(self.direct.call("embed", texts=texts, batch=batch)["seconds"])
+        return float(_embed_api(self.api, self.model, texts, batch, EMBED_ENCODINGS[system])["seconds"])
+
+    def measure(self, texts: list[str], batch: int) -> dict[str, dict[str, Any]]:
+        """Embed ``texts`` ``batch`` at a time with each system: its result by system name."""
         calls = len(range(0, len(texts), batch))
         blocks = min(EMBED_BLOCKS, calls)
-        seconds = {"direct": 0.0, "api": 0.0}
+        seconds = dict.fromkeys(self.SYSTEMS, 0.0)
         for block in range(blocks):
             start, end = block * calls // blocks * batch, (block + 1) * calls // blocks * batch
-            chunk = texts[start:end]
-            order = ("direct", "api") if self._direct_first else ("api", "direct")
-            self._direct_first = not self._direct_first
+            order = self.SYSTEMS[self._first :] + self.SYSTEMS[: self._first]
+            self._first = (self._first + 1) % len(self.SYSTEMS)
             for system in order:
                 time.sleep(EMBED_PAUSE_S)
-                if system == "direct":
-                    seconds[system] += self.direct.call("embed", texts=chunk, batch=batch)["seconds"]
-                else:
-                    seconds[system] += _embed_api(self.api, self.model, chunk, batch)["seconds"]
-        direct, api = (
-            {"inputs": len(texts), "seconds": seconds[s], "per_s": len(texts) / seconds[s]}
-            for s in ("direct", "api")
-        )
-        return direct, api
+                seconds[system] += self._run(system, texts[start:end], batch)
+        return {s: {"inputs": len(texts), "seconds": t, "per_s": len(texts) / t} for s, t in seconds.items()}
 
 
 def run(ctx: Context) -> dict[str, Any]:
@@ -392,7 +412,7 @@ def run(ctx: Context) -> dict[str, Any]:
         chat_rounds: dict[str, list[dict[str, Any]]] = {s: [] for s in CHAT_SYSTEMS}
         conc_rounds: dict[str, list[dict[str, Any]]] = {"api_stream": [], "llama_server_stream": []}
         embed_rounds: dict[str, list[dict[str, Any]]] = {s: [] for s in EMBED_SYSTEMS}
-        singles, batches = (16, 2) if ctx.smoke else (64, 8)
+        singles, batches = (16, 2) if ctx.smoke else (128, 12)
         texts_single = sentences(singles)
         texts_batch = sentences(batches * 32, offset=1000)
         embeddings = EmbedBench(embedder, bench.api, embed_config.name)
@@ -406,9 +426,8 @@ def run(ctx: Context) -> dict[str, Any]:
                 conc_rounds[system].append(bench.concurrent(system, CLIENTS))
             ctx.say(f"embedded: round {round_number + 1}/{ctx.rounds}: embeddings")
             for name, batch, texts in (("single", 1, texts_single), ("batch32", 32, texts_batch)):
-                direct_result, api_result = embeddings.measure(texts, batch)
-                embed_rounds[f"direct_{name}"].append(direct_result)
-                embed_rounds[f"api_{name}"].append(api_result)
+                for system, result in embeddings.measure(texts, batch).items():
+                    embed_rounds[f"{system}_{name}"].append(result)
         chat = {s: median_of_rounds(r) for s, r in chat_rounds.items()}
         concurrency = {s: median_of_rounds(r) for s, r in conc_rounds.items()}
         for (
