@@ -42,18 +42,21 @@ DISCONNECT_EXTENSION = "aisp.disconnect"
 
 
 class DisconnectSignal:
-    """Tells a request's handler that its client left, without a task waiting on ``receive`` for it.
+    """Tells a request's handler what only the connection knows: that its client left, without a task
+    waiting on ``receive`` for it, and whether its whole body has arrived.
 
     The protocol puts one in each request's scope (``scope["extensions"]["aisp.disconnect"]``) and fires
     it when the connection is lost before the response is complete: the same moment at which ``receive``
     would return ``http.disconnect``.
     """
 
-    __slots__ = ("_callbacks", "fired")
+    __slots__ = ("_callbacks", "body_arrived", "fired")
 
     def __init__(self) -> None:
         self._callbacks: list[Callable[[], None]] = []
         self.fired = False
+        self.body_arrived = False
+        """The request's body is all in ``receive``'s buffer: reading it cannot wait on the client."""
 
     def add(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` when the client leaves (at once if it has left already)."""
@@ -186,6 +189,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._signals = [(c, s) for c, s in self._signals if not c.response_complete]
         if self.cycle is not None and self.cycle.scope is self.scope:
             self._signals.append((self.cycle, signal))
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        for cycle, signal in reversed(self._signals):
+            if cycle is self.cycle:
+                signal.body_arrived = True
+                break
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()

@@ -305,15 +305,19 @@ class KeyService:
 
     def authenticate(self, token: str) -> KeyRecord:
         """The key behind a bearer token, or :class:`Unauthenticated`. Malformed tokens never reach SQL."""
-        if not well_formed(token):
+        if len(token) != KEY_LENGTH or not token.isascii():
             raise Unauthenticated("Incorrect API key provided.")
         digest = self.digest(token)
+        known = self._records.get(digest)
+        # A token whose digest is a known key's is that key's token, whose shape was checked when it was
+        # first seen.
+        if known is None and not well_formed(token):
+            raise Unauthenticated("Incorrect API key provided.")
         row = self._store.db.execute_sql(f"SELECT {_COLUMNS} FROM api_key WHERE digest = ?", (digest,)).fetchone()
         if row is None:
             raise Unauthenticated("Incorrect API key provided.")
         # The row is read on every request (a revocation counts from the next one); only turning an
         # unchanged row into a record again is saved.
-        known = self._records.get(digest)
         if known is not None and known[0] == row:
             record = known[1]
         else:

@@ -103,7 +103,7 @@ def create_app(
         lifespan=lifespan,
         redirect_slashes=False,  # a redirect would echo the client's Host header back as a Location
     )
-    app.state.services = services
+    app.services = services
     app.state.json_parser = ThreadPoolExecutor(max_workers=1, thread_name_prefix="json-parser")  # see read_json
 
     for module in (models, chat, embeddings, responses):

@@ -85,7 +85,7 @@ def admit(
     max_output: int,
 ) -> Bill:
     """Check the key's limits for this request (reserving its worst-case budget) and open its bill."""
-    services: Services = request.app.state.services
+    services: Services = request.scope["app"].services
     request.state.model = model.name
     admission = services.limiter.admit(key, model, input_tokens, max_output)
     request.state.billed = True  # from here on the bill writes the request's one ledger row
@@ -105,7 +105,7 @@ def record_rejection(request: Request, status: int) -> None:
     if endpoint is None or key is None or getattr(request.state, "billed", False):
         return
     request.state.billed = True
-    services: Services = request.app.state.services
+    services: Services = request.scope["app"].services
     services.ledger.submit(
         UsageEntry(
             request_id=request.state.request_id,

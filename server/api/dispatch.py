@@ -30,6 +30,7 @@ from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
 from server.api.http import exception_response, new_id, require_key, server_error_response
+from server.services import Services
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +137,9 @@ class Application(FastAPI):
     ``serve_directly()`` builds the route table once every route is declared; until then, and for every
     request no direct route matches, FastAPI serves as usual.
     """
+
+    services: Services
+    """What the endpoints serve with (``server.api.http.services``)."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)

@@ -13,6 +13,7 @@ from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
@@ -47,7 +48,7 @@ thread parsing one body at a time bounds the memory that parsing takes."""
 
 
 def services(request: Request) -> Services:
-    found: Services = request.app.state.services
+    found: Services = request.scope["app"].services
     return found
 
 
@@ -144,32 +145,27 @@ def _authenticate(request: Request, svc: Services) -> KeyRecord:
 
 async def read_json(request: Request, model: type[M]) -> M:
     """The body as ``model``, read no further than the configured limit."""
-    content_type = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+    content_type, declared = _body_headers(request.scope["headers"])
+    content_type = content_type.split(";")[0].strip().lower()
     if content_type not in ("application/json", ""):
         raise UnsupportedMediaType(
             f"Unsupported content type '{content_type[:100]}': send the request body as application/json."
         )
     settings = services(request).settings
     limit = settings.max_body_bytes
-    declared = request.headers.get("content-length")
     if declared is not None and (not declared.isdigit() or int(declared) > limit):
         raise PayloadTooLarge(f"The request body is larger than the {limit} bytes this server accepts.")
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        async with asyncio.timeout(settings.body_timeout_s):
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > limit:
-                    raise PayloadTooLarge(
-                        f"The request body is larger than the {limit} bytes this server accepts."
-                    )
-                chunks.append(chunk)
-    except TimeoutError as exc:
-        raise RequestTimeout(
-            f"The request body did not arrive within {settings.body_timeout_s:g} seconds."
-        ) from exc
-    body = b"".join(chunks)
+    signal: DisconnectSignal | None = request.scope.get("extensions", {}).get(DISCONNECT_EXTENSION)
+    if signal is not None and signal.body_arrived:
+        body = await _read_body(request.receive, limit)  # all of it is here: nothing to wait for
+    else:
+        try:
+            async with asyncio.timeout(settings.body_timeout_s):
+                body = await _read_body(request.receive, limit)
+        except TimeoutError as exc:
+            raise RequestTimeout(
+                f"The request body did not arrive within {settings.body_timeout_s:g} seconds."
+            ) from exc
     try:
         if len(body) > INLINE_PARSE_BYTES:
             parser = request.app.state.json_parser
@@ -178,6 +174,35 @@ async def read_json(request: Request, model: type[M]) -> M:
     except BodyError as exc:
         request.state.model = exc.model
         raise InvalidRequest(exc.message, param=exc.param) from exc
+
+
+def _body_headers(headers: list[tuple[bytes, bytes]]) -> tuple[str, str | None]:
+    """The request's content type (JSON if it names none) and declared length, each as first given."""
+    content_type: str | None = None
+    length: str | None = None
+    for name, value in headers:
+        if name == b"content-type" and content_type is None:
+            content_type = value.decode("latin-1")
+        elif name == b"content-length" and length is None:
+            length = value.decode("latin-1")
+    return content_type if content_type is not None else "application/json", length
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"The request body is larger than the {limit} bytes this server accepts.")
+        if chunk:
+            chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 class DisconnectGuard:

@@ -128,6 +128,24 @@ def test_slow_bodies_are_timed_out(make_live: Callable[..., Live]) -> None:
     assert _body(response)["error"]["code"] == "request_timeout"
 
 
+def test_a_body_that_arrives_in_pieces_within_the_deadline_is_read_whole(make_live: Callable[..., Live]) -> None:
+    live = make_live(body_timeout_s=2.0)
+    body = json.dumps({"model": "fake-chat", "messages": [{"role": "user", "content": "in two pieces"}]}).encode()
+    head = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {live.key}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", live.thread.port), timeout=5) as sock:
+        sock.sendall(head + body[:10])
+        time.sleep(0.3)
+        sock.sendall(body[10:])
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    assert received.startswith(b"HTTP/1.1 200"), received[:200]
+    assert _body(received)["choices"][0]["message"]["content"] == "in two pieces"
+
+
 def test_connections_are_bounded(make_live: Callable[..., Live]) -> None:
     live = make_live(max_connections=8)
     held = [socket.create_connection(("127.0.0.1", live.thread.port)) for _ in range(8)]
