@@ -61,8 +61,8 @@ package-test: $(STAMP) $(PACKAGE_STAMP)  ## build the bundle if its sources chan
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -m packaging tests/packaging
 
 lint: $(STAMP)
-	$(PY) -m ruff check server app tests
-	$(PY) -m mypy server app
+	$(PY) -m ruff check server app tests bench
+	$(PY) -m mypy server app bench
 
 clean:
 	rm -rf $(VENV) build dist tests/.envs tests/artifacts bench/.envs bench/results

@@ -430,12 +430,9 @@ def run(ctx: Context) -> dict[str, Any]:
                     embed_rounds[f"{system}_{name}"].append(result)
         chat = {s: median_of_rounds(r) for s, r in chat_rounds.items()}
         concurrency = {s: median_of_rounds(r) for s, r in conc_rounds.items()}
-        for (
-            system,
-            rounds,
-        ) in conc_rounds.items():  # each client's time to first token, by rank, median of rounds
+        for name, rounds in conc_rounds.items():  # each client's time to first token, by rank, median of rounds
             ranked = [r["ttft_ms_each"] for r in rounds if r.get("ttft_ms_each")]
-            concurrency[system]["ttft_ms_each"] = (
+            concurrency[name]["ttft_ms_each"] = (
                 [median(r[i] for r in ranked) for i in range(min(map(len, ranked)))] if ranked else []
             )
         return {
@@ -460,7 +457,7 @@ def run(ctx: Context) -> dict[str, Any]:
     finally:
         if bench is not None:
             bench.close()
-        for system in reversed(started):
-            system.stop()
+        for running in reversed(started):
+            running.stop()
         embedder.close()
         direct.close()

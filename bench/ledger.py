@@ -116,7 +116,9 @@ def run(ctx: Context) -> dict[str, Any]:
         started.append(gateway)
         target = Target("gateway", gateway, gateway, "fast", "paced")
         drive(target.closed(16, 0.0, 0.5), {}, client_cpus)
-        quiet_rounds, busy_rounds, load_rounds = [], [], []
+        quiet_rounds: list[dict[str, Any]] = []
+        busy_rounds: list[dict[str, Any]] = []
+        load_rounds: list[dict[str, Any]] = []
         for round_number in range(ctx.rounds):
             ctx.say(
                 f"ledger: round {round_number + 1}/{ctx.rounds}: gateway at c=16 without and with {LEDGER_RATE} rows/s"

@@ -403,15 +403,15 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     closed = _get(s, "gateway", "closed")
     if closed:
         gw, floor, lite = closed.get("gateway", {}), closed.get("floor", {}), closed.get("litellm")
-        ratios = {
+        cpu_ratios = {
             c: gw[c]["cpu_ms_per_req"] / floor[c]["cpu_ms_per_req"]
             for c in gw
             if c in floor and floor[c].get("cpu_ms_per_req")
         }
         add(
             "gateway CPU per request ≤ 2× the aiohttp floor's",
-            bool(ratios) and max(ratios.values()) <= 2.0,
-            ", ".join(f"c={c}: {r:.1f}×" for c, r in ratios.items()),
+            bool(cpu_ratios) and max(cpu_ratios.values()) <= 2.0,
+            ", ".join(f"c={c}: {r:.1f}×" for c, r in cpu_ratios.items()),
         )
         if lite:
             rps = {c: gw[c]["rps"] / lite[c]["rps"] for c in gw if c in lite and lite[c].get("rps")}
