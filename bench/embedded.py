@@ -42,14 +42,6 @@ SLOW_TOK_S = 20.0
 CLIENTS = 8
 PROMPT = "Write a long story about a lighthouse keeper who finds a message in a bottle during a storm."
 CHAT_SYSTEMS = ("direct_stream", "direct", "api_stream", "api", "llama_server_stream", "llama_server")
-EMBED_SYSTEMS = (
-    "direct_single",
-    "api_single",
-    "api_float_single",
-    "direct_batch32",
-    "api_batch32",
-    "api_float_batch32",
-)
 EMBED_ENCODINGS = {"api": "base64", "api_float": "float"}
 """How each API system asks for its vectors: base64 is what the OpenAI SDKs send unless told otherwise."""
 EMBED_BLOCKS = 4
@@ -411,7 +403,9 @@ def run(ctx: Context) -> dict[str, Any]:
         per_round = 1 if ctx.smoke else 3
         chat_rounds: dict[str, list[dict[str, Any]]] = {s: [] for s in CHAT_SYSTEMS}
         conc_rounds: dict[str, list[dict[str, Any]]] = {"api_stream": [], "llama_server_stream": []}
-        embed_rounds: dict[str, list[dict[str, Any]]] = {s: [] for s in EMBED_SYSTEMS}
+        embed_rounds: dict[str, list[dict[str, Any]]] = {
+            f"{system}_{shape}": [] for shape in ("single", "batch32") for system in EmbedBench.SYSTEMS
+        }
         singles, batches = (16, 2) if ctx.smoke else (128, 12)
         texts_single = sentences(singles)
         texts_batch = sentences(batches * 32, offset=1000)

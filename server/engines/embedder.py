@@ -106,9 +106,6 @@ class SentenceTransformerEmbedder:
             vectors = torch.nn.functional.normalize(vectors, p=2, dim=1).cpu().numpy()
         return vectors[np.argsort(order)]
 
-    def _forward(self, texts: list[str]) -> Any:
-        return self._run(*self._prepare(texts))
-
     def _counts(self, texts: list[str], features: dict[str, Any], order: Any, limit: int) -> list[int]:
         """Each text's tokens, read from the batch's attention mask rather than from a second pass of
         the tokenizer; a text that fills the model's window may have been cut, so it is counted whole."""
