@@ -335,8 +335,10 @@ class Ledger:
         pending = self._passes.pop(loop, [])
         rows = [entry for entry, _ in pending]
         try:
+            if self._checkpoint_due:  # the writer's checkpoint waits for the lock: do not keep taking it
+                raise _CheckpointPending
             self._write_without_waiting(rows)
-        except Exception:  # busy, or failing: the writer thread takes over these rows
+        except Exception:  # busy, failing or checkpointing: the writer thread takes over these rows
             handed = self._queue_awaited(loop, rows[0])
             self._awaited.extend(rows[1:])
             waiters = [done for _, done in pending]
@@ -425,7 +427,6 @@ class Ledger:
             if gathered_commit is not None:
                 gathered_commit.done()
             if self._checkpoint_due:
-                self._checkpoint_due = False
                 try:
                     # RESTART: the loop keeps committing, so a passive checkpoint would never catch up with
                     # the log and the log would never start over. This one holds off other writers (the
@@ -433,6 +434,8 @@ class Ledger:
                     self._store.db.execute_sql("PRAGMA wal_checkpoint(RESTART)")
                 except Exception as exc:  # the next commit here checkpoints anyway
                     log.warning("usage ledger checkpoint failed: %s", exc)
+                finally:
+                    self._checkpoint_due = False  # the loop commits again
             if closing:
                 return
 
@@ -466,6 +469,10 @@ class Ledger:
             if inserted:  # not only replays of rows already recorded
                 cursor.execute(_ROLLUP, (last_id,))
                 cursor.execute(_SPEND, (last_id,))
+
+
+class _CheckpointPending(Exception):
+    """The writer thread is about to checkpoint: rows of a loop pass go to it."""
 
 
 def _resolve(waiters: list[asyncio.Future[None]]) -> None:
