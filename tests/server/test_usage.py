@@ -7,8 +7,9 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -351,25 +352,53 @@ def test_cost_is_linear_in_each_kind_of_token(inputs: int, outputs: int) -> None
 
 def test_rows_awaited_in_one_loop_pass_share_one_commit_on_the_loop(tmp_path: Path) -> None:
     """Twenty requests finishing in the same pass of the event loop: one transaction, on the loop's own
-    thread (its connection runs the transaction), committed before any of them returns."""
+    thread, committed before any of them returns; none by the writer thread."""
     store = Store(tmp_path / "db.sqlite3")
     ledger = Ledger(store)
     try:
 
-        async def requests() -> list[str]:
-            statements: list[str] = []
-            store.db.connection().set_trace_callback(statements.append)
-            await asyncio.gather(*(ledger.record(_entry(i)) for i in range(20)))
-            store.db.connection().set_trace_callback(None)
-            return statements
+        async def requests() -> tuple[set[str], list[int]]:
+            threads: set[str] = set()
+            seen: list[int] = []
 
-        statements = asyncio.run(requests())
-        assert sum(s.startswith("BEGIN IMMEDIATE") for s in statements) == 1, statements
+            async def one(number: int) -> None:
+                await ledger.record(_entry(number))
+                seen.append(len(list(ledger_rows(store))))  # committed by the time it returns
+
+            def traced(statement: str) -> None:
+                if statement.startswith("BEGIN"):
+                    threads.add(threading.current_thread().name)
+
+            with _tracing_every_connection(traced):
+                await asyncio.gather(*(one(i) for i in range(20)))
+            return threads, seen
+
+        threads, seen = asyncio.run(requests())
+        assert ledger.transactions_on_loops == 1
+        assert threads == {threading.current_thread().name}, threads
+        assert seen == [20] * 20
         assert len(list(ledger_rows(store))) == 20 and ledger.requests_recorded == 20
         _assert_rollups_match_the_ledger(store)
     finally:
         ledger.close()
         store.close()
+
+
+@contextlib.contextmanager
+def _tracing_every_connection(callback: Callable[[str], None]) -> Iterator[None]:
+    """Every SQLite connection opened meanwhile reports its statements to ``callback``."""
+    original = sqlite3.connect
+
+    def connect(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        connection: sqlite3.Connection = original(*args, **kwargs)
+        connection.set_trace_callback(callback)
+        return connection
+
+    sqlite3.connect = connect  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        sqlite3.connect = original
 
 
 def test_a_busy_database_hands_the_rows_to_the_writer_without_stalling_the_loop(tmp_path: Path) -> None:
@@ -398,8 +427,9 @@ def test_a_busy_database_hands_the_rows_to_the_writer_without_stalling_the_loop(
             return waited, ticks
 
         waited, ticks = asyncio.run(request_and_ticks())
-        assert waited >= 0.4  # committed only once the other writer was done ...
-        assert ticks >= 20  # ... and the loop kept turning meanwhile
+        assert ledger.transactions_on_loops == 0  # the writer thread committed the row ...
+        assert waited >= 0.4  # ... once the other writer was done ...
+        assert ticks >= 20, (waited, ticks)  # ... and the loop kept turning meanwhile
         assert [r["request_id"] for r in ledger_rows(store)] == ["req_1"]
     finally:
         other.close()
