@@ -42,6 +42,12 @@ SLOW_TOK_S = 20.0
 CLIENTS = 8
 PROMPT = "Write a long story about a lighthouse keeper who finds a message in a bottle during a storm."
 CHAT_SYSTEMS = ("direct_stream", "direct", "api_stream", "api", "llama_server_stream", "llama_server")
+TTFT_SYSTEMS = ("direct_stream", "api_stream", "llama_server_stream")
+TTFT_REQUESTS = 8
+"""Short streamed requests a round for the time to first token: each a few hundred milliseconds, so a
+round holds many, each sent to every system in turn with the same prompt (which system goes first
+rotating). Three long requests a round leave the median to one outlier."""
+TTFT_TOKENS = 2
 EMBED_ENCODINGS = {"api": "base64", "api_float": "float"}
 """How each API system asks for its vectors: base64 is what the OpenAI SDKs send unless told otherwise."""
 EMBED_BLOCKS = 4
@@ -163,6 +169,23 @@ def _aggregate(samples: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def _ttft_summary(rounds: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """Each system's time to first token (median of the rounds' medians) and its difference from the direct
+    call's on the same prompts (the median of each round's median paired difference)."""
+    out: dict[str, dict[str, Any]] = {}
+    for system, taken in rounds.items():
+        deltas = [
+            median(a - b for a, b in zip(mine["ttft_ms_each"], direct["ttft_ms_each"], strict=True))
+            for mine, direct in zip(taken, rounds["direct_stream"], strict=True)
+        ]
+        out[system] = {
+            "ttft_ms": median(r["ttft_ms"] for r in taken),
+            "vs_direct_ms": median(deltas),
+            "requests": sum(r["requests"] for r in taken),
+        }
+    return out
+
+
 class ChatBench:
     def __init__(self, direct: DirectWorker, gateway: Running, llama: Running, chat_name: str) -> None:
         self.direct = direct
@@ -208,6 +231,27 @@ class ChatBench:
             "tokens": int(answer["usage"]["completion_tokens"]),
             "streamed": False,
         }
+
+    def first_token(self, system: str, number: int) -> float:
+        """Milliseconds to the first content of a short streamed request (the prompt numbered ``number``)."""
+        if system == "direct_stream":
+            result = self.direct.call("chat", messages=messages(number), max_tokens=TTFT_TOKENS, stream=True)
+        else:
+            client, model = (self.api, self.chat_name) if system == "api_stream" else (self.llama_client, "smollm2")
+            body = {**self.body(model, number, True, usage=client is self.api), "max_tokens": TTFT_TOKENS}
+            result = client.stream("/chat/completions", body)
+        if result.get("ttft_ms") is None:
+            raise RuntimeError(f"{system}: a streamed request produced no content")
+        return float(result["ttft_ms"])
+
+    def ttft_round(self, requests: int) -> dict[str, dict[str, Any]]:
+        """``requests`` prompts, each sent to every system in turn; the median time to first token of each."""
+        each: dict[str, list[float]] = {s: [] for s in TTFT_SYSTEMS}
+        for i in range(requests):
+            number = next(self.numbers)
+            for system in TTFT_SYSTEMS[i % 3 :] + TTFT_SYSTEMS[: i % 3]:
+                each[system].append(self.first_token(system, number))
+        return {s: {"ttft_ms": median(v), "requests": len(v), "ttft_ms_each": v} for s, v in each.items()}
 
     def concurrent(self, system: str, clients: int) -> dict[str, Any]:
         """``clients`` streamed requests at once, each on its own connection."""
@@ -402,6 +446,8 @@ def run(ctx: Context) -> dict[str, Any]:
                 )
         per_round = 1 if ctx.smoke else 3
         chat_rounds: dict[str, list[dict[str, Any]]] = {s: [] for s in CHAT_SYSTEMS}
+        ttft_rounds: dict[str, list[dict[str, Any]]] = {s: [] for s in TTFT_SYSTEMS}
+        ttft_requests = 2 if ctx.smoke else TTFT_REQUESTS
         conc_rounds: dict[str, list[dict[str, Any]]] = {"api_stream": [], "llama_server_stream": []}
         embed_rounds: dict[str, list[dict[str, Any]]] = {
             f"{system}_{shape}": [] for shape in ("single", "batch32") for system in EmbedBench.SYSTEMS
@@ -413,8 +459,16 @@ def run(ctx: Context) -> dict[str, Any]:
         embeddings.warm(texts_batch)
         for round_number in range(ctx.rounds):
             ctx.say(f"embedded: round {round_number + 1}/{ctx.rounds}: chat")
-            for system in CHAT_SYSTEMS:
-                chat_rounds[system].append(_aggregate([bench.one(system) for _ in range(per_round)]))
+            samples: dict[str, list[dict[str, Any]]] = {s: [] for s in CHAT_SYSTEMS}
+            for i in range(per_round):  # the systems in turn, a different one first each time
+                shift = (round_number * per_round + i) % len(CHAT_SYSTEMS)
+                for system in CHAT_SYSTEMS[shift:] + CHAT_SYSTEMS[:shift]:
+                    samples[system].append(bench.one(system))
+            for system, taken in samples.items():
+                chat_rounds[system].append(_aggregate(taken))
+            ctx.say(f"embedded: round {round_number + 1}/{ctx.rounds}: time to first token")
+            for system, result in bench.ttft_round(ttft_requests).items():
+                ttft_rounds[system].append(result)
             ctx.say(f"embedded: round {round_number + 1}/{ctx.rounds}: {CLIENTS} concurrent clients")
             for system in conc_rounds:
                 conc_rounds[system].append(bench.concurrent(system, CLIENTS))
@@ -436,6 +490,8 @@ def run(ctx: Context) -> dict[str, Any]:
                 "max_tokens": MAX_TOKENS,
                 "temperature": 0,
                 "requests_per_round": per_round,
+                "ttft_requests_per_round": ttft_requests,
+                "ttft_max_tokens": TTFT_TOKENS,
                 "prompt": PROMPT,
                 "embedding_model": embed_config.source,
                 "torch_threads": embed_load.get("torch_threads"),
@@ -443,6 +499,8 @@ def run(ctx: Context) -> dict[str, Any]:
             },
             "chat": chat,
             "chat_rounds": chat_rounds,
+            "ttft": _ttft_summary(ttft_rounds),
+            "ttft_rounds": ttft_rounds,
             "concurrency": concurrency,
             "concurrency_rounds": conc_rounds,
             "embeddings": {s: median_of_rounds(r) for s, r in embed_rounds.items()},

@@ -108,6 +108,26 @@ def tables(results: dict[str, Any]) -> list[Table]:
                 + " ".join(embedded.get("notes", [])),
             )
         )
+        if embedded.get("ttft"):
+            rows = [
+                [
+                    CHAT_LABELS[key],
+                    fmt(r.get("ttft_ms")),
+                    "-" if key == "direct_stream" else f"{r.get('vs_direct_ms', math.nan):+.1f}",
+                    fmt(r.get("requests"), 0),
+                ]
+                for key, r in embedded["ttft"].items()
+            ]
+            out.append(
+                Table(
+                    f"Time to first token: short streamed requests (max_tokens {s.get('ttft_max_tokens')}), "
+                    f"{s.get('ttft_requests_per_round')} prompts a round, each sent to every system in turn",
+                    ["system", "TTFT ms", "vs direct ms (same prompts)", "requests"],
+                    rows,
+                    "TTFT ms: median of the rounds' medians. vs direct: median of the rounds' medians of the "
+                    "difference on the same prompt.",
+                )
+            )
         rows = []
         for key, label in (("api_stream", "through the API"), ("llama_server_stream", "llama_cpp.server")):
             r = embedded["concurrency"].get(key, {})
@@ -376,8 +396,16 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             bool(ratios) and min(ratios) >= 0.95,
             "streamed {:.1%}, non-streamed {:.1%}".format(*ratios) if len(ratios) == 2 else "-",
         )
+        paired = _get(s, "embedded", "ttft", "api_stream", "vs_direct_ms")
         delta = _get(chat, "api_stream", "ttft_ms") - _get(chat, "direct_stream", "ttft_ms")
-        add("chat TTFT through the API within 10 ms of direct", delta <= 10, f"{delta:+.1f} ms (streamed)")
+        if finite(paired):
+            add(
+                "chat TTFT through the API within 10 ms of direct",
+                paired <= 10,
+                f"{paired:+.1f} ms on the same short prompts; {delta:+.1f} ms on the 128-token requests",
+            )
+        else:
+            add("chat TTFT through the API within 10 ms of direct", delta <= 10, f"{delta:+.1f} ms (streamed)")
         embed = _get(s, "embedded", "embeddings")
 
         def ratio(api: str, direct: str) -> float:
