@@ -20,6 +20,7 @@ import uvicorn
 from server.api import create_app
 from server.connections import GuardedConfig
 from server.engines.manager import ModelStatus
+from server.heap import settle
 from server.services import Services
 
 log = logging.getLogger(__name__)
@@ -129,6 +130,7 @@ class ServerThread:
         )
         server = uvicorn.Server(config)
         self._server = server
+        settle()  # what exists now lives as long as the process: out of the collector's full passes
         started = threading.Event()
 
         def run() -> None:

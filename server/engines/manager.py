@@ -19,6 +19,7 @@ from server.engines.base import ChatBackend, EmbeddingBackend, LoadError
 from server.engines.upstream import ReplicaStatus, UpstreamModel
 from server.engines.worker import ModelWorker, QueueStats
 from server.errors import ModelNotFound, ModelUnavailable
+from server.heap import release, settle
 
 log = logging.getLogger(__name__)
 
@@ -130,10 +131,13 @@ class ModelManager:
         """Load (or reload) one model on the calling thread; failures are recorded, not raised."""
         slot = self._slot(name)
         with slot.load_lock:  # two loads of one model run one after the other, never leaking a backend
-            return self._load(name, slot)
+            status = self._load(name, slot)
+        settle()  # the engine's objects live until it unloads: out of the collector's full passes
+        return status
 
     def _load(self, name: str, slot: _Slot) -> ModelStatus:
-        self.unload(name)
+        if self._unload(name):
+            release()  # the old engine's objects go back to the collector (the settle after the load frees them)
         slot.state, slot.error = "loading", None
         factory = self._engines.get(slot.config.engine)
         started = time.monotonic()
@@ -163,6 +167,12 @@ class ModelManager:
         return self.status(name)
 
     def unload(self, name: str) -> None:
+        if self._unload(name):
+            release()  # what the engine left in reference cycles can now be freed ...
+            settle()  # ... and what still lives is set aside again
+
+    def _unload(self, name: str) -> bool:
+        """Close the model's worker and engine; whether it had one."""
         slot = self._slot(name)
         with self._lock:
             backend, worker = slot.backend, slot.worker
@@ -172,6 +182,7 @@ class ModelManager:
             worker.close()
         if backend is not None:
             backend.close()
+        return backend is not None
 
     def close(self, wait_s: float = 1.0) -> None:
         """Unload everything. A load still running is not waited for beyond ``wait_s``: when it ends,
@@ -180,7 +191,7 @@ class ModelManager:
         if self._loader is not None:
             self._loader.join(timeout=wait_s)
         for name in list(self._slots):
-            self.unload(name)
+            self._unload(name)  # the process, or this table, is ending: no collector bookkeeping
 
     # -- the table -------------------------------------------------------------------------------
     def configs(self) -> list[ModelConfig]:

@@ -1,6 +1,7 @@
 """A scriptable OpenAI-compatible upstream on loopback, for tests and benchmarks.
 
-It streams ``chunks`` words at ``interval`` seconds apart and can be told to fail: ``reset`` (close the
+It streams ``chunks`` words at ``interval`` seconds apart (word k leaves ``k * interval`` after the first,
+as a model produces tokens at its own pace: a late word does not delay the next) and can be told to fail: ``reset`` (close the
 connection mid-stream), ``stall`` (stop sending), ``garbage`` (send a line that is not an event),
 ``error500`` (answer 500 before streaming), ``refuse`` (answer 400 with an OpenAI error).
 """
@@ -159,6 +160,7 @@ class MockUpstream:
                 value["usage"] = usage
             return b"data: " + json.dumps(value).encode() + b"\n\n"
 
+        started = asyncio.get_running_loop().time()
         try:
             for i in range(n):
                 await response.write(
@@ -190,7 +192,7 @@ class MockUpstream:
                         )
                     )
                 if script.interval:
-                    await asyncio.sleep(script.interval)
+                    await asyncio.sleep(started + (k + 1) * script.interval - asyncio.get_running_loop().time())
             for i in range(n):
                 await response.write(event([{"index": i, "delta": {}, "finish_reason": "stop"}]))
             if (body.get("stream_options") or {}).get("include_usage"):
