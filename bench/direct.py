@@ -6,6 +6,8 @@ models load once and the caller stays light:
 - ``{"op": "load_chat", "path", "n_ctx", "n_threads", "n_batch"}``: the GGUF with the server's settings
 - ``{"op": "chat", "messages", "max_tokens", "stream"}``: one chat completion at temperature 0
 - ``{"op": "load_embed", "path"}``, ``{"op": "embed", "texts", "batch"}``: encode the texts
+- ``{"op": "load_engine", "name"}``, ``{"op": "engine_embed", "texts", "batch"}``: the same with the server's
+  own embedder, in this process (what the API adds is then the difference from the API's figures)
   ``batch`` at a time (one ``encode`` call per batch), normalised as the server does
 """
 
@@ -26,6 +28,7 @@ class Worker:
     def __init__(self) -> None:
         self.llm: Any = None
         self.embedder: Any = None
+        self.engine: Any = None
 
     def load_chat(self, path: str, n_ctx: int, n_threads: int, n_batch: int) -> dict[str, Any]:
         import llama_cpp  # noqa: PLC0415
@@ -95,6 +98,23 @@ class Worker:
         self.embedder.max_seq_length = min(self.embedder.max_seq_length or 256, 256)
         self._torch = torch
         return {"load_s": time.perf_counter() - started, "torch_threads": torch.get_num_threads()}
+
+    def load_engine(self, name: str) -> dict[str, Any]:
+        """The server's own embedder (``server.engines.embedder``) for the named built-in model, in this process."""
+        from server.config import default_models  # noqa: PLC0415
+        from server.engines.embedder import SentenceTransformerEmbedder  # noqa: PLC0415
+
+        started = time.perf_counter()
+        config = next(c for c in default_models() if c.name == name)
+        self.engine = SentenceTransformerEmbedder(config)
+        return {"load_s": time.perf_counter() - started, "traced": self.engine.traced}
+
+    def engine_embed(self, texts: list[str], batch: int) -> dict[str, Any]:
+        started = time.perf_counter()
+        for at in range(0, len(texts), batch):
+            self.engine.embed(texts[at : at + batch])
+        seconds = time.perf_counter() - started
+        return {"inputs": len(texts), "seconds": seconds, "per_s": len(texts) / seconds}
 
     def embed(self, texts: list[str], batch: int) -> dict[str, Any]:
         started = time.perf_counter()

@@ -328,7 +328,7 @@ class EmbedBench:
     as the server's embedding process.
     """
 
-    SYSTEMS = ("direct", *EMBED_ENCODINGS)
+    SYSTEMS = ("direct", "engine", *EMBED_ENCODINGS)
 
     def __init__(self, direct: DirectWorker, api: Client, model: str) -> None:
         self.direct = direct
@@ -345,6 +345,8 @@ class EmbedBench:
     def _run(self, system: str, texts: list[str], batch: int) -> float:
         if system == "direct":
             return float(self.direct.call("embed", texts=texts, batch=batch)["seconds"])
+        if system == "engine":
+            return float(self.direct.call("engine_embed", texts=texts, batch=batch)["seconds"])
         return float(_embed_api(self.api, self.model, texts, batch, EMBED_ENCODINGS[system])["seconds"])
 
     def measure(self, texts: list[str], batch: int) -> dict[str, dict[str, Any]]:
@@ -417,6 +419,7 @@ def run(ctx: Context) -> dict[str, Any]:
             "n_batch": 512,
         }
         embed_load = embedder.call("load_embed", path=embed_config.source)
+        engine_load = embedder.call("load_engine", name=embed_config.name)
         gateway = start_gateway(
             "gateway-embedded",
             ctx.workdir,
@@ -495,6 +498,7 @@ def run(ctx: Context) -> dict[str, Any]:
                 "prompt": PROMPT,
                 "embedding_model": embed_config.source,
                 "torch_threads": embed_load.get("torch_threads"),
+                "engine_traced": engine_load.get("traced"),
                 "embedding_openmp": openmp,
             },
             "chat": chat,

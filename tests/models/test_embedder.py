@@ -95,3 +95,52 @@ def test_token_counts_come_from_the_batch_and_long_inputs_are_counted_whole(
         embedder.embed(["short", over])
     assert refused.value.code == "context_length_exceeded"
     assert f"input[1] has {limit + 42} tokens" in refused.value.message
+
+
+class _Spy:
+    """Counts the calls of a recorded forward pass."""
+
+    def __init__(self, graph: Any) -> None:
+        self.graph, self.calls = graph, 0
+
+    def __call__(self, *tensors: Any) -> Any:
+        self.calls += 1
+        return self.graph(*tensors)
+
+
+def test_one_input_runs_through_the_recorded_forward_pass_with_the_same_vectors(
+    embedder: SentenceTransformerEmbedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert embedder.traced
+    single = embedder._single
+    assert single is not None
+    spy = _Spy(single._graph)
+    monkeypatch.setattr(single, "_graph", spy)
+    limit = int(embedder._model.max_seq_length)
+    for text in [*TEXTS, "word " * (limit - 2), "a, b; c. " * 9]:
+        np.testing.assert_array_equal(embedder.embed([text]).vectors, encoded(embedder, [text]))
+    assert spy.calls == len(TEXTS) + 2
+    np.testing.assert_array_equal(embedder.embed(TEXTS[:2]).vectors, encoded(embedder, TEXTS[:2]))
+    assert spy.calls == len(TEXTS) + 2  # a batch, even of two, takes the ordinary forward pass
+    assert embedder.embed([[101, 7592, 2088, 102]]).vectors.shape == (1, 384)  # token ids, decoded first
+
+
+def test_a_recording_that_disagrees_with_the_forward_pass_is_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    config = default_models()[1]
+    if not config.source:
+        pytest.skip("the embedding model's package is not installed")
+    import torch  # noqa: PLC0415  (only with the model's package)
+
+    trace = torch.jit.trace
+
+    def off_by_a_little(*args: Any, **kwargs: Any) -> Any:
+        graph = trace(*args, **kwargs)
+        return lambda *tensors: graph(*tensors) + 1e-3
+
+    monkeypatch.setattr(torch.jit, "trace", off_by_a_little)
+    loaded = SentenceTransformerEmbedder(config)
+    try:
+        assert loaded.direct and not loaded.traced
+        np.testing.assert_array_equal(loaded.embed([TEXTS[0]]).vectors, encoded(loaded, [TEXTS[0]]))
+    finally:
+        loaded.close()
