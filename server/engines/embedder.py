@@ -232,7 +232,7 @@ class _TracedSingle:
                 graph = torch.jit.trace(Forward().eval(), tuple(example[k] for k in keys), check_trace=False)
             traced = cls(owner, graph, keys, fixed)
             limit = int(model.max_seq_length)
-            probes = ["x", *PROBE_TEXTS, " ".join(["word"] * (limit - 2)), " ".join(["window"] * limit)]
+            probes = ["x", *PROBE_TEXTS, " ".join(["word"] * limit)]  # the last one fills the window
             for text in probes:
                 features, order = owner._prepare([text])
                 if not traced.takes(features):

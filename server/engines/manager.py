@@ -137,7 +137,7 @@ class ModelManager:
 
     def _load(self, name: str, slot: _Slot) -> ModelStatus:
         if self._unload(name):
-            release()  # the old engine's objects go back to the collector (the settle after the load frees them)
+            release()  # the old engine's objects go back to the collector, which frees its reference cycles
         slot.state, slot.error = "loading", None
         factory = self._engines.get(slot.config.engine)
         started = time.monotonic()
@@ -168,8 +168,7 @@ class ModelManager:
 
     def unload(self, name: str) -> None:
         if self._unload(name):
-            release()  # what the engine left in reference cycles can now be freed ...
-            settle()  # ... and what still lives is set aside again
+            release()  # what the engine left in reference cycles is freed; what still lives is set aside again
 
     def _unload(self, name: str) -> bool:
         """Close the model's worker and engine; whether it had one."""
