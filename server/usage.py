@@ -32,7 +32,6 @@ import json
 import logging
 import operator
 import queue
-import sqlite3
 import threading
 import time
 from collections import deque
@@ -162,13 +161,6 @@ _UNRESERVE = "DELETE FROM budget_reservation WHERE id IN (SELECT value FROM json
 COMMIT_WAIT_S = 10.0
 WAL_AUTOCHECKPOINT = 1000
 """SQLite's default: a commit that leaves the write-ahead log longer than this many pages checkpoints it."""
-LOOP_PRAGMAS: dict[str, object] = {
-    **{name: value for name, value in PRAGMAS.items() if name != "journal_mode"},
-    "busy_timeout": 0,
-    "wal_autocheckpoint": 0,
-}
-"""The connection that commits on an event loop: it never waits for a lock another writer holds (that would
-stall the loop) and never checkpoints (the writer thread does: see ``_run``)."""
 CHECKPOINT_EVERY = 256
 """Transactions committed on an event loop (which never checkpoints) between two checkpoints by the writer."""
 GATHER_S = 0.05
@@ -273,8 +265,6 @@ class Ledger:
         self._passes: dict[asyncio.AbstractEventLoop, list[tuple[UsageEntry, asyncio.Future[None]]]] = {}
         self._committed_on_loops = 0  # counted on the event loop (one per process: the server's)
         self._loop_transactions = 0
-        self._loop_local = threading.local()  # each event loop's thread commits on a connection of its own
-        self._loop_connections: list[sqlite3.Connection] = []
         self._checkpoint_due = False
         self.last_error: str | None = None
         self._thread = threading.Thread(target=self._run, name="usage-ledger", daemon=True)
@@ -347,7 +337,7 @@ class Ledger:
         try:
             if self._checkpoint_due:  # the writer's checkpoint waits for the lock: do not keep taking it
                 raise _CheckpointPending
-            self._write_without_waiting(self._loop_connection(), rows)
+            self._write_without_waiting(rows)
         except Exception:  # busy, failing or checkpointing: the writer thread takes over these rows
             handed = self._queue_awaited(loop, rows[0])
             self._awaited.extend(rows[1:])
@@ -379,28 +369,17 @@ class Ledger:
         """Transactions committed on event loops since start."""
         return self._loop_transactions
 
-    def _loop_connection(self) -> sqlite3.Connection:
-        connection: sqlite3.Connection | None = getattr(self._loop_local, "connection", None)
-        if connection is None:
-            # timeout=0: no busy handler from the first statement on (sqlite3's default waits up to 5 s)
-            connection = sqlite3.connect(self._store.path, timeout=0, isolation_level=None, check_same_thread=False)
-            for name, value in LOOP_PRAGMAS.items():
-                connection.execute(f"PRAGMA {name} = {value}")
-            self._loop_local.connection = connection
-            self._loop_connections.append(connection)
-        return connection
-
-    @staticmethod
-    def _write_without_waiting(connection: sqlite3.Connection, rows: list[UsageEntry]) -> None:
-        """Write ``rows`` in one transaction on the loop's connection (see ``LOOP_PRAGMAS``), or raise."""
-        connection.execute("BEGIN IMMEDIATE")
+    def _write_without_waiting(self, rows: list[UsageEntry]) -> None:
+        db = self._store.db
+        # No waiting for a lock the writer thread or another process holds (that would stall the event
+        # loop), and no checkpoint at this commit (the writer thread checkpoints: see _run).
+        db.execute_sql("PRAGMA busy_timeout = 0")
+        db.execute_sql("PRAGMA wal_autocheckpoint = 0")
         try:
-            _record_rows(connection.cursor(), rows)
-            connection.execute("COMMIT")
-        except BaseException:
-            if connection.in_transaction:  # SQLite may have ended it already (a full disk)
-                connection.execute("ROLLBACK")
-            raise
+            self._write(rows)
+        finally:
+            db.execute_sql(f"PRAGMA busy_timeout = {PRAGMAS['busy_timeout']}")
+            db.execute_sql(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT}")
 
     def flush(self, timeout: float = 10.0) -> None:
         """Wait until everything queued so far is committed."""
@@ -417,8 +396,6 @@ class Ledger:
         self._due = True
         self._nudge()
         self._thread.join(timeout)
-        for connection in self._loop_connections:
-            connection.close()
 
     def _nudge(self) -> None:
         """Have the writer write now (setting only a flag that is not set yet, which costs no lock)."""
@@ -485,22 +462,18 @@ class Ledger:
         db = self._store.db
         # IMMEDIATE takes the write lock at once: no other writer between reading the last id and inserting.
         with db.atomic("IMMEDIATE"):
-            _record_rows(db.cursor(), rows)
-
-
-def _record_rows(cursor: Any, rows: list[UsageEntry]) -> None:
-    """The rows, their roll-ups and spend, and the end of their reservations, inside a write transaction."""
-    last_id = cursor.execute(_LAST_ID).fetchone()[0]
-    reserved = [e.reservation_id for e in rows if e.reservation_id is not None]
-    if reserved:
-        cursor.execute(_UNRESERVE, (json.dumps(reserved),))
-    inserted = 0
-    for sql, params in _chunks(rows):
-        cursor.execute(sql, params)
-        inserted += cursor.rowcount
-    if inserted:  # not only replays of rows already recorded
-        cursor.execute(_ROLLUP, (last_id,))
-        cursor.execute(_SPEND, (last_id,))
+            cursor = db.cursor()
+            last_id = cursor.execute(_LAST_ID).fetchone()[0]
+            reserved = [e.reservation_id for e in rows if e.reservation_id is not None]
+            if reserved:
+                cursor.execute(_UNRESERVE, (json.dumps(reserved),))
+            inserted = 0
+            for sql, params in _chunks(rows):
+                cursor.execute(sql, params)
+                inserted += cursor.rowcount
+            if inserted:  # not only replays of rows already recorded
+                cursor.execute(_ROLLUP, (last_id,))
+                cursor.execute(_SPEND, (last_id,))
 
 
 class _CheckpointPending(Exception):
