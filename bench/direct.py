@@ -6,9 +6,9 @@ models load once and the caller stays light:
 - ``{"op": "load_chat", "path", "n_ctx", "n_threads", "n_batch"}``: the GGUF with the server's settings
 - ``{"op": "chat", "messages", "max_tokens", "stream"}``: one chat completion at temperature 0
 - ``{"op": "load_embed", "path"}``, ``{"op": "embed", "texts", "batch"}``: encode the texts
+  ``batch`` at a time (one ``encode`` call per batch), normalised as the server does
 - ``{"op": "load_engine", "name"}``, ``{"op": "engine_embed", "texts", "batch"}``: the same with the server's
   own embedder, in this process (what the API adds is then the difference from the API's figures)
-  ``batch`` at a time (one ``encode`` call per batch), normalised as the server does
 """
 
 from __future__ import annotations

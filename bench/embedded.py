@@ -169,6 +169,12 @@ def _aggregate(samples: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def _in_turn(systems: tuple[str, ...], first: int) -> tuple[str, ...]:
+    """``systems`` in their order, starting from the one at ``first`` (modulo their number)."""
+    first %= len(systems)
+    return systems[first:] + systems[:first]
+
+
 def _ttft_summary(rounds: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
     """Each system's time to first token (median of the rounds' medians) and its difference from the direct
     call's on the same prompts (the median of each round's median paired difference)."""
@@ -249,7 +255,7 @@ class ChatBench:
         each: dict[str, list[float]] = {s: [] for s in TTFT_SYSTEMS}
         for i in range(requests):
             number = next(self.numbers)
-            for system in TTFT_SYSTEMS[i % 3 :] + TTFT_SYSTEMS[: i % 3]:
+            for system in _in_turn(TTFT_SYSTEMS, i):
                 each[system].append(self.first_token(system, number))
         return {s: {"ttft_ms": median(v), "requests": len(v), "ttft_ms_each": v} for s, v in each.items()}
 
@@ -356,8 +362,8 @@ class EmbedBench:
         seconds = dict.fromkeys(self.SYSTEMS, 0.0)
         for block in range(blocks):
             start, end = block * calls // blocks * batch, (block + 1) * calls // blocks * batch
-            order = self.SYSTEMS[self._first :] + self.SYSTEMS[: self._first]
-            self._first = (self._first + 1) % len(self.SYSTEMS)
+            order = _in_turn(self.SYSTEMS, self._first)
+            self._first += 1
             for system in order:
                 time.sleep(EMBED_PAUSE_S)
                 seconds[system] += self._run(system, texts[start:end], batch)
@@ -464,8 +470,7 @@ def run(ctx: Context) -> dict[str, Any]:
             ctx.say(f"embedded: round {round_number + 1}/{ctx.rounds}: chat")
             samples: dict[str, list[dict[str, Any]]] = {s: [] for s in CHAT_SYSTEMS}
             for i in range(per_round):  # the systems in turn, a different one first each time
-                shift = (round_number * per_round + i) % len(CHAT_SYSTEMS)
-                for system in CHAT_SYSTEMS[shift:] + CHAT_SYSTEMS[:shift]:
+                for system in _in_turn(CHAT_SYSTEMS, round_number * per_round + i):
                     samples[system].append(bench.one(system))
             for system, taken in samples.items():
                 chat_rounds[system].append(_aggregate(taken))

@@ -1,9 +1,9 @@
 """A scriptable OpenAI-compatible upstream on loopback, for tests and benchmarks.
 
 It streams ``chunks`` words at ``interval`` seconds apart (word k leaves ``k * interval`` after the first,
-as a model produces tokens at its own pace: a late word does not delay the next) and can be told to fail: ``reset`` (close the
-connection mid-stream), ``stall`` (stop sending), ``garbage`` (send a line that is not an event),
-``error500`` (answer 500 before streaming), ``refuse`` (answer 400 with an OpenAI error).
+as a model produces tokens at its own pace: a late word does not delay the next) and can be told to fail:
+``reset`` (close the connection mid-stream), ``stall`` (stop sending), ``garbage`` (send a line that is not
+an event), ``error500`` (answer 500 before streaming), ``refuse`` (answer 400 with an OpenAI error).
 """
 
 from __future__ import annotations
