@@ -113,7 +113,7 @@ class LlamaChat:
             return llama_grammar.LlamaGrammar.from_string(llama_grammar.JSON_GBNF, verbose=False)
         try:
             schema = json.dumps(bounded_integers(sampling.json_schema))
-            grammar = llama_grammar.LlamaGrammar.from_json_schema(schema, verbose=False)
+            grammar = llama_grammar.LlamaGrammar.from_string(schema_grammar(schema), verbose=False)
         except Exception as exc:  # the converter asserts on schemas it does not understand: the client's to fix
             reason = str(exc) or type(exc).__name__
             raise InvalidRequest(
@@ -209,6 +209,26 @@ class LlamaChat:
 
 
 MAX_ENUMERATED_RANGE = 1000
+
+
+CONVERTER_CHAR_RULE = r'char ::= [^"\\]'
+"""How llama-cpp-python's schema converter starts the rule for a character inside a JSON string: any
+character but a quote or a backslash, raw control characters included, which JSON does not allow (a
+model then writes a newline inside a string and the output does not parse)."""
+JSON_CHAR_RULE = r'char ::= [^"\\\x7F\x00-\x1F]'
+"""The same without control characters, as llama.cpp's own JSON grammar has it."""
+
+
+def schema_grammar(schema: str) -> str:
+    """The GBNF grammar for a JSON schema (given as JSON text): llama-cpp-python's converter, with its
+    string characters kept to what JSON allows."""
+    from llama_cpp import llama_grammar  # noqa: PLC0415
+
+    grammar: str = llama_grammar.json_schema_to_gbnf(schema)
+    return "\n".join(
+        JSON_CHAR_RULE + line[len(CONVERTER_CHAR_RULE) :] if line.startswith(CONVERTER_CHAR_RULE) else line
+        for line in grammar.split("\n")
+    )
 
 
 def bounded_integers(schema: Any) -> Any:
