@@ -50,9 +50,10 @@ rotating). Three long requests a round leave the median to one outlier."""
 TTFT_TOKENS = 2
 EMBED_ENCODINGS = {"api": "base64", "api_float": "float"}
 """How each API system asks for its vectors: base64 is what the OpenAI SDKs send unless told otherwise."""
-EMBED_BLOCKS = 4
+EMBED_BLOCKS = 8
 """A round's inputs are embedded in this many blocks, by each system in turn (which goes first rotating),
-so that a burst of other work on the machine falls on every system alike."""
+so that a burst of other work on the machine falls on every system alike. Each block is also a paired
+sample: the same inputs through every system within a second or two."""
 EMBED_PAUSE_S = 0.2
 """Between blocks: torch's worker threads in the process that just ran may still be spinning."""
 WORDS = [
@@ -359,15 +360,41 @@ class EmbedBench:
         """Embed ``texts`` ``batch`` at a time with each system: its result by system name."""
         calls = len(range(0, len(texts), batch))
         blocks = min(EMBED_BLOCKS, calls)
-        seconds = dict.fromkeys(self.SYSTEMS, 0.0)
+        seconds: dict[str, list[float]] = {system: [] for system in self.SYSTEMS}
         for block in range(blocks):
             start, end = block * calls // blocks * batch, (block + 1) * calls // blocks * batch
             order = _in_turn(self.SYSTEMS, self._first)
             self._first += 1
             for system in order:
                 time.sleep(EMBED_PAUSE_S)
-                seconds[system] += self._run(system, texts[start:end], batch)
-        return {s: {"inputs": len(texts), "seconds": t, "per_s": len(texts) / t} for s, t in seconds.items()}
+                seconds[system].append(self._run(system, texts[start:end], batch))
+        return {
+            s: {"inputs": len(texts), "seconds": sum(t), "per_s": len(texts) / sum(t), "block_seconds": t}
+            for s, t in seconds.items()
+        }
+
+
+EMBED_PAIRS = {
+    "api_vs_direct": ("api", "direct"),
+    "api_float_vs_direct": ("api_float", "direct"),
+    "api_vs_engine": ("api", "engine"),
+    "engine_vs_direct": ("engine", "direct"),
+}
+
+
+def _embed_paired(rounds: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """For each shape and pair of systems, the median over every block of every round of the one's
+    throughput over the other's on the same inputs (the other's seconds over the one's)."""
+    out: dict[str, dict[str, Any]] = {}
+    for shape in ("single", "batch32"):
+        for label, (mine, base) in EMBED_PAIRS.items():
+            ratios = [
+                theirs / ours
+                for taken, baseline in zip(rounds[f"{mine}_{shape}"], rounds[f"{base}_{shape}"], strict=True)
+                for ours, theirs in zip(taken["block_seconds"], baseline["block_seconds"], strict=True)
+            ]
+            out.setdefault(shape, {})[label] = {"median": median(ratios), "blocks": len(ratios)}
+    return out
 
 
 def run(ctx: Context) -> dict[str, Any]:
@@ -461,7 +488,7 @@ def run(ctx: Context) -> dict[str, Any]:
         embed_rounds: dict[str, list[dict[str, Any]]] = {
             f"{system}_{shape}": [] for shape in ("single", "batch32") for system in EmbedBench.SYSTEMS
         }
-        singles, batches = (16, 2) if ctx.smoke else (128, 12)
+        singles, batches = (16, 2) if ctx.smoke else (128, 16)
         texts_single = sentences(singles)
         texts_batch = sentences(batches * 32, offset=1000)
         embeddings = EmbedBench(embedder, bench.api, embed_config.name)
@@ -512,8 +539,12 @@ def run(ctx: Context) -> dict[str, Any]:
             "ttft_rounds": ttft_rounds,
             "concurrency": concurrency,
             "concurrency_rounds": conc_rounds,
-            "embeddings": {s: median_of_rounds(r) for s, r in embed_rounds.items()},
+            "embeddings": {
+                s: {k: v for k, v in median_of_rounds(r).items() if k != "block_seconds"}
+                for s, r in embed_rounds.items()
+            },
             "embeddings_rounds": embed_rounds,
+            "embeddings_paired": _embed_paired(embed_rounds),
         }
     finally:
         if bench is not None:

@@ -34,6 +34,10 @@ STREAMS = 64
 STREAM_CHUNKS = 100
 STREAM_INTERVAL_S = 0.01
 FAST_CHUNKS = 16
+PASSES = 2
+"""Closed-loop windows per system, concurrency and round, the systems taken there and back: each window
+is a sample paired with the other systems' windows of the same pass."""
+WINDOW_S = 3.0
 
 
 def fast_body(model: str) -> dict[str, Any]:
@@ -141,7 +145,8 @@ def _closed_numbers(result: dict[str, Any], pid_name: str | None) -> dict[str, A
 def run(ctx: Context) -> dict[str, Any]:
     client_cpus, sut_cpus = split_cores()
     concurrency = (1,) if ctx.smoke else CONCURRENCY
-    warmup, duration = (0.1, 0.4) if ctx.smoke else (1.0, 5.0)
+    warmup, duration = (0.1, 0.4) if ctx.smoke else (1.0, WINDOW_S)
+    passes = 1 if ctx.smoke else PASSES
     streams = 4 if ctx.smoke else STREAMS
     started: list[Running | Mocks] = []
     notes: list[str] = ["floor: bench/floor.py (aiohttp) on uvloop, the gateway's server loop."]
@@ -206,10 +211,11 @@ def run(ctx: Context) -> dict[str, Any]:
             ordered = targets[shift:] + targets[:shift]
             for c in concurrency:
                 ctx.say(f"gateway: round {round_number + 1}/{ctx.rounds}: concurrency {c}")
-                for target in ordered:
-                    result = drive(target.closed(c, warmup, duration), pids[target.name], client_cpus)
-                    measured = None if target.name == "direct" else target.name
-                    closed_rounds[target.name][c].append(_closed_numbers(result, measured))
+                for window in range(passes):  # there and back: A B C D, D C B A
+                    for target in ordered if window % 2 == 0 else ordered[::-1]:
+                        result = drive(target.closed(c, warmup, duration), pids[target.name], client_cpus)
+                        measured = None if target.name == "direct" else target.name
+                        closed_rounds[target.name][c].append(_closed_numbers(result, measured))
             ctx.say(f"gateway: round {round_number + 1}/{ctx.rounds}: {streams} paced streams")
             for target in ordered:
                 result = drive(
@@ -229,9 +235,11 @@ def run(ctx: Context) -> dict[str, Any]:
                 "mock_chunks": FAST_CHUNKS,
                 "warmup_s": warmup,
                 "duration_s": duration,
+                "windows_per_round": passes,
             },
             "streams_setup": {"streams": streams, "chunks": mocks.chunks, "interval_s": STREAM_INTERVAL_S},
             "closed": _summarise_closed(closed_rounds),
+            "closed_paired": _paired(closed_rounds),
             "closed_rounds": {n: {str(c): r for c, r in by_c.items()} for n, by_c in closed_rounds.items()},
             "streams": {n: _stream_summary(r) for n, r in stream_rounds.items()},
             "streams_rounds": stream_rounds,
@@ -260,6 +268,32 @@ def _summarise_closed(rounds: dict[str, dict[int, list[dict[str, Any]]]]) -> dic
                 merged["added_p50_ms"] = median(r["p50_ms"] - d["p50_ms"] for r, d in pairs)
                 merged["added_p99_ms"] = median(r["p99_ms"] - d["p99_ms"] for r, d in pairs)
             out[name][str(c)] = merged
+    return out
+
+
+PAIRED = {
+    "cpu_vs_floor": ("gateway", "floor", "cpu_ms_per_req"),
+    "litellm_cpu_vs_gateway": ("litellm", "gateway", "cpu_ms_per_req"),
+    "litellm_cpu_vs_floor": ("litellm", "floor", "cpu_ms_per_req"),
+    "rps_vs_litellm": ("gateway", "litellm", "rps"),
+    "floor_rps_vs_litellm": ("floor", "litellm", "rps"),
+}
+"""Ratios taken window by window (the same pass of the same round) before the median over windows:
+the machine's drift over a run moves both sides of a pair alike."""
+
+
+def _paired(rounds: dict[str, dict[int, list[dict[str, Any]]]]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for label, (mine, base, field) in PAIRED.items():
+        if mine not in rounds or base not in rounds:
+            continue
+        for c, windows in rounds[mine].items():
+            ratios = [
+                a[field] / b[field]
+                for a, b in zip(windows, rounds[base].get(c, []), strict=False)
+                if a.get(field) and b.get(field)
+            ]
+            out.setdefault(label, {})[str(c)] = {"median": median(ratios), "windows": len(ratios)}
     return out
 
 

@@ -23,7 +23,9 @@ longer. 10,000 spins still bridge the gaps between a forward pass's kernels: on 
 as fast as the default."""
 
 BATCH = 32
-"""Texts per forward pass, as ``encode`` batches them."""
+"""Texts per call of ``encode``, as it batches them by default."""
+GROUP = 16
+"""On the CPU, at most this many texts per forward pass (see ``_grouped``)."""
 PROBE_TEXTS = [
     "A short one.",
     "A longer text, so that the batch is padded: the quick brown fox jumps over the lazy dog twice.",
@@ -66,12 +68,20 @@ class SentenceTransformerEmbedder:
         self._dims = int(dims) if dims else len(self._model.encode(["x"])[0])
         self._model.eval()
         self._prompt = self._default_prompt()
+        self._grouping = False
         self.direct = self._direct_matches_encode()
         """Whether a batch's forward pass is called directly (see ``_run``): only when it gives the
         vectors ``encode`` gives and its attention mask the token counts the tokenizer gives, checked on
         probe texts at load."""
         self._single = _TracedSingle.build(self) if self.direct and device == "cpu" else None
         """The forward pass for one input as a traced graph (see ``_TracedSingle``), or None."""
+        self._grouping = self.direct and device == "cpu" and self._grouping_matches()
+        """Whether a batch of more than ``GROUP`` texts runs as several forward passes (``_grouped``)."""
+
+    @property
+    def grouping(self) -> bool:
+        """Whether a batch of more than ``GROUP`` texts runs in groups of similar length."""
+        return self._grouping
 
     @property
     def traced(self) -> bool:
@@ -116,7 +126,55 @@ class SentenceTransformerEmbedder:
         with torch.inference_mode():
             if self.device != "cpu":
                 features = {k: v.to(self.device) if hasattr(v, "to") else v for k, v in features.items()}
+            elif self._grouping and len(order) > GROUP:
+                grouped = self._grouped(features, order)
+                if grouped is not None:
+                    return self._finish(*grouped)
             return self._finish(self._model(features)["sentence_embedding"], order)
+
+    def _grouped(self, features: dict[str, Any], order: Any) -> tuple[Any, Any] | None:
+        """The batch's forward pass as passes of at most ``GROUP`` texts, longest first by tokens, each
+        group padded only to its own longest text; None if the batch is not padded on the right.
+
+        A batch is padded to its longest text, and every padding position goes through every layer's
+        matrix products. In groups of similar length less of the work is padding, and on the CPU a
+        group's activations stay in the caches: about 10% less time for 32 short texts of uneven length.
+        The padding is masked out of the attention and the pooling, so each text's vector is the same
+        (checked at load, ``_grouping_matches``)."""
+        torch = self._torch
+        mask = features["attention_mask"]
+        width = mask.shape[1]
+        lengths = mask.sum(dim=1)
+        ranked = torch.argsort(lengths, descending=True, stable=True)
+        groups = [ranked[start : start + GROUP] for start in range(0, len(ranked), GROUP)]
+        parts = []
+        for rows in groups:
+            longest = int(lengths[rows[0]])
+            if int(mask[rows, :longest].sum()) != int(lengths[rows].sum()):
+                return None  # padded on the left (or holes): the columns past the longest are not padding
+            part = {
+                name: value[rows, :longest]
+                if isinstance(value, torch.Tensor) and value.dim() == 2 and value.shape[1] == width
+                else value
+                for name, value in features.items()
+            }
+            parts.append(self._model(part)["sentence_embedding"])
+        return torch.cat(parts), order[ranked.numpy()]
+
+    def _grouping_matches(self) -> bool:
+        """Whether forward passes in groups give the whole batch's vectors, on probe texts of uneven length."""
+        texts = [f"{PROBE_TEXTS[i % len(PROBE_TEXTS)]} {'and more ' * (i % 5)}({i})" for i in range(2 * GROUP + 3)]
+        try:
+            features, order = self._prepare(texts)
+            torch = self._torch
+            with torch.inference_mode():
+                whole = self._finish(self._model(features)["sentence_embedding"], order)
+                grouped = self._grouped(features, order)
+                if grouped is None:
+                    return False
+                return bool(np.allclose(self._finish(*grouped), whole, rtol=0, atol=1e-6))
+        except Exception:  # any surprise from the library's structure: keep to whole batches
+            return False
 
     def _counts(self, texts: list[str], features: dict[str, Any], order: Any, limit: int) -> list[int]:
         """Each text's tokens, read from the batch's attention mask rather than from a second pass of

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from server.config import default_models
-from server.engines.embedder import BATCH, SentenceTransformerEmbedder
+from server.engines.embedder import BATCH, GROUP, SentenceTransformerEmbedder
 from server.errors import InvalidRequest
 
 TEXTS = [
@@ -41,8 +41,55 @@ def test_the_forward_pass_is_used_and_matches_encode(embedder: SentenceTransform
         vectors = embedder.embed(texts).vectors
         assert isinstance(vectors, np.ndarray)
         assert vectors.dtype == np.float32 and vectors.shape == (len(texts), 384)
-        np.testing.assert_array_equal(vectors, encoded(embedder, texts))
+        if len(texts) <= GROUP:  # one forward pass, as encode's: the same numbers
+            np.testing.assert_array_equal(vectors, encoded(embedder, texts))
+        else:  # in groups: products over other shapes, the same vectors to float32 rounding
+            np.testing.assert_allclose(vectors, encoded(embedder, texts), rtol=0, atol=1e-6)
         np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
+
+
+def test_a_batch_runs_in_groups_of_similar_length_with_the_same_vectors(
+    embedder: SentenceTransformerEmbedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert embedder.grouping
+    model = embedder._model
+    widths: list[tuple[int, int]] = []
+    forward = type(model).__call__
+
+    def spy(self: Any, features: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        widths.append(tuple(features["input_ids"].shape))
+        return forward(self, features, *args, **kwargs)
+
+    monkeypatch.setattr(type(model), "__call__", spy)
+    # Interleaved long and short texts: one long text pads the whole batch; in groups only its own.
+    texts = [TEXTS[2] if i % 4 == 0 else f"short {i}" for i in range(BATCH)]
+    vectors = embedder.embed(texts).vectors
+    assert len(widths) == BATCH // GROUP
+    assert widths[0][0] == GROUP and widths[1][1] < widths[0][1]  # the second group: short texts only
+    np.testing.assert_allclose(vectors, encoded(embedder, texts), rtol=0, atol=1e-6)
+    widths.clear()
+    embedder.embed(texts[:GROUP])
+    assert len(widths) == 1  # up to a group, one pass
+
+
+def test_grouping_that_disagrees_with_the_whole_batch_is_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    config = default_models()[1]
+    if not config.source:
+        pytest.skip("the embedding model's package is not installed")
+    grouped = SentenceTransformerEmbedder._grouped
+
+    def off_by_a_little(self: SentenceTransformerEmbedder, features: dict[str, Any], order: Any) -> Any:
+        result = grouped(self, features, order)
+        return None if result is None else (result[0] + 1e-3, result[1])
+
+    monkeypatch.setattr(SentenceTransformerEmbedder, "_grouped", off_by_a_little)
+    loaded = SentenceTransformerEmbedder(config)
+    try:
+        assert loaded.direct and not loaded.grouping
+        texts = [f"text {i} " + "word " * (i % 9) for i in range(BATCH)]
+        np.testing.assert_allclose(loaded.embed(texts).vectors, encoded(loaded, texts), rtol=0, atol=1e-6)
+    finally:
+        loaded.close()
 
 
 def test_more_inputs_than_one_batch_go_through_encode(embedder: SentenceTransformerEmbedder) -> None:

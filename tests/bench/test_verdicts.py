@@ -1,0 +1,97 @@
+"""How the benchmark report turns measurements into verdicts: ratios taken sample by sample on the same work
+(blocks of inputs, windows of load) and then the median, rather than a ratio of two medians that one
+disturbed sample on either side can move; and LiteLLM compared per core."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench.embedded import _embed_paired
+from bench.gateway import _paired
+from bench.report import targets
+
+
+def _verdict(results: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(t for t in targets(results) if t["target"].startswith(name))
+
+
+def _window(cpu: float, rps: float) -> dict[str, Any]:
+    return {"cpu_ms_per_req": cpu, "rps": rps, "p50_ms": 1.0, "p99_ms": 2.0}
+
+
+def test_embedding_ratios_are_paired_block_by_block() -> None:
+    # Three rounds of two blocks. Direct has one disturbed block (the machine busy while it ran): its sum
+    # over the round would make the API look faster than it is, and a busy block on the API's side in
+    # another round would make it look slower. Block by block, the API takes 2 % longer.
+    rounds: dict[str, list[dict[str, Any]]] = {}
+    direct = [[1.0, 1.0], [1.0, 1.6], [1.0, 1.0]]
+    api = [[1.02, 1.02], [1.02, 1.02], [1.02, 1.5]]
+    for shape in ("single", "batch32"):
+        rounds[f"direct_{shape}"] = [{"block_seconds": b} for b in direct]
+        rounds[f"engine_{shape}"] = [{"block_seconds": b} for b in direct]
+        rounds[f"api_{shape}"] = [{"block_seconds": b} for b in api]
+        rounds[f"api_float_{shape}"] = [{"block_seconds": b} for b in api]
+    paired = _embed_paired(rounds)
+    assert paired["batch32"]["api_vs_direct"]["blocks"] == 6
+    assert abs(paired["batch32"]["api_vs_direct"]["median"] - 1 / 1.02) < 1e-9
+    assert paired["single"]["engine_vs_direct"]["median"] == 1.0
+
+
+def _results(embeddings_paired: dict[str, Any], closed: dict[str, Any], paired: dict[str, Any]) -> dict[str, Any]:
+    chat = {s: {"tok_s": 60.0, "ttft_ms": 180.0} for s in ("api_stream", "direct_stream", "api", "direct")}
+    per_s = {f"{s}_{shape}": {"per_s": 100.0} for s in ("direct", "engine", "api", "api_float") for shape in ("single", "batch32")}
+    return {
+        "rounds": 3,
+        "sections": {
+            "embedded": {"chat": chat, "embeddings": per_s, "embeddings_paired": embeddings_paired},
+            "gateway": {
+                "closed": closed,
+                "closed_paired": paired,
+                "request": {"windows_per_round": 2, "duration_s": 3.0},
+            },
+        },
+    }
+
+
+def test_verdicts_follow_the_paired_medians() -> None:
+    # Ratios of medians (the table) would say: CPU 2.2× the floor, embeddings at 90 %. Paired: 1.8×, 97 %.
+    closed = {
+        "gateway": {"16": _window(0.44, 2500.0)},
+        "floor": {"16": _window(0.20, 4000.0)},
+    }
+    paired_gateway = {"cpu_vs_floor": {"16": {"median": 1.8, "windows": 6}}}
+    shapes = {
+        shape: {label: {"median": 0.97, "blocks": 24} for label in ("api_vs_direct", "api_float_vs_direct", "api_vs_engine")}
+        for shape in ("single", "batch32")
+    }
+    results = _results(shapes, closed, paired_gateway)
+    cpu = _verdict(results, "gateway CPU per request")
+    assert cpu["status"] == "PASS" and "median over 6 paired windows" in cpu["value"]
+    assert _verdict(results, "embeddings through the API")["status"] == "PASS"
+
+    shapes["batch32"]["api_vs_direct"]["median"] = 0.94
+    paired_gateway["cpu_vs_floor"]["16"]["median"] = 2.05
+    results = _results(shapes, closed, paired_gateway)
+    assert _verdict(results, "embeddings through the API")["status"] == "FAIL"
+    assert _verdict(results, "gateway CPU per request")["status"] == "FAIL"
+
+
+def test_litellm_is_compared_on_what_a_core_gives() -> None:
+    # At c=1 the client waits for each answer: the gateway's measured req/s is bounded by the round trip
+    # (14×), and so is the minimal aiohttp proxy's; per core of CPU the gateway gives 24× LiteLLM's.
+    windows = {
+        "gateway": {"1": [_window(0.68, 830.0)] * 2, "16": [_window(0.35, 2600.0)] * 2},
+        "floor": {"1": [_window(0.41, 1160.0)] * 2, "16": [_window(0.20, 3800.0)] * 2},
+        "litellm": {"1": [_window(16.3, 60.0)] * 2, "16": [_window(13.0, 77.0)] * 2},
+    }
+    closed = {name: {c: ws[0] for c, ws in by_c.items()} for name, by_c in windows.items()}
+    paired = _paired(windows)  # type: ignore[arg-type]
+    results = _results({}, closed, paired)
+    verdict = _verdict(results, "gateway ≥ 20× LiteLLM")
+    assert verdict["status"] == "PASS"
+    assert "c=1: 24.0×" in verdict["value"] and "req/s as measured c=1: 13.8×" in verdict["value"]
+    assert "the aiohttp floor at c=1: 19.3×" in verdict["value"]
+
+    slow = {**windows, "gateway": {"1": [_window(0.9, 830.0)] * 2, "16": [_window(0.35, 2600.0)] * 2}}
+    results = _results({}, {n: {c: ws[0] for c, ws in b.items()} for n, b in slow.items()}, _paired(slow))  # type: ignore[arg-type]
+    assert _verdict(results, "gateway ≥ 20× LiteLLM")["status"] == "FAIL"  # 16.3 / 0.9 = 18.1× at c=1
