@@ -28,7 +28,7 @@ from server.store import Store
 from server.usage import Ledger, UsageEntry
 
 LEDGER_RATE = 5000
-PASSES = 2
+PASSES = 3
 """Pairs of windows (without and with the load, the order alternating) per round: the verdict is the
 median over every pair of the run."""
 SLOWDOWN_LIMIT = 1.10
