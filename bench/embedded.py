@@ -162,12 +162,31 @@ def _aggregate(samples: list[dict[str, Any]]) -> dict[str, Any]:
     ]
     return {
         "tok_s": tokens / seconds if seconds else 0.0,
+        "tok_s_each": [s["tokens"] / (s["total_ms"] / 1000) if s["total_ms"] else 0.0 for s in samples],
         "ttft_ms": median(s["ttft_ms"] for s in samples),
         "total_ms": median(s["total_ms"] for s in samples),
         "tokens": median(s["tokens"] for s in samples),
         "decode_tok_s": median(decode) if decode else None,
         "requests": len(samples),
     }
+
+
+CHAT_PAIRS = {"api_stream": "direct_stream", "api": "direct"}
+
+
+def _chat_paired(rounds: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """For the API, streamed and not, the median over every request of the run of its tokens per second
+    over the direct call's on the same prompt in the same turn."""
+    out: dict[str, dict[str, Any]] = {}
+    for mine, base in CHAT_PAIRS.items():
+        ratios = [
+            a / b
+            for taken, direct in zip(rounds[mine], rounds[base], strict=True)
+            for a, b in zip(taken["tok_s_each"], direct["tok_s_each"], strict=True)
+            if b
+        ]
+        out[mine] = {"vs_direct": median(ratios), "requests": len(ratios)}
+    return out
 
 
 def _in_turn(systems: tuple[str, ...], first: int) -> tuple[str, ...]:
@@ -511,7 +530,9 @@ def run(ctx: Context) -> dict[str, Any]:
             for name, batch, texts in (("single", 1, texts_single), ("batch32", 32, texts_batch)):
                 for system, result in embeddings.measure(texts, batch).items():
                     embed_rounds[f"{system}_{name}"].append(result)
-        chat = {s: median_of_rounds(r) for s, r in chat_rounds.items()}
+        chat = {
+            s: {k: v for k, v in median_of_rounds(r).items() if k != "tok_s_each"} for s, r in chat_rounds.items()
+        }
         concurrency = {s: median_of_rounds(r) for s, r in conc_rounds.items()}
         for name, rounds in conc_rounds.items():  # each client's time to first token, by rank, median of rounds
             ranked = [r["ttft_ms_each"] for r in rounds if r.get("ttft_ms_each")]
@@ -531,10 +552,12 @@ def run(ctx: Context) -> dict[str, Any]:
                 "embedding_model": embed_config.source,
                 "torch_threads": embed_load.get("torch_threads"),
                 "engine_traced": engine_load.get("traced"),
+                "engine_grouping": engine_load.get("grouping"),
                 "embedding_openmp": openmp,
             },
             "chat": chat,
             "chat_rounds": chat_rounds,
+            "chat_paired": _chat_paired(chat_rounds),
             "ttft": _ttft_summary(ttft_rounds),
             "ttft_rounds": ttft_rounds,
             "concurrency": concurrency,

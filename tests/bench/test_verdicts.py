@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.embedded import _embed_paired
+from bench.embedded import _chat_paired, _embed_paired
 from bench.gateway import _paired
 from bench.report import targets
 
@@ -95,3 +95,20 @@ def test_litellm_is_compared_on_what_a_core_gives() -> None:
     slow = {**windows, "gateway": {"1": [_window(0.9, 830.0)] * 2, "16": [_window(0.35, 2600.0)] * 2}}
     results = _results({}, {n: {c: ws[0] for c, ws in b.items()} for n, b in slow.items()}, _paired(slow))  # type: ignore[arg-type]
     assert _verdict(results, "gateway ≥ 20× LiteLLM")["status"] == "FAIL"  # 16.3 / 0.9 = 18.1× at c=1
+
+
+def test_chat_is_compared_request_by_request() -> None:
+    # One API request in nine ran while the machine was busy (40 tokens/s instead of 60): the ratio of the
+    # rounds' medians would move with it; the median of the requests' ratios does not.
+    direct = [{"tok_s_each": [60.0, 60.0, 60.0]}] * 3
+    api = [{"tok_s_each": [61.0, 40.0, 61.0]}, {"tok_s_each": [61.0] * 3}, {"tok_s_each": [61.0] * 3}]
+    rounds = {"direct_stream": direct, "direct": direct, "api_stream": api, "api": api}
+    paired = _chat_paired(rounds)
+    assert paired["api"]["requests"] == 9
+    assert abs(paired["api"]["vs_direct"] - 61 / 60) < 1e-9
+    results = _results({}, {}, {})
+    results["sections"]["embedded"]["chat_paired"] = paired
+    verdict = _verdict(results, "chat through the API")
+    assert verdict["status"] == "PASS" and "median over 9 requests" in verdict["value"]
+    paired["api"]["vs_direct"] = 0.9
+    assert _verdict(results, "chat through the API")["status"] == "FAIL"

@@ -1,5 +1,6 @@
 """The sentence-transformers embedder on the real MiniLM model: the batch forward pass it calls gives
-exactly what ``SentenceTransformer.encode`` gives, and it keeps to ``encode`` when it would not."""
+what ``SentenceTransformer.encode`` gives (exactly in one pass, to float32 rounding in groups), and it
+keeps to ``encode`` when it would not."""
 
 from __future__ import annotations
 
