@@ -274,7 +274,6 @@ def _summarise_closed(rounds: dict[str, dict[int, list[dict[str, Any]]]]) -> dic
 PAIRED = {
     "cpu_vs_floor": ("gateway", "floor", "cpu_ms_per_req"),
     "litellm_cpu_vs_gateway": ("litellm", "gateway", "cpu_ms_per_req"),
-    "litellm_cpu_vs_floor": ("litellm", "floor", "cpu_ms_per_req"),
     "rps_vs_litellm": ("gateway", "litellm", "rps"),
     "floor_rps_vs_litellm": ("floor", "litellm", "rps"),
 }

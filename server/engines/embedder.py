@@ -166,9 +166,8 @@ class SentenceTransformerEmbedder:
         texts = [f"{PROBE_TEXTS[i % len(PROBE_TEXTS)]} {'and more ' * (i % 5)}({i})" for i in range(2 * GROUP + 3)]
         try:
             features, order = self._prepare(texts)
-            torch = self._torch
-            with torch.inference_mode():
-                whole = self._finish(self._model(features)["sentence_embedding"], order)
+            whole = self._run(features, order)  # one pass: grouping is not on yet
+            with self._torch.inference_mode():
                 grouped = self._grouped(features, order)
                 if grouped is None:
                     return False

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from server.config import default_models
+from server.config import ModelConfig, default_models
 from server.engines.embedder import BATCH, GROUP, SentenceTransformerEmbedder
 from server.errors import InvalidRequest
 
@@ -22,11 +22,17 @@ TEXTS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def embedder() -> Iterator[SentenceTransformerEmbedder]:
+def embedding_config() -> ModelConfig:
+    """The built-in embedding model's entry; the test is skipped where its package is not installed."""
     config = default_models()[1]
     if not config.source:
         pytest.skip("the embedding model's package is not installed")
+    return config
+
+
+@pytest.fixture(scope="module")
+def embedder() -> Iterator[SentenceTransformerEmbedder]:
+    config = embedding_config()
     loaded = SentenceTransformerEmbedder(config)
     yield loaded
     loaded.close()
@@ -74,9 +80,7 @@ def test_a_batch_runs_in_groups_of_similar_length_with_the_same_vectors(
 
 
 def test_grouping_that_disagrees_with_the_whole_batch_is_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
-    config = default_models()[1]
-    if not config.source:
-        pytest.skip("the embedding model's package is not installed")
+    config = embedding_config()
     grouped = SentenceTransformerEmbedder._grouped
 
     def off_by_a_little(self: SentenceTransformerEmbedder, features: dict[str, Any], order: Any) -> Any:
@@ -114,9 +118,7 @@ def test_the_models_default_prompt_is_applied_as_encode_applies_it(
 
 
 def test_a_forward_pass_that_disagrees_with_encode_is_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
-    config = default_models()[1]
-    if not config.source:
-        pytest.skip("the embedding model's package is not installed")
+    config = embedding_config()
     run = SentenceTransformerEmbedder._run
 
     def off_by_a_little(self: SentenceTransformerEmbedder, features: dict[str, Any], order: Any) -> Any:
@@ -174,9 +176,7 @@ def test_one_input_runs_through_the_recorded_forward_pass_with_the_same_vectors(
 
 
 def test_a_recording_that_disagrees_with_the_forward_pass_is_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
-    config = default_models()[1]
-    if not config.source:
-        pytest.skip("the embedding model's package is not installed")
+    config = embedding_config()
     import torch  # noqa: PLC0415  (only with the model's package)
 
     trace = torch.jit.trace
