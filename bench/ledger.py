@@ -4,13 +4,14 @@ ledger kept busy at 5,000 rows a second slows the gateway's requests.
 The second part runs the gateway through :mod:`bench.gateway_hook`, which submits the extra rows (built
 beforehand) to the gateway's own ledger from a thread in the gateway process, so that they cost what
 real requests' rows cost: ``submit``, the writer thread, SQLite, and the GIL and core the requests need.
-It compares the gateway at concurrency 16 against the fast mock with and without that load, interleaved
-round by round.
+It runs the gateway at concurrency 16 against the fast mock with that load switched on and off every
+second, and compares each loaded second with the unloaded seconds either side of it.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import tempfile
@@ -24,13 +25,22 @@ from bench.loadgen import drive
 from bench.procs import PYTHON, split_cores
 from bench.stats import median, median_of_rounds
 from bench.systems import Running, start_gateway
+from server.api.http import new_id
 from server.store import Store
 from server.usage import Ledger, UsageEntry
 
 LEDGER_RATE = 5000
-PASSES = 3
-"""Pairs of windows (without and with the load, the order alternating) per round: the verdict is the
-median over every pair of the run."""
+PHASE_S = 1.0
+PHASES = 37
+"""A round is one run of the gateway at concurrency 16, cut into phases of ``PHASE_S``: the load is on in
+every odd phase and off in the even ones, so that each loaded phase has an unloaded one on either side
+(the machine's own drift, over seconds, then weighs on both alike)."""
+SETTLE_S = 0.1
+"""The start of each phase that is not counted: the writer commits rows it gathered up to 0.05 s after
+they were queued, so a phase that follows a loaded one still carries some of its load that long."""
+LEAD_S = 3.0
+"""From sending the schedule to its first phase: the gateway builds the load's rows and the clients
+connect."""
 SLOWDOWN_LIMIT = 1.10
 """Requests count as not slowed while their p50 latency under ledger load stays within 10 % of without."""
 
@@ -43,7 +53,7 @@ def burst(rows: int, directory: Path) -> dict[str, Any]:
         now = time.time()
         entries = [
             UsageEntry(
-                request_id=f"bench_{i}",
+                request_id=new_id("req_"),
                 key_id=f"key_{i % 50}",
                 model=f"model-{i % 5}",
                 endpoint="chat.completions",
@@ -100,8 +110,8 @@ def run(ctx: Context) -> dict[str, Any]:
             "interplay": "skipped in smoke mode (the gateway under ledger load)",
         }
     client_cpus, sut_cpus = split_cores()
-    warmup, duration = 1.0, 5.0
     stats_path = ctx.workdir / "ledger-load.json"
+    schedule_path = ctx.workdir / "ledger-phases.json"
     started: list[Running | Mocks] = []
     try:
         mocks = Mocks(ctx, client_cpus)
@@ -114,60 +124,72 @@ def run(ctx: Context) -> dict[str, Any]:
             models=upstream_models(mocks),
             expect={"fast"},
             command=[PYTHON, "-m", "bench.gateway_hook"],
-            env={"BENCH_LEDGER_RATE": str(LEDGER_RATE), "BENCH_LEDGER_STATS": str(stats_path)},
+            env={
+                "BENCH_LEDGER_RATE": str(LEDGER_RATE),
+                "BENCH_LEDGER_PHASES": str(schedule_path),
+                "BENCH_LEDGER_STATS": str(stats_path),
+            },
         )
         started.append(gateway)
         target = Target("gateway", gateway, gateway, "fast", "paced")
         drive(target.closed(16, 0.0, 0.5), {}, client_cpus)
-        quiet_rounds: list[dict[str, Any]] = []
-        busy_rounds: list[dict[str, Any]] = []
-        load_rounds: list[dict[str, Any]] = []
+        rounds: list[dict[str, Any]] = []
         for round_number in range(ctx.rounds):
             ctx.say(
-                f"ledger: round {round_number + 1}/{ctx.rounds}: gateway at c=16 without and with {LEDGER_RATE} rows/s"
+                f"ledger: round {round_number + 1}/{ctx.rounds}: gateway at c=16 for {PHASES} s, "
+                f"{LEDGER_RATE} rows/s into its ledger every other second"
             )
-            for window in range(PASSES):
-                quiet: dict[str, Any] = {}
-                busy: dict[str, Any] = {}
-                # Alternate which goes first, so that a drift of the machine's load does not favour either.
-                for loaded in (False, True) if (round_number * PASSES + window) % 2 == 0 else (True, False):
-                    if loaded:
-                        os.kill(gateway.pid, signal.SIGUSR1)
-                        time.sleep(1.5)  # the hook builds its rows first
-                        busy = drive(target.closed(16, warmup, duration), {"gateway": gateway.pid}, client_cpus)
-                        os.kill(gateway.pid, signal.SIGUSR2)
-                        load_rounds.append(_wait_stats(stats_path))
-                    else:
-                        quiet = drive(target.closed(16, warmup, duration), {"gateway": gateway.pid}, client_cpus)
-                for result, bucket in ((quiet, quiet_rounds), (busy, busy_rounds)):
-                    bucket.append(
-                        {
-                            "rps": result["rps"],
-                            "p50_ms": result["latency_ms"]["p50"],
-                            "p99_ms": result["latency_ms"]["p99"],
-                            "errors": result["errors"],
-                            "cpu_ms_per_req": result["cpu_s"]["gateway"] * 1000 / max(result["requests"], 1),
-                        }
-                    )
+            plan = {"epoch": time.monotonic() + LEAD_S, "phase_s": PHASE_S, "count": PHASES, "settle_s": SETTLE_S}
+            schedule_path.write_text(json.dumps(plan))
+            os.kill(gateway.pid, signal.SIGUSR1)
+            try:
+                result = drive(target.closed(16, 0.0, 0.0) | {"phases": plan}, {}, client_cpus)
+            finally:
+                os.kill(gateway.pid, signal.SIGUSR2)  # the schedule is over: this only cuts short a failure
+            load = _wait_stats(stats_path)
+            cpu = load.pop("cpu_per_s_by_phase", [])
+            phases = [
+                phase | {"cpu_ms_per_req": used / phase["rps"] * 1000 if phase["rps"] else math.nan}
+                for phase, used in zip(result["phases"], cpu, strict=False)
+            ]
+            rounds.append({"phases": phases, "load": load, "errors": result["errors"]})
     finally:
         for system in reversed(started):
             system.stop()
-    quiet_m, busy_m = median_of_rounds(quiet_rounds), median_of_rounds(busy_rounds)
-    ratios = list(zip(quiet_rounds, busy_rounds, strict=True))
     return {
         "burst": median_of_rounds(bursts),
         "burst_rounds": bursts,
-        "requests_without_load": quiet_m,
-        "requests_with_load": busy_m,
-        "p50_ratio": median(b["p50_ms"] / q["p50_ms"] for q, b in ratios),
-        "rps_ratio": median(b["rps"] / q["rps"] for q, b in ratios),
-        "pairs": len(ratios),
-        "load": median_of_rounds([r for r in load_rounds if "error" not in r]),
-        "load_rounds": load_rounds,
+        **verdicts(rounds),
+        "load": median_of_rounds([r["load"] for r in rounds if "error" not in r["load"]]),
+        "rounds": rounds,
         "rows_per_s_target": LEDGER_RATE,
         "slowdown_limit": SLOWDOWN_LIMIT,
+        "schedule": {"phase_s": PHASE_S, "phases": PHASES, "settle_s": SETTLE_S},
         "pinning": {
             "load_generator_and_mock": sorted(client_cpus),
             "gateway_and_ledger_load": sorted(sut_cpus),
         },
+    }
+
+
+def verdicts(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each loaded (odd) phase against the mean of the two unloaded phases either side of it, over every
+    round: the medians of those ratios judge the load, and of the phases themselves fill the table."""
+    ratios: dict[str, list[float]] = {"rps": [], "p50_ms": [], "cpu_ms_per_req": []}
+    quiet: list[dict[str, Any]] = []
+    busy: list[dict[str, Any]] = []
+    for one in rounds:
+        phases = one["phases"]
+        quiet += phases[0::2]
+        busy += phases[1::2]
+        for i in range(1, len(phases) - 1, 2):
+            for key, found in ratios.items():
+                found.append(phases[i][key] / ((phases[i - 1][key] + phases[i + 1][key]) / 2))
+    return {
+        "requests_without_load": median_of_rounds(quiet),
+        "requests_with_load": median_of_rounds(busy),
+        "rps_ratio": median(ratios["rps"]),
+        "p50_ratio": median(ratios["p50_ms"]),
+        "cpu_ratio": median(ratios["cpu_ms_per_req"]),
+        "windows": len(ratios["rps"]),
     }

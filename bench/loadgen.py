@@ -6,7 +6,10 @@ what it measured.
 
 Modes:
 - ``closed``: ``concurrency`` clients each send the same request again as soon as the last one ended,
-  for ``warmup`` seconds unmeasured and then ``duration`` seconds measured.
+  for ``warmup`` seconds unmeasured and then ``duration`` seconds measured. With ``phases``
+  (``{"epoch", "phase_s", "count", "settle_s"}``, ``epoch`` on ``time.monotonic``'s clock), the measured
+  window is instead ``count`` phases of ``phase_s`` seconds from ``epoch``, and the requests that end in
+  each phase (after its first ``settle_s`` seconds) are also counted phase by phase.
 - ``streams``: ``streams`` streamed requests at once (after one unmeasured pass that opens the
   connections), each read event by event: time to the first content, chunks and duration per stream.
 """
@@ -38,6 +41,13 @@ def _mark(word: str) -> None:
     sys.stdout.flush()
 
 
+def _by_phase(phases: dict[str, Any], per_phase: list[list[float]], now: float, latency_ms: float) -> None:
+    into = (now - float(phases["epoch"])) / float(phases["phase_s"])
+    index = int(into)
+    if 0 <= index < len(per_phase) and (into - index) * float(phases["phase_s"]) >= float(phases["settle_s"]):
+        per_phase[index].append(latency_ms)
+
+
 async def closed(config: dict[str, Any]) -> dict[str, Any]:
     url, headers = config["url"], config.get("headers", {})
     body = json.dumps(config["body"]).encode() if config.get("body") is not None else None
@@ -47,6 +57,11 @@ async def closed(config: dict[str, Any]) -> dict[str, Any]:
         float(config["warmup"]),
         float(config["duration"]),
     )
+    phases = config.get("phases")
+    if phases is not None:
+        warmup = max(0.0, float(phases["epoch"]) - time.monotonic())
+        duration = float(phases["phase_s"]) * int(phases["count"])
+    per_phase: list[list[float]] = [[] for _ in range(int(phases["count"]) if phases else 0)]
     latencies: list[float] = []
     errors: list[str] = []
     window: dict[str, float] = {}
@@ -75,6 +90,8 @@ async def closed(config: dict[str, Any]) -> dict[str, Any]:
                 ):
                     if ok:
                         latencies.append((ended - started) * 1000)
+                        if phases is not None:
+                            _by_phase(phases, per_phase, time.monotonic(), (ended - started) * 1000)
                     else:
                         window["errors"] = window.get("errors", 0) + 1
                         if len(errors) < 5 and status != -1:
@@ -92,7 +109,19 @@ async def closed(config: dict[str, Any]) -> dict[str, Any]:
         stopping = True
         await asyncio.gather(*tasks, return_exceptions=True)
     elapsed = window["end"] - window["start"]
-    return {
+    result: dict[str, Any] = {}
+    if phases is not None:
+        counted = float(phases["phase_s"]) - float(phases["settle_s"])
+        result["phases"] = [
+            {
+                "requests": len(phase),
+                "rps": len(phase) / counted,
+                "p50_ms": percentile(phase, 50),
+                "p99_ms": percentile(phase, 99),
+            }
+            for phase in per_phase
+        ]
+    return result | {
         "requests": len(latencies),
         "errors": int(window.get("errors", 0)),
         "error_samples": errors,

@@ -318,18 +318,21 @@ def tables(results: dict[str, Any]) -> list[Table]:
             [
                 "gateway c=16 without ledger load",
                 f"{fmt(q.get('rps'), 0)} req/s",
-                f"p50 {fmt(q.get('p50_ms'), 2)} ms, p99 {fmt(q.get('p99_ms'), 2)} ms",
+                f"p50 {fmt(q.get('p50_ms'), 2)} ms, p99 {fmt(q.get('p99_ms'), 2)} ms, "
+                f"CPU {fmt(q.get('cpu_ms_per_req'), 3)} ms/req",
             ],
             [
                 f"gateway c=16 with {ledger['rows_per_s_target']:,} rows/s into its ledger",
                 f"{fmt(b.get('rps'), 0)} req/s",
-                f"p50 {fmt(b.get('p50_ms'), 2)} ms, p99 {fmt(b.get('p99_ms'), 2)} ms",
+                f"p50 {fmt(b.get('p50_ms'), 2)} ms, p99 {fmt(b.get('p99_ms'), 2)} ms, "
+                f"CPU {fmt(b.get('cpu_ms_per_req'), 3)} ms/req",
             ],
             [
                 "ledger load achieved",
                 f"{fmt(load.get('rows_per_s'), 0)} rows/s",
                 f"drain after stop {fmt(load.get('drain_s'), 3)} s, p50 ratio {fmt(ledger.get('p50_ratio'), 3)}, "
-                f"req/s ratio {fmt(ledger.get('rps_ratio'), 3)}",
+                f"req/s ratio {fmt(ledger.get('rps_ratio'), 3)}, CPU per request ratio "
+                f"{fmt(ledger.get('cpu_ratio'), 3)}",
             ],
         ]
         out.append(Table("Usage ledger", ["measure", "value", "detail"], rows))
@@ -595,7 +598,12 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             ok,
             f"ceiling {burst:,.0f} rows/s; at {achieved:,.0f} rows/s in the gateway, request p50 ×{fmt(ratio, 3)}, "
             f"req/s ×{fmt(rps_ratio, 3)} (limits ×{limit} and ×{1 / limit:.3f}"
-            + (f"; medians over {ledger['pairs']} pairs of windows" if ledger.get("pairs") else "")
+            + (
+                f"; medians over {ledger['windows']} one-second windows under load, each against the "
+                "windows either side"
+                if ledger.get("windows")
+                else ""
+            )
             + ")",
         )
     else:

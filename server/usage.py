@@ -148,13 +148,12 @@ _ROLLUP = (
     "requests = requests + excluded.requests, input_tokens = input_tokens + excluded.input_tokens, "
     "output_tokens = output_tokens + excluded.output_tokens, cost = cost + excluded.cost"
 )
-# The tokens are UsageEntry.billed_tokens: none for a failure before the first generated token. NOT INDEXED
-# keeps SQLite from scanning the whole key_id index for "key_id IS NOT NULL" instead of the batch's ids.
+# The tokens are UsageEntry.billed_tokens: none for a failure before the first generated token.
 _SPEND = (
     "INSERT INTO key_spend_daily (key_id, day, tokens, cost) "
     "SELECT key_id, CAST(created_at AS INTEGER) / 86400 * 86400, "
     "SUM(CASE WHEN status = 'failed' AND output_tokens = 0 THEN 0 ELSE total_tokens END), SUM(cost) "
-    "FROM usage_record NOT INDEXED WHERE id > ? AND key_id IS NOT NULL GROUP BY 1, 2 "
+    "FROM usage_record WHERE id > ? AND key_id IS NOT NULL GROUP BY 1, 2 "
     "ON CONFLICT (key_id, day) DO UPDATE SET tokens = tokens + excluded.tokens, cost = cost + excluded.cost"
 )
 _UNRESERVE = "DELETE FROM budget_reservation WHERE id IN (SELECT value FROM json_each(?))"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -53,7 +54,12 @@ def services(request: Request) -> Services:
 
 
 def new_id(prefix: str) -> str:
-    return f"{prefix}{secrets.token_hex(12)}"
+    """``prefix``, then the time in milliseconds since the epoch (11 hex digits) and 64 random bits (16).
+
+    Ids made later sort later (to the millisecond), so the ledger's and the response store's unique
+    indexes on them grow at their right-hand end: a random id would change a random page of an index that
+    outgrows the page cache, for every row, and write that whole page to the log at each commit."""
+    return f"{prefix}{time.time_ns() // 1_000_000:011x}{secrets.randbits(64):016x}"
 
 
 class JSON(JSONResponse):

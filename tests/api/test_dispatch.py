@@ -38,7 +38,7 @@ CALLS: list[tuple[str, str, dict[str, Any]]] = [
     ("PUT", "/v1/models", {}),  # a method the path does not have: 405, from FastAPI either way
     ("GET", "/v1/nowhere", {}),  # no such path: 404, from FastAPI either way
 ]
-VARYING = re.compile(rb'"(id|created|created_at|system_fingerprint)":("[^"]*"|\d+)|req_[0-9a-f]{24}|chatcmpl-[0-9a-f]+')
+VARYING = re.compile(rb'"(id|created|created_at|system_fingerprint)":("[^"]*"|\d+)|req_[0-9a-f]{27}|chatcmpl-[0-9a-f]+')
 
 
 def _answer(app: FastAPI, key: str | None, method: str, path: str, options: dict[str, Any]) -> httpx.Response:

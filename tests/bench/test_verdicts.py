@@ -8,6 +8,8 @@ from typing import Any
 
 from bench.embedded import _chat_paired, _embed_paired, _ttft_summary
 from bench.gateway import _paired
+from bench.ledger import verdicts
+from bench.loadgen import _by_phase
 from bench.report import targets
 
 
@@ -127,3 +129,44 @@ def test_time_to_first_token_is_the_median_difference_over_every_prompt() -> Non
     assert summary["vs_direct_ms"] == 2.0
     assert summary["vs_direct_ms_of_rounds"] == 11.0
     assert summary["requests"] == 12
+
+
+def _phases(rps: list[float]) -> dict[str, Any]:
+    return {"phases": [{"rps": r, "p50_ms": 1000 / r, "cpu_ms_per_req": 900 / r} for r in rps]}
+
+
+def test_ledger_load_is_judged_second_by_second_against_the_seconds_either_side() -> None:
+    # The machine speeds up through each round (a drift of 40 req/s a second) and one unloaded second is
+    # disturbed; loaded (odd) seconds run 5 % below the unloaded trend. Each loaded second against the
+    # mean of its two neighbours cancels the drift, and the median leaves the disturbed second out.
+    rounds = []
+    for start in (1000.0, 1500.0, 2000.0):
+        trend = [start + 40 * second for second in range(9)]
+        rps = [r * (0.95 if second % 2 else 1.0) for second, r in enumerate(trend)]
+        if start == 1000.0:
+            rps[4] *= 0.5
+        rounds.append(_phases(rps))
+    judged = verdicts(rounds)
+    assert judged["windows"] == 12
+    assert abs(judged["rps_ratio"] - 0.95) < 1e-9
+    assert abs(judged["p50_ratio"] - 1 / 0.95) < 1e-3
+    ledger = {
+        "burst": {"rows_per_s": 100_000.0, "rows": 1000},
+        **judged,
+        "load": {"rows_per_s": 5000.0},
+        "rows_per_s_target": 5000,
+        "slowdown_limit": 1.10,
+    }
+    passed = _verdict({"sections": {"ledger": ledger}}, "ledger")
+    assert passed["status"] == "PASS" and "medians over 12 one-second windows under load" in passed["value"]
+    slowed = verdicts([_phases([1000.0, 880.0] * 4 + [1000.0])])
+    assert slowed["rps_ratio"] == 0.88
+    assert _verdict({"sections": {"ledger": {**ledger, **slowed}}}, "ledger")["status"] == "FAIL"
+
+
+def test_the_load_generator_counts_a_request_in_the_phase_it_ended_in_after_the_settling() -> None:
+    phases = {"epoch": 100.0, "phase_s": 1.0, "count": 3, "settle_s": 0.1}
+    per_phase: list[list[float]] = [[], [], []]
+    for ended in (99.9, 100.05, 100.5, 101.09, 101.11, 102.99, 103.0):
+        _by_phase(phases, per_phase, ended, ended)
+    assert per_phase == [[100.5], [101.11], [102.99]]

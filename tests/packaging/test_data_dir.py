@@ -100,6 +100,16 @@ def test_an_older_database_is_migrated_and_keeps_keys_usage_and_settings(
         db.close()
     finally:
         store.close()
+    # ...and it ends with the indexes a new database has, no more and no fewer.
+    Store(tmp_path / "new.sqlite3").close()
+    assert _indexes(path) == _indexes(tmp_path / "new.sqlite3")
+
+
+def _indexes(path: Path) -> set[tuple[str, str, str]]:
+    with sqlite3.connect(path) as db:
+        found = set(db.execute("SELECT name, tbl_name, sql FROM sqlite_master WHERE type = 'index'"))
+    db.close()
+    return found
 
 
 def test_opening_a_database_twice_changes_nothing(tmp_path: Path) -> None:
