@@ -7,8 +7,8 @@ is that ``Services.open`` hands its result to this module, and that SIGUSR1 star
 that very ledger (the writer thread and the GIL the requests use) on the schedule in the JSON file
 ``BENCH_LEDGER_PHASES``: ``count`` phases of ``phase_s`` seconds from ``epoch`` (``time.monotonic``),
 ``BENCH_LEDGER_RATE`` rows a second in every odd phase and none in the even ones. At the end of the
-schedule, or at SIGUSR2, it waits for every row's commit and writes what happened, with the process's CPU
-time over each phase (after its first ``settle_s`` seconds), to ``BENCH_LEDGER_STATS``.
+schedule, or at SIGUSR2, it waits for every row's commit and writes what happened, with the CPU seconds the
+process used per second in each phase (after its first ``settle_s`` seconds), to ``BENCH_LEDGER_STATS``.
 """
 
 from __future__ import annotations
