@@ -19,6 +19,8 @@ import sys
 import time
 from typing import Any
 
+from server.engines import llama_backends
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TQDM_DISABLE", "1")
@@ -33,6 +35,7 @@ class Worker:
     def load_chat(self, path: str, n_ctx: int, n_threads: int, n_batch: int) -> dict[str, Any]:
         import llama_cpp  # noqa: PLC0415
 
+        llama_backends.load()  # the same CPU variant the server's engine loads
         started = time.perf_counter()
         self.llm = llama_cpp.Llama(
             model_path=path,

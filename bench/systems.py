@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.procs import PYTHON, ROOT, Proc, free_port, get_json, wait_http
+from server.engines import llama_backends
 
 LITELLM_VERSION = "1.108.0"
 """Pinned: the newest release whose ``[proxy]`` extra resolves from PyPI here (1.108.x–1.110.x name
@@ -172,6 +173,13 @@ def _wait_models(url: str, key: str, wanted: set[str], proc: Proc, timeout: floa
     raise RuntimeError(f"{proc.name}: models {sorted(wanted - listed)} did not load within {timeout:.0f} s")
 
 
+def llama_cpp_environment() -> dict[str, str]:
+    """For a program that loads llama.cpp itself: the CPU variant the server would load, which llama.cpp's
+    own loader would not find (it looks beside the executable and in the working directory)."""
+    library = llama_backends.best_cpu_library()
+    return {"GGML_BACKEND_PATH": str(library)} if library else {}
+
+
 def start_llama_server(
     name: str, logs: Path, cpus: Iterable[int] | None, *, gguf: str, n_ctx: int, threads: int, alias: str
 ) -> Running:
@@ -206,7 +214,7 @@ def start_llama_server(
         ],
         logs=logs,
         cpus=cpus,
-        env={"PYTHONWARNINGS": "ignore"},
+        env={"PYTHONWARNINGS": "ignore", **llama_cpp_environment()},
     ).start()
     url = f"http://127.0.0.1:{port}/v1"
     wait_http(url + "/models", proc, timeout=120)

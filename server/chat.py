@@ -13,11 +13,19 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from server.config import ModelConfig
-from server.engines.base import ChatBackend, EngineFailureError, Message, Piece, Prompt, Sampling
+from server.engines.base import (
+    ChatBackend,
+    EngineCrashedError,
+    EngineFailureError,
+    Message,
+    Piece,
+    Prompt,
+    Sampling,
+)
 from server.engines.manager import ModelManager
 from server.engines.upstream import UpstreamClient, UpstreamModel
 from server.engines.worker import ModelWorker
-from server.errors import EngineFailure, InvalidRequest
+from server.errors import EngineCrashed, EngineFailure, InvalidRequest
 from server.events import ChoiceEnd, Delta, Event, Meter
 
 __all__ = ["ChoiceEnd", "Delta", "Event", "Meter", "Prepared", "collect", "prepare", "run", "to_messages"]
@@ -35,6 +43,15 @@ ROLES: dict[str, Literal["system", "user", "assistant", "tool"]] = {
 }
 
 
+
+
+def engine_crashed(error: EngineCrashedError) -> EngineCrashed:
+    """The client's view of an engine crash: what happened, and that the model comes back by itself."""
+    return EngineCrashed(
+        f"The engine running model '{error.model}' crashed ({error.reason}). What was generated before the "
+        "crash was delivered and is billed; the engine restarts by itself, so the request can be retried.",
+        param="model",
+    )
 
 
 @dataclass(frozen=True)
@@ -112,7 +129,10 @@ async def prepare(
     chat: ChatBackend = backend  # type: ignore[assignment]
     assert worker is not None
     worker.ensure_room()
-    prompt = await asyncio.to_thread(chat.render, messages)
+    try:
+        prompt = await asyncio.to_thread(chat.render, messages)
+    except EngineCrashedError as exc:
+        raise engine_crashed(exc) from exc
     context = chat.context_length
     room = context - len(prompt)
     if room < 1:
@@ -137,6 +157,8 @@ async def prepare(
         except InvalidRequest as exc:
             exc.param = json_schema_param
             raise
+        except EngineCrashedError as exc:
+            raise engine_crashed(exc) from exc
     return Prepared(config=config, backend=chat, worker=worker, prompt=prompt, sampling=sampling, n=n)
 
 
@@ -190,6 +212,8 @@ async def run(prepared: Prepared, meter: Meter, fairness_key: str) -> AsyncGener
                         yield Delta(index, reasoning=text) if channel == "reasoning" else Delta(index, content=text)
                 if piece.finish_reason is not None:
                     finish = piece.finish_reason
+        except EngineCrashedError as exc:
+            raise engine_crashed(exc) from exc
         except EngineFailureError as exc:
             raise EngineFailure(f"The model failed while generating: {exc}") from exc
         finally:

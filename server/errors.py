@@ -138,6 +138,14 @@ class EngineFailure(APIError):
     code = "engine_error"
 
 
+class EngineCrashed(APIError):
+    """503: the model's engine process died while running the request (it restarts by itself)."""
+
+    status = 503
+    type = "server_error"
+    code = "engine_crashed"
+
+
 class UpstreamError(APIError):
     """502: the upstream engine failed or could not be reached."""
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from server.config import ModelConfig
+from server.engines import llama_backends
 from server.gguf import GGUFError, architecture, read_metadata
 
 GIB = 1024**3
@@ -87,12 +88,16 @@ def probe(*, with_torch: bool = True) -> Hardware:
     try:
         import llama_cpp  # noqa: PLC0415  (heavy; only when asked)
 
+        llama_backends.load()
         offload = bool(llama_cpp.llama_supports_gpu_offload())
         if not offload:
             notes.append("llama.cpp was built without GPU offload (CPU only).")
     except ImportError:
         offload = False
         notes.append("llama-cpp-python is not installed.")
+    except llama_backends.BackendError as exc:
+        offload = False
+        notes.append(f"llama.cpp cannot run here: {exc}")
     devices = _nvidia_smi()
     torch_cuda = False
     try:

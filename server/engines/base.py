@@ -123,3 +123,12 @@ class LoadError(RuntimeError):
 
 class EngineFailureError(RuntimeError):
     """An engine failed while running a request; the message is safe to show the client."""
+
+
+class EngineCrashedError(EngineFailureError):
+    """The engine's process died while running (or before it could run) a request."""
+
+    def __init__(self, model: str, reason: str) -> None:
+        super().__init__(f"the engine of model '{model}' crashed ({reason})")
+        self.model = model
+        self.reason = reason

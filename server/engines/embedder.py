@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,6 +25,10 @@ as fast as the default."""
 
 BATCH = 32
 """Texts per call of ``encode``, as it batches them by default."""
+BLOCKED_MODULES = ("kernels",)
+"""Packages the embedder must never import, though transformers would: ``kernels`` fetches compute kernels
+from the Hugging Face Hub and runs them (transformers imports it whenever it is installed, and it is a
+dependency of transformers 5). Nothing here may download code at run time, and the bundle leaves it out."""
 GROUP = 16
 """On the CPU, at most this many texts per forward pass (see ``_grouped``)."""
 PROBE_TEXTS = [
@@ -46,6 +51,10 @@ class SentenceTransformerEmbedder:
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         os.environ.setdefault("TQDM_DISABLE", "1")
+        os.environ["USE_HUB_KERNELS"] = "0"  # transformers' own switch; by default it would ask for them
+        for module in BLOCKED_MODULES:
+            # None in sys.modules: `import` fails and importlib.util.find_spec() reports it absent.
+            sys.modules.setdefault(module, None)  # type: ignore[arg-type]
         for name, value in OPENMP_ENVIRONMENT.items():
             os.environ.setdefault(name, value)
         try:

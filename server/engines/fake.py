@@ -3,13 +3,17 @@
 The chat model answers with the words of the last user message (one token per word), or with a fixed
 ``reply``; its ``source`` tunes it: ``delay=0.01`` seconds per token, ``fail_at=5`` raises after five
 tokens, ``load_delay=2`` takes that long to load, ``think=1`` wraps a thought in ``<think>…</think>`` first, ``repeat=1`` repeats until the
-token limit. The embedder hashes character trigrams, so similar texts get similar vectors.
+token limit, ``process=1`` runs it in an engine process of its own (as llama.cpp runs), where
+``crash_at=3`` kills that process with a segmentation fault after three tokens and ``abort_at=3`` aborts it.
+The embedder hashes character trigrams, so similar texts get similar vectors.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+import os
+import signal
 import time
 from collections.abc import Iterator, Sequence
 
@@ -18,7 +22,8 @@ from server.engines.base import Embeddings, EngineFailureError, Message, Piece, 
 from server.engines.stops import StopScanner
 
 
-def _options(source: str) -> dict[str, str]:
+def options(source: str) -> dict[str, str]:
+    """The ``key=value`` pairs of a fake model's ``source``."""
     pairs = (part.split("=", 1) for part in source.split(",") if "=" in part)
     return {k.strip(): v.strip() for k, v in pairs}
 
@@ -30,13 +35,15 @@ def _token_id(word: str) -> int:
 class FakeChat:
     def __init__(self, config: ModelConfig) -> None:
         self.config = config
-        options = _options(config.source)
-        self.delay = float(options.get("delay", "0"))
-        self.fail_at = int(options.get("fail_at", "-1"))
-        self.think = options.get("think") == "1"
-        self.repeat = options.get("repeat") == "1"
-        self.reply = options.get("reply")
-        time.sleep(float(options.get("load_delay", "0")))  # a model that takes its time to load
+        settings = options(config.source)
+        self.delay = float(settings.get("delay", "0"))
+        self.fail_at = int(settings.get("fail_at", "-1"))
+        self.think = settings.get("think") == "1"
+        self.repeat = settings.get("repeat") == "1"
+        self.reply = settings.get("reply")
+        self.crash_at = int(settings.get("crash_at", "-1"))
+        self.abort_at = int(settings.get("abort_at", "-1"))
+        time.sleep(float(settings.get("load_delay", "0")))  # a model that takes its time to load
         self.generated = 0
         """Tokens generated since loading, whoever received them: what exact billing must add up to."""
 
@@ -70,6 +77,10 @@ class FakeChat:
         while produced < sampling.max_tokens and not should_stop():
             if produced == self.fail_at:
                 raise EngineFailureError(f"the fake engine failed after {produced} tokens, as configured")
+            if produced == self.crash_at:
+                os.kill(os.getpid(), signal.SIGSEGV)  # as a native crash would end the engine process
+            if produced == self.abort_at:
+                os.abort()
             if produced >= len(words) and not self.repeat:
                 finish = "stop"
                 break
@@ -93,7 +104,7 @@ class FakeChat:
 class FakeEmbedder:
     def __init__(self, config: ModelConfig) -> None:
         self.config = config
-        self._dims = int(_options(config.source).get("dims", "64"))
+        self._dims = int(options(config.source).get("dims", "64"))
 
     @property
     def dimensions(self) -> int:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from server.config import ModelConfig
+from server.engines import llama_backends
 from server.engines.base import LoadError, Message, Piece, Prompt, Sampling, ShouldStop
 from server.engines.stops import StopScanner
 from server.errors import InvalidRequest
@@ -24,20 +25,16 @@ log = logging.getLogger(__name__)
 
 
 def _import_llama() -> Any:
+    """llama-cpp-python, with the backends for this machine registered (see ``llama_backends``)."""
     try:
         import llama_cpp  # noqa: PLC0415  (optional at import time: the GUI must start without it)
+
+        llama_backends.load()
     except ImportError as exc:  # pragma: no cover - depends on the installation
         raise LoadError(f"llama-cpp-python is not installed: {exc}") from exc
+    except llama_backends.BackendError as exc:
+        raise LoadError(str(exc)) from exc
     return llama_cpp
-
-
-def gpu_offload_supported() -> bool:
-    """Whether this llama.cpp build can offload layers to a GPU."""
-    try:
-        llama_cpp = _import_llama()
-    except LoadError:
-        return False
-    return bool(llama_cpp.llama_supports_gpu_offload())
 
 
 class LlamaChat:

@@ -12,26 +12,28 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from server.config import ModelConfig
 from server.engines.base import ChatBackend, EmbeddingBackend, LoadError
+from server.engines.chat_process import ProcessChat
+from server.engines.supervisor import Crash, Supervisor
 from server.engines.upstream import ReplicaStatus, UpstreamModel
 from server.engines.worker import ModelWorker, QueueStats
-from server.errors import ModelNotFound, ModelUnavailable
+from server.errors import EngineCrashed, ModelNotFound, ModelUnavailable
 from server.heap import release, settle
 
 log = logging.getLogger(__name__)
 
 Backend = ChatBackend | EmbeddingBackend
 Factory = Callable[[ModelConfig], Backend]
-State = Literal["loading", "loaded", "failed", "unloaded"]
+State = Literal["loading", "loaded", "restarting", "failed", "unloaded"]
 
 
 def _llama(config: ModelConfig) -> Backend:
-    from server.engines.llama import LlamaChat  # noqa: PLC0415  (llama.cpp loads only when asked for)
-
-    return LlamaChat(config)
+    # In a child process: a crash in llama.cpp (a segfault, an abort on a CUDA error) must cost only the
+    # requests it was running, never the server or the window.
+    return ProcessChat(config, "llama.cpp")
 
 
 def _sentence_transformers(config: ModelConfig) -> Backend:
@@ -47,9 +49,12 @@ def _upstream(config: ModelConfig) -> Backend:
 
 
 def _fake(config: ModelConfig) -> Backend:
-    from server.engines.fake import FakeChat, FakeEmbedder  # noqa: PLC0415
+    from server.engines.fake import FakeChat, FakeEmbedder, options  # noqa: PLC0415
 
-    return FakeChat(config) if config.kind == "chat" else FakeEmbedder(config)
+    if config.kind == "embedding":
+        return FakeEmbedder(config)
+    # process=1: in an engine process of its own, as llama.cpp runs (its crash options need one).
+    return ProcessChat(config, "fake") if options(config.source).get("process") == "1" else FakeChat(config)
 
 
 BUILTIN_ENGINES: Mapping[str, Factory] = {
@@ -74,6 +79,27 @@ class ModelStatus:
     queue: QueueStats | None
     replicas: tuple[ReplicaStatus, ...] = ()
     """For an upstream model: each replica's health and load."""
+    crashes: tuple[Crash, ...] = ()
+    """For a model in an engine process: each time the process died since the model was loaded."""
+    restarts: int = 0
+    engine_info: dict[str, Any] | None = None
+    """What the engine process reported of itself (the llama.cpp backend it chose, …)."""
+
+
+def _supervisor(backend: Backend | None) -> Supervisor | None:
+    """The engine process behind a backend, if it runs in one."""
+    supervisor = getattr(backend, "supervisor", None)
+    return supervisor if isinstance(supervisor, Supervisor) else None
+
+
+def _live_state(slot: _Slot) -> tuple[State, str | None]:
+    """A model's state and error, counting its engine process: restarting after a crash, or down."""
+    supervisor = _supervisor(slot.backend)
+    if slot.state != "loaded" or supervisor is None or supervisor.state == "running":
+        return slot.state, slot.error
+    if supervisor.state == "restarting":
+        return "restarting", slot.error
+    return "failed", supervisor.down_reason
 
 
 class _Slot:
@@ -232,6 +258,13 @@ class ModelManager:
             if slot.state == "loading":
                 raise ModelUnavailable(f"The model '{name}' is still loading; try again shortly.", param="model")
             raise ModelNotFound(name)
+        supervisor = _supervisor(backend)
+        if supervisor is not None and supervisor.state == "down":
+            raise EngineCrashed(
+                f"The model '{name}' is down: {supervisor.down_reason}. The operator can load it again from "
+                "the Models page.",
+                param="model",
+            )
         return backend, worker, slot.config
 
     def _snapshot(self) -> list[_Slot]:
@@ -240,24 +273,29 @@ class ModelManager:
 
     def served(self) -> list[tuple[ModelConfig, int]]:
         """The loaded models, with their creation time, in table order."""
-        return [(s.config, s.created) for s in self._snapshot() if s.state == "loaded"]
+        return [(s.config, s.created) for s in self._snapshot() if _live_state(s)[0] in ("loaded", "restarting")]
 
     def status(self, name: str) -> ModelStatus:
         return self._status(self._slot(name))
 
     def _status(self, slot: _Slot) -> ModelStatus:
         name = slot.config.name
-        worker = slot.worker
+        worker, backend = slot.worker, slot.backend
+        supervisor = _supervisor(backend)
+        state, error = _live_state(slot)
         return ModelStatus(
             name=name,
             kind=slot.config.kind,
             engine=slot.config.engine,
-            state=slot.state,
-            error=slot.error,
+            state=state,
+            error=error,
             source=slot.config.source,
             load_seconds=slot.load_seconds,
             queue=worker.stats() if worker is not None else None,
-            replicas=tuple(slot.backend.statuses()) if isinstance(slot.backend, UpstreamModel) else (),
+            replicas=tuple(backend.statuses()) if isinstance(backend, UpstreamModel) else (),
+            crashes=tuple(supervisor.crashes) if supervisor is not None else (),
+            restarts=supervisor.restarts if supervisor is not None else 0,
+            engine_info=dict(supervisor.info) if supervisor is not None else None,
         )
 
     def upstreams(self) -> list[UpstreamModel]:

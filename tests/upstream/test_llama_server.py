@@ -14,6 +14,7 @@ import openai
 import pytest
 
 from server.config import ModelConfig, default_models
+from server.engines.llama_backends import best_cpu_library
 from server.usage import ledger_rows
 from tests.conftest import Live
 
@@ -50,7 +51,7 @@ def llama_server() -> Iterator[str]:
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
-        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+        env={**os.environ, "PYTHONWARNINGS": "ignore", "GGML_BACKEND_PATH": str(best_cpu_library())},
     )
     url = f"http://127.0.0.1:{port}/v1"
     try:

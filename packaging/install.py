@@ -1,0 +1,74 @@
+"""Install the project into the running interpreter's environment exactly as a lock file pins it.
+
+``make install`` (``packaging/lock/app.txt``), ``make test`` (``test.txt``) and ``make package``
+(``package.txt``) run this with the virtual environment's Python:
+
+1. every locked package but llama-cpp-python, hash-checked, without resolving anything (``--no-deps``:
+   the lock already holds every package, transitive ones included);
+2. llama-cpp-python from the portable wheel ``packaging/llama_build.py`` builds (or finds in its cache)
+   from the locked, hash-checked source;
+3. the project itself, editable, without its dependencies (they are in place).
+
+A lock made on another platform may name packages this one has no wheels for; ``make lock`` on that
+platform makes its own (see README, "Reproducible installs").
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _load_llama_build() -> object:
+    spec = importlib.util.spec_from_file_location("aisp_llama_build", ROOT / "packaging" / "llama_build.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def without(lock_text: str, name: str) -> str:
+    """The lock's text with one package's entry (its pin, hashes and ``# via`` lines) taken out."""
+    kept: list[str] = []
+    skipping = False
+    for line in lock_text.splitlines():
+        if re.match(r"^[A-Za-z0-9]", line):
+            skipping = line.split("==", 1)[0].strip().lower() == name
+        if not skipping:
+            kept.append(line)
+    return "\n".join(kept) + "\n"
+
+
+def pip(*args: str) -> None:
+    subprocess.run([sys.executable, "-m", "pip", "--disable-pip-version-check", *args], check=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--lock", type=Path, required=True)
+    parser.add_argument("--cmake-args", default=os.environ.get("CMAKE_ARGS", ""))
+    options = parser.parse_args()
+    llama_build = _load_llama_build()
+    with tempfile.TemporaryDirectory(prefix="aisp-install-") as work:
+        rest = Path(work) / options.lock.name
+        rest.write_text(
+            without(options.lock.read_text(encoding="utf-8"), llama_build.PACKAGE), encoding="utf-8"
+        )  # type: ignore[attr-defined]
+        pip("install", "--quiet", "--no-deps", "--require-hashes", "-r", str(rest))
+    wheel = llama_build.build(options.lock, options.cmake_args)  # type: ignore[attr-defined]
+    pip("install", "--quiet", "--no-deps", "--force-reinstall", str(wheel))
+    pip("install", "--quiet", "--no-deps", "--no-build-isolation", "--editable", str(ROOT))
+    pip("check")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
