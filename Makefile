@@ -89,7 +89,8 @@ package-test: $(PACKAGE_STAMP)  ## build the bundle if its sources changed, then
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -m packaging tests/packaging
 
 lint: $(TEST_STAMP)
-	$(PY) -m ruff check server app tests bench
+	$(PY) -m ruff check server app tests bench packaging
+	$(PY) -m ruff format --check server app tests bench packaging
 	$(PY) -m mypy server app bench
 
 clean:

@@ -110,7 +110,11 @@ class Worker:
         started = time.perf_counter()
         config = next(c for c in default_models() if c.name == name)
         self.engine = SentenceTransformerEmbedder(config)
-        return {"load_s": time.perf_counter() - started, "traced": self.engine.traced, "grouping": self.engine.grouping}
+        return {
+            "load_s": time.perf_counter() - started,
+            "traced": self.engine.traced,
+            "grouping": self.engine.grouping,
+        }
 
     def engine_embed(self, texts: list[str], batch: int) -> dict[str, Any]:
         started = time.perf_counter()

@@ -265,7 +265,9 @@ class ChatBench:
         if system == "direct_stream":
             result = self.direct.call("chat", messages=messages(number), max_tokens=TTFT_TOKENS, stream=True)
         else:
-            client, model = (self.api, self.chat_name) if system == "api_stream" else (self.llama_client, "smollm2")
+            client, model = (
+                (self.api, self.chat_name) if system == "api_stream" else (self.llama_client, "smollm2")
+            )
             body = {**self.body(model, number, True, usage=client is self.api), "max_tokens": TTFT_TOKENS}
             result = client.stream("/chat/completions", body)
         if result.get("ttft_ms") is None:
@@ -533,10 +535,14 @@ def run(ctx: Context) -> dict[str, Any]:
                 for system, result in embeddings.measure(texts, batch).items():
                     embed_rounds[f"{system}_{name}"].append(result)
         chat = {
-            s: {k: v for k, v in median_of_rounds(r).items() if k != "tok_s_each"} for s, r in chat_rounds.items()
+            s: {k: v for k, v in median_of_rounds(r).items() if k != "tok_s_each"}
+            for s, r in chat_rounds.items()
         }
         concurrency = {s: median_of_rounds(r) for s, r in conc_rounds.items()}
-        for name, rounds in conc_rounds.items():  # each client's time to first token, by rank, median of rounds
+        for (
+            name,
+            rounds,
+        ) in conc_rounds.items():  # each client's time to first token, by rank, median of rounds
             ranked = [r["ttft_ms_each"] for r in rounds if r.get("ttft_ms_each")]
             concurrency[name]["ttft_ms_each"] = (
                 [median(r[i] for r in ranked) for i in range(min(map(len, ranked)))] if ranked else []

@@ -139,7 +139,12 @@ def run(ctx: Context) -> dict[str, Any]:
                 f"ledger: round {round_number + 1}/{ctx.rounds}: gateway at c=16 for {PHASES} s, "
                 f"{LEDGER_RATE} rows/s into its ledger every other second"
             )
-            plan = {"epoch": time.monotonic() + LEAD_S, "phase_s": PHASE_S, "count": PHASES, "settle_s": SETTLE_S}
+            plan = {
+                "epoch": time.monotonic() + LEAD_S,
+                "phase_s": PHASE_S,
+                "count": PHASES,
+                "settle_s": SETTLE_S,
+            }
             schedule_path.write_text(json.dumps(plan))
             os.kill(gateway.pid, signal.SIGUSR1)
             try:

@@ -172,7 +172,12 @@ def tables(results: dict[str, Any]) -> list[Table]:
             system, shape = key.rsplit("_", 1)
             against = _get(embedded, "embeddings_paired", shape, f"{system}_vs_direct", "median")
             rows.append(
-                [label, fmt(r.get("per_s")), f"{against:.1%}" if finite(against) else "-", fmt(r.get("inputs"), 0)]
+                [
+                    label,
+                    fmt(r.get("per_s")),
+                    f"{against:.1%}" if finite(against) else "-",
+                    fmt(r.get("inputs"), 0),
+                ]
             )
         traced = embedded.get("settings", {}).get("engine_traced")
         grouping = embedded.get("settings", {}).get("engine_grouping")
@@ -436,7 +441,8 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         add(
             "chat through the API ≥ 95% of direct llama-cpp-python tok/s",
             len(ratios) == 2 and min(ratios) >= 0.95,
-            basis + "streamed {:.1%}, non-streamed {:.1%}".format(*ratios)
+            basis
+            + "streamed {:.1%}, non-streamed {:.1%}".format(*ratios)
             + (
                 "; ratio of the table's medians: {:.1%}, {:.1%}".format(*chat_of_medians)
                 if ratios is paired_ratios and len(chat_of_medians) == 2
@@ -457,7 +463,9 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                 f"{delta:+.1f} ms on the 128-token requests",
             )
         else:
-            add("chat TTFT through the API within 10 ms of direct", delta <= 10, f"{delta:+.1f} ms (streamed)")
+            add(
+                "chat TTFT through the API within 10 ms of direct", delta <= 10, f"{delta:+.1f} ms (streamed)"
+            )
         embed = _get(s, "embedded", "embeddings")
 
         def ratio(api: str, direct: str) -> float:
@@ -475,15 +483,17 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             basis = f"median over {blocks} blocks of each shape of the ratio on the same inputs; "
         else:
             ratios = [ratio("api_single", "direct_single"), ratio("api_batch32", "direct_batch32")]
-            floats = [ratio("api_float_single", "direct_single"), ratio("api_float_batch32", "direct_batch32")]
+            floats = [
+                ratio("api_float_single", "direct_single"),
+                ratio("api_float_batch32", "direct_batch32"),
+            ]
             engine = [ratio("api_single", "engine_single"), ratio("api_batch32", "engine_batch32")]
             basis = ""
         overall = [ratio("api_single", "direct_single"), ratio("api_batch32", "direct_batch32")]
         add(
             "embeddings through the API ≥ 95% of direct sentence-transformers",
             all(finite(r) for r in ratios) and min(ratios) >= 0.95,
-            basis
-            + f"single {ratios[0]:.1%}, batches of 32 {ratios[1]:.1%} (as the SDKs ask, base64); "
+            basis + f"single {ratios[0]:.1%}, batches of 32 {ratios[1]:.1%} (as the SDKs ask, base64); "
             f"as JSON numbers: {floats[0]:.1%}, {floats[1]:.1%}"
             + (
                 f"; against the server's own embedder in-process: {engine[0]:.1%}, {engine[1]:.1%}"

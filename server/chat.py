@@ -43,8 +43,6 @@ ROLES: dict[str, Literal["system", "user", "assistant", "tool"]] = {
 }
 
 
-
-
 def engine_crashed(error: EngineCrashedError) -> EngineCrashed:
     """The client's view of an engine crash: what happened, and that the model comes back by itself."""
     return EngineCrashed(
@@ -206,10 +204,18 @@ async def run(prepared: Prepared, meter: Meter, fairness_key: str) -> AsyncGener
                     parts = splitter.feed(piece.text)
                     if piece.finish_reason is not None:
                         parts += splitter.flush()
-                    if before == "reasoning" or splitter.mode == "reasoning" or any(c == "reasoning" for c, _ in parts):
+                    if (
+                        before == "reasoning"
+                        or splitter.mode == "reasoning"
+                        or any(c == "reasoning" for c, _ in parts)
+                    ):
                         meter.reasoning_tokens += piece.tokens
                     for channel, text in parts:
-                        yield Delta(index, reasoning=text) if channel == "reasoning" else Delta(index, content=text)
+                        yield (
+                            Delta(index, reasoning=text)
+                            if channel == "reasoning"
+                            else Delta(index, content=text)
+                        )
                 if piece.finish_reason is not None:
                     finish = piece.finish_reason
         except EngineCrashedError as exc:

@@ -132,7 +132,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(CoalescingTransport(transport, self.loop))  # type: ignore[arg-type]
         if len(self.connections) > self._max_connections:
-            self._reply(503, "Service Unavailable", "The server has too many open connections.", "server_busy")
+            self._reply(
+                503, "Service Unavailable", "The server has too many open connections.", "server_busy"
+            )
             return
         self._arm()
 
@@ -148,7 +150,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def _headers_too_slow(self) -> None:
         self._header_timer = None
         if not self.transport.is_closing() and self._in_headers:
-            self._reply(408, "Request Timeout", "The request headers did not arrive in time.", "request_timeout")
+            self._reply(
+                408, "Request Timeout", "The request headers did not arrive in time.", "request_timeout"
+            )
 
     def data_received(self, data: bytes) -> None:
         if self._discarding:
@@ -157,7 +161,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._header_bytes += len(data)
             if self._header_bytes > MAX_HEADER_BYTES + 65536:
                 # Far past the limit without the parser finishing the headers: stop reading now.
-                self._reply(431, "Request Header Fields Too Large", "The request headers are too large.", "headers_too_large")
+                self._reply(
+                    431,
+                    "Request Header Fields Too Large",
+                    "The request headers are too large.",
+                    "headers_too_large",
+                )
                 return
         super().data_received(data)
         if self._in_headers and self._header_timer is None and not self._discarding:
@@ -174,7 +183,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         self._header_size += len(name) + len(value) + 4
         if self._header_size > MAX_HEADER_BYTES:
-            self._reply(431, "Request Header Fields Too Large", "The request headers are too large.", "headers_too_large")
+            self._reply(
+                431,
+                "Request Header Fields Too Large",
+                "The request headers are too large.",
+                "headers_too_large",
+            )
             return
         super().on_header(name, value)
 

@@ -65,9 +65,7 @@ class ModelNotFound(NotFound):
     code = "model_not_found"
 
     def __init__(self, model: str, *, param: str | None = "model") -> None:
-        super().__init__(
-            f"The model '{model}' does not exist or you do not have access to it.", param=param
-        )
+        super().__init__(f"The model '{model}' does not exist or you do not have access to it.", param=param)
 
 
 class MethodNotAllowed(APIError):

@@ -161,12 +161,16 @@ def estimate(config: ModelConfig, hardware: Hardware) -> FitEstimate:
         )
     ram = hardware.system_ram_available_bytes
     if ram is not None and cpu > ram:
-        problems.append(f"needs {cpu / GIB:.1f} GiB of RAM, {ram / GIB:.1f} GiB available: use a smaller context")
+        problems.append(
+            f"needs {cpu / GIB:.1f} GiB of RAM, {ram / GIB:.1f} GiB available: use a smaller context"
+        )
     short = "; ".join(problems) or None
     if config.context_length > arch["trained_context"] > 0:
         problems.append(
             f"the context {config.context_length} exceeds the {arch['trained_context']} it was trained for"
         )
-    summary = f"{gpu / GIB:.2f} GiB on the GPU, {cpu / GIB:.2f} GiB in RAM ({offloaded}/{layers} layers offloaded)"
+    summary = (
+        f"{gpu / GIB:.2f} GiB on the GPU, {cpu / GIB:.2f} GiB in RAM ({offloaded}/{layers} layers offloaded)"
+    )
     fits = None if gpu and hardware.gpu_free_bytes is None else not problems
     return FitEstimate(gpu, cpu, fits, summary + ("; " + "; ".join(problems) if problems else ""), short)

@@ -269,7 +269,9 @@ class KeyService:
         self._update(key_id, **limits.as_dict())
         return self.get(key_id)
 
-    def set_models(self, key_id: str, allowed_models: builtins.list[str] | tuple[str, ...] | None) -> KeyRecord:
+    def set_models(
+        self, key_id: str, allowed_models: builtins.list[str] | tuple[str, ...] | None
+    ) -> KeyRecord:
         self.get(key_id)
         self._update(
             key_id, allowed_models=None if allowed_models is None else json.dumps(sorted(set(allowed_models)))
@@ -313,7 +315,9 @@ class KeyService:
         # first seen.
         if known is None and not well_formed(token):
             raise Unauthenticated("Incorrect API key provided.")
-        row = self._store.db.execute_sql(f"SELECT {_COLUMNS} FROM api_key WHERE digest = ?", (digest,)).fetchone()
+        row = self._store.db.execute_sql(
+            f"SELECT {_COLUMNS} FROM api_key WHERE digest = ?", (digest,)
+        ).fetchone()
         if row is None:
             raise Unauthenticated("Incorrect API key provided.")
         # The row is read on every request (a revocation counts from the next one); only turning an

@@ -98,7 +98,9 @@ def _meter_usage(meter: Meter, usage: dict[str, Any]) -> None:
 async def _run_whole(remote: Remote, sampling: Sampling, n: int, meter: Meter) -> AsyncGenerator[Event, None]:
     """One non-streamed upstream call, for a client that does not stream."""
     try:
-        result = await remote.client.post_json(remote.model, "/chat/completions", body(remote, sampling, n, False))
+        result = await remote.client.post_json(
+            remote.model, "/chat/completions", body(remote, sampling, n, False)
+        )
         choices = sorted(result["choices"], key=lambda c: int(c.get("index") or 0))
         usage = result.get("usage")
     except UpstreamFailure as failure:

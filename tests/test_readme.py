@@ -27,10 +27,16 @@ def test_the_readme_has_a_curl_example_per_endpoint() -> None:
 
 @pytest.fixture(scope="module")
 def readme_key(real_live: Live) -> str:
-    command = CREATE.replace(".venv/bin/ai-service-platform", str(Path(sys.executable).parent / "ai-service-platform"))
+    command = CREATE.replace(
+        ".venv/bin/ai-service-platform", str(Path(sys.executable).parent / "ai-service-platform")
+    )
     env = {**os.environ, "AISP_DATA_DIR": str(real_live.services.settings.data_dir)}
     done = subprocess.run(
-        ["bash", "-c", command + '\nprintf %s "$AISP_KEY"'], capture_output=True, text=True, env=env, check=True
+        ["bash", "-c", command + '\nprintf %s "$AISP_KEY"'],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
     )
     key = done.stdout.strip()
     assert re.fullmatch(r"aisp-[0-9A-Za-z]{49}", key), done.stdout

@@ -104,7 +104,9 @@ def create_app(
         redirect_slashes=False,  # a redirect would echo the client's Host header back as a Location
     )
     app.services = services
-    app.state.json_parser = ThreadPoolExecutor(max_workers=1, thread_name_prefix="json-parser")  # see read_json
+    app.state.json_parser = ThreadPoolExecutor(
+        max_workers=1, thread_name_prefix="json-parser"
+    )  # see read_json
 
     for module in (models, chat, embeddings, responses):
         app.include_router(module.router, dependencies=[Depends(require_key)])

@@ -69,7 +69,9 @@ class Bill:
         """The request ended early: record exactly what was used, without waiting."""
         if not self.settled:
             self.settled = True
-            self.ledger.submit(self._entry("disconnected" if disconnected else "failed", http_status, disconnected))
+            self.ledger.submit(
+                self._entry("disconnected" if disconnected else "failed", http_status, disconnected)
+            )
             self.limiter.settle(self.admission, self.meter.input_tokens + self.meter.output_tokens)
 
 
@@ -90,11 +92,23 @@ def admit(
     admission = services.limiter.admit(key, model, input_tokens, max_output)
     request.state.billed = True  # from here on the bill writes the request's one ledger row
     return Bill(
-        services.ledger, services.limiter, admission, request.state.request_id, key, model, endpoint, stream, meter
+        services.ledger,
+        services.limiter,
+        admission,
+        request.state.request_id,
+        key,
+        model,
+        endpoint,
+        stream,
+        meter,
     )
 
 
-ENDPOINTS = {"/v1/chat/completions": "chat.completions", "/v1/embeddings": "embeddings", "/v1/responses": "responses"}
+ENDPOINTS = {
+    "/v1/chat/completions": "chat.completions",
+    "/v1/embeddings": "embeddings",
+    "/v1/responses": "responses",
+}
 
 
 def record_rejection(request: Request, status: int) -> None:

@@ -26,10 +26,13 @@ def _refuse_unsupported(req: wire.ChatCompletionRequest) -> None:
     if req.logprobs:
         raise InvalidRequest("logprobs are not supported by this server.", param="logprobs")
     if req.top_logprobs:
-        raise InvalidRequest("top_logprobs requires logprobs, which this server does not support.", param="top_logprobs")
+        raise InvalidRequest(
+            "top_logprobs requires logprobs, which this server does not support.", param="top_logprobs"
+        )
     if req.tools or req.functions:
         raise InvalidRequest(
-            "Tool calling is not supported by this server's models.", param="tools" if req.tools else "functions"
+            "Tool calling is not supported by this server's models.",
+            param="tools" if req.tools else "functions",
         )
     if req.modalities and "audio" in req.modalities or req.audio is not None:
         raise InvalidRequest("This server is text-only: audio output is not supported.", param="modalities")
@@ -46,7 +49,9 @@ def _json_schema(req: wire.ChatCompletionRequest) -> dict[str, Any] | None:
     if fmt.type == "json_object":
         return {}
     if fmt.json_schema is None:
-        raise InvalidRequest("response_format of type json_schema needs a json_schema.", param="response_format")
+        raise InvalidRequest(
+            "response_format of type json_schema needs a json_schema.", param="response_format"
+        )
     return fmt.json_schema.schema_ or {}
 
 
@@ -108,9 +113,13 @@ async def create_chat_completion(request: Request) -> Response:
             body, headers={"x-request-id": request_id}, on_close=lambda: bill.abandon(disconnected=True)
         )
     try:
-        collected = await until_disconnected(request, chat.collect(chat.run(prepared, meter, key.id), prepared.n))
+        collected = await until_disconnected(
+            request, chat.collect(chat.run(prepared, meter, key.id), prepared.n)
+        )
     except BaseException as exc:
-        bill.abandon(disconnected=isinstance(exc, asyncio.CancelledError), http_status=getattr(exc, "status", 500))
+        bill.abandon(
+            disconnected=isinstance(exc, asyncio.CancelledError), http_status=getattr(exc, "status", 500)
+        )
         raise
     if collected is None:
         bill.abandon(disconnected=True)
@@ -119,13 +128,18 @@ async def create_chat_completion(request: Request) -> Response:
     choices = [
         wire.choice(
             i,
-            wire.assistant_message(collected.contents[i], collected.reasonings[i] if prepared.config.reasoning else None),
+            wire.assistant_message(
+                collected.contents[i], collected.reasonings[i] if prepared.config.reasoning else None
+            ),
             collected.finish_reasons[i],
         )
         for i in range(prepared.n)
     ]
     usage = wire.usage(
-        meter.input_tokens, meter.output_tokens, cached_tokens=meter.cached_tokens, reasoning_tokens=meter.reasoning_tokens
+        meter.input_tokens,
+        meter.output_tokens,
+        cached_tokens=meter.cached_tokens,
+        reasoning_tokens=meter.reasoning_tokens,
     )
     return JSON(wire.completion(completion_id, created, prepared.config.name, choices, usage))
 

@@ -101,7 +101,13 @@ class RouteTable:
             takes_request = "request" in parameters
             for method in route.methods:
                 served = Route(
-                    method, route.path, regex, dict(route.param_convertors), route.endpoint, protected, takes_request
+                    method,
+                    route.path,
+                    regex,
+                    dict(route.param_convertors),
+                    route.endpoint,
+                    protected,
+                    takes_request,
                 )
                 if regex is None:
                     self._static[(method, route.path)] = served
@@ -166,7 +172,9 @@ class Application(FastAPI):
         try:
             if route.protected:
                 await require_key(request)
-            response = await (route.endpoint(request, **params) if route.takes_request else route.endpoint(**params))
+            response = await (
+                route.endpoint(request, **params) if route.takes_request else route.endpoint(**params)
+            )
         except Exception as exc:
             response = await exception_response(request, exc)
         if not any(name == b"x-request-id" for name, _ in response.raw_headers):

@@ -74,7 +74,9 @@ async def create_embeddings(request: Request) -> Response:
     try:
         result = await until_disconnected(request, run())
     except BaseException as exc:
-        bill.abandon(disconnected=isinstance(exc, asyncio.CancelledError), http_status=getattr(exc, "status", 500))
+        bill.abandon(
+            disconnected=isinstance(exc, asyncio.CancelledError), http_status=getattr(exc, "status", 500)
+        )
         raise
     if result is None:
         meter.input_tokens = made[0].tokens if made else 0
@@ -94,7 +96,9 @@ async def _embed_upstream(
     inputs = req.inputs()
     meter = Meter(exact=False)
     bound = sum(len(i.encode("utf-8")) if isinstance(i, str) else len(i) for i in inputs) + 2 * len(inputs)
-    bill = admit(request, key, config, "embeddings", stream=False, meter=meter, input_tokens=bound, max_output=0)
+    bill = admit(
+        request, key, config, "embeddings", stream=False, meter=meter, input_tokens=bound, max_output=0
+    )
     body: dict[str, Any] = {"model": model.remote_name, "input": inputs, "encoding_format": "float"}
     if req.dimensions is not None:
         body["dimensions"] = req.dimensions
@@ -114,8 +118,14 @@ async def _embed_upstream(
         bill.abandon(disconnected=False, http_status=502)
         raise UpstreamError(f"The upstream engine sent a malformed embeddings response: {exc}") from exc
     except BaseException as exc:
-        bill.abandon(disconnected=isinstance(exc, asyncio.CancelledError), http_status=getattr(exc, "status", 500))
+        bill.abandon(
+            disconnected=isinstance(exc, asyncio.CancelledError), http_status=getattr(exc, "status", 500)
+        )
         raise
     await bill.settle()
     encoding = req.encoding_format or "float"
-    return JSON(wire.embedding_list(config.name, [wire.encode_vector(v, encoding) for v in vectors], meter.input_tokens))
+    return JSON(
+        wire.embedding_list(
+            config.name, [wire.encode_vector(v, encoding) for v in vectors], meter.input_tokens
+        )
+    )

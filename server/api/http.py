@@ -245,7 +245,9 @@ class DisconnectGuard:
             self._watcher = asyncio.ensure_future(self._watch())
         return self
 
-    async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None, _tb: object) -> bool:
+    async def __aexit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, _tb: object
+    ) -> bool:
         # First, so that the client leaving from here on can no longer cancel this task.
         if self._signal is not None:
             self._signal.remove(self._left)

@@ -58,7 +58,9 @@ REFINED: dict[tuple[str, str], dict[str, Any]] = {
     ("ChatCompletionRequest", "top_logprobs"): {"enum": [0, None]},
     ("ChatCompletionRequest", "tools"): {"anyOf": [{"type": "array", "maxItems": 0}, {"type": "null"}]},
     ("ChatCompletionRequest", "functions"): {"anyOf": [{"type": "array", "maxItems": 0}, {"type": "null"}]},
-    ("ChatCompletionRequest", "modalities"): {"anyOf": [{"type": "array", "items": {"const": "text"}}, {"type": "null"}]},
+    ("ChatCompletionRequest", "modalities"): {
+        "anyOf": [{"type": "array", "items": {"const": "text"}}, {"type": "null"}]
+    },
     ("ChatCompletionRequest", "audio"): {"type": "null"},
     ("ChatCompletionRequest", "web_search_options"): {"type": "null"},
     ("ChatCompletionRequest", "logit_bias"): {
@@ -122,7 +124,9 @@ def openapi_document(app: FastAPI, models: dict[str, list[str]]) -> dict[str, An
                     schema["properties"]["model"] = {"type": "string", "enum": sorted(models[kind])}
                 operation["requestBody"] = {
                     "required": True,
-                    "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}},
+                    "content": {
+                        "application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}
+                    },
                 }
             operation.setdefault("parameters", []).extend(QUERY_PARAMETERS.get((method, path), []))
             success: dict[str, Any] = {"application/json": {"schema": {"type": "object"}}}

@@ -100,12 +100,16 @@ async def create_response(request: Request) -> Response:
     )
     if req.stream:
         return EventStream(
-            run.stream(), headers={"x-request-id": request_id}, on_close=lambda: run.bill.abandon(disconnected=True)
+            run.stream(),
+            headers={"x-request-id": request_id},
+            on_close=lambda: run.bill.abandon(disconnected=True),
         )
     try:
         collected = await until_disconnected(request, chat.collect(chat.run(prepared, meter, key.id), 1))
     except BaseException as exc:
-        run.bill.abandon(disconnected=isinstance(exc, asyncio.CancelledError), http_status=getattr(exc, "status", 500))
+        run.bill.abandon(
+            disconnected=isinstance(exc, asyncio.CancelledError), http_status=getattr(exc, "status", 500)
+        )
         raise
     if collected is None:
         run.bill.abandon(disconnected=True)
@@ -169,7 +173,9 @@ class _Run:
 
     def finish(self, text: str, reasoning: str, finish_reason: str) -> dict[str, Any]:
         if finish_reason == "length":
-            return self.body("incomplete", self.outputs(text, reasoning), incomplete_reason="max_output_tokens")
+            return self.body(
+                "incomplete", self.outputs(text, reasoning), incomplete_reason="max_output_tokens"
+            )
         return self.body("completed", self.outputs(text, reasoning))
 
     async def save(self, body: dict[str, Any]) -> None:
@@ -251,13 +257,17 @@ class _Run:
                 part=wire.output_text_part(full),
             )
             yield self.event(
-                "response.output_item.done", output_index=message_index, item=wire.output_message(self.message_id, full)
+                "response.output_item.done",
+                output_index=message_index,
+                item=wire.output_message(self.message_id, full),
             )
             kind = "response.completed" if body["status"] == "completed" else "response.incomplete"
             yield self.event(kind, response=body)
         except APIError as error:
             self.bill.abandon(disconnected=False, http_status=error.status)
-            failed = self.body("failed", [], error={"code": _response_error_code(error), "message": error.message})
+            failed = self.body(
+                "failed", [], error={"code": _response_error_code(error), "message": error.message}
+            )
             yield self.event("error", code=error.code, message=error.message, param=error.param)
             yield self.event("response.failed", response=failed)
         except BaseException:
@@ -271,9 +281,15 @@ class _Run:
         full = "".join(reasoning)
         return [
             self.event(
-                "response.reasoning_text.done", item_id=self.reasoning_id, output_index=0, content_index=0, text=full
+                "response.reasoning_text.done",
+                item_id=self.reasoning_id,
+                output_index=0,
+                content_index=0,
+                text=full,
             ),
-            self.event("response.output_item.done", output_index=0, item=wire.reasoning_item(self.reasoning_id, full)),
+            self.event(
+                "response.output_item.done", output_index=0, item=wire.reasoning_item(self.reasoning_id, full)
+            ),
         ]
 
     def _open_message(self, index: int) -> list[bytes]:

@@ -49,7 +49,9 @@ class ProcessChat:
         self._value(self.supervisor.call("check", sampling))
 
     def generate(self, prompt: Prompt, sampling: Sampling, should_stop: ShouldStop) -> Iterator[Piece]:
-        for reply in self.supervisor.stream("generate", prompt, sampling, should_stop=should_stop, cancel="cancel"):
+        for reply in self.supervisor.stream(
+            "generate", prompt, sampling, should_stop=should_stop, cancel="cancel"
+        ):
             kind = reply[0]
             if kind == "piece":
                 yield reply[2]

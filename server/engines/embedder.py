@@ -69,10 +69,15 @@ class SentenceTransformerEmbedder:
             self._model: Any = SentenceTransformer(str(directory), device=device, local_files_only=True)
         except Exception as exc:  # any failure to read the directory is the operator's to see
             raise LoadError(f"cannot load {directory}: {exc}") from exc
-        self._model.max_seq_length = min(self._model.max_seq_length or config.context_length, config.context_length)
+        self._model.max_seq_length = min(
+            self._model.max_seq_length or config.context_length, config.context_length
+        )
         self.device = device
         self._torch = torch
-        measure = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
+        measure = (
+            getattr(self._model, "get_embedding_dimension", None)
+            or self._model.get_sentence_embedding_dimension
+        )
         dims = measure()
         self._dims = int(dims) if dims else len(self._model.encode(["x"])[0])
         self._model.eval()
@@ -106,7 +111,11 @@ class SentenceTransformerEmbedder:
     def _encode(self, texts: list[str]) -> Any:
         with self._torch.inference_mode():
             return self._model.encode(
-                texts, batch_size=BATCH, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+                texts,
+                batch_size=BATCH,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
             )
 
     def _prepare(self, texts: list[str]) -> tuple[dict[str, Any], Any]:
@@ -172,7 +181,9 @@ class SentenceTransformerEmbedder:
 
     def _grouping_matches(self) -> bool:
         """Whether forward passes in groups give the whole batch's vectors, on probe texts of uneven length."""
-        texts = [f"{PROBE_TEXTS[i % len(PROBE_TEXTS)]} {'and more ' * (i % 5)}({i})" for i in range(2 * GROUP + 3)]
+        texts = [
+            f"{PROBE_TEXTS[i % len(PROBE_TEXTS)]} {'and more ' * (i % 5)}({i})" for i in range(2 * GROUP + 3)
+        ]
         try:
             features, order = self._prepare(texts)
             whole = self._run(features, order)  # one pass: grouping is not on yet
@@ -194,7 +205,9 @@ class SentenceTransformerEmbedder:
         for position, count in zip(order.tolist(), mask.sum(dim=1).tolist(), strict=True):
             counts[position] = int(count)
         full = [index for index, count in enumerate(counts) if count >= limit]
-        for index, count in zip(full, self.count_tokens([texts[i] for i in full]) if full else [], strict=True):
+        for index, count in zip(
+            full, self.count_tokens([texts[i] for i in full]) if full else [], strict=True
+        ):
             counts[index] = count
         return counts
 
@@ -269,7 +282,9 @@ class _TracedSingle:
     Batches always take the ordinary path.
     """
 
-    def __init__(self, owner: SentenceTransformerEmbedder, graph: Any, keys: list[str], fixed: dict[str, Any]):
+    def __init__(
+        self, owner: SentenceTransformerEmbedder, graph: Any, keys: list[str], fixed: dict[str, Any]
+    ):
         self._owner = owner
         self._graph = graph
         self._keys = keys
@@ -291,10 +306,14 @@ class _TracedSingle:
                     self.model = model
 
                 def forward(self, *tensors: Any) -> Any:
-                    return self.model({**fixed, **dict(zip(keys, tensors, strict=True))})["sentence_embedding"]
+                    return self.model({**fixed, **dict(zip(keys, tensors, strict=True))})[
+                        "sentence_embedding"
+                    ]
 
             with torch.inference_mode(), warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # the tracer's notes on the branches it fixed, and deprecations
+                warnings.simplefilter(
+                    "ignore"
+                )  # the tracer's notes on the branches it fixed, and deprecations
                 graph = torch.jit.trace(Forward().eval(), tuple(example[k] for k in keys), check_trace=False)
             traced = cls(owner, graph, keys, fixed)
             limit = int(model.max_seq_length)

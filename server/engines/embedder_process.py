@@ -33,7 +33,9 @@ def _serve(connection: Connection, config: dict[str, Any]) -> None:
     except LoadError as exc:
         connection.send(("load_error", str(exc)))
         return
-    except Exception as exc:  # a broken installation: the operator reads what is missing, not just an exit code
+    except (
+        Exception
+    ) as exc:  # a broken installation: the operator reads what is missing, not just an exit code
         connection.send(("load_error", f"{type(exc).__name__}: {exc}"))
         return
     connection.send(("ready", embedder.dimensions, embedder.vocabulary_size, embedder.device))

@@ -79,9 +79,11 @@ class LlamaChat:
     def _token_text(self, token: int) -> str:
         if token < 0:
             return ""
-        return bytes(self._llm._model.token_get_text(token)).decode("utf-8", errors="ignore") if isinstance(
-            self._llm._model.token_get_text(token), bytes
-        ) else str(self._llm._model.token_get_text(token))
+        return (
+            bytes(self._llm._model.token_get_text(token)).decode("utf-8", errors="ignore")
+            if isinstance(self._llm._model.token_get_text(token), bytes)
+            else str(self._llm._model.token_get_text(token))
+        )
 
     @property
     def context_length(self) -> int:
@@ -111,7 +113,9 @@ class LlamaChat:
         try:
             schema = json.dumps(bounded_integers(sampling.json_schema))
             grammar = llama_grammar.LlamaGrammar.from_string(schema_grammar(schema), verbose=False)
-        except Exception as exc:  # the converter asserts on schemas it does not understand: the client's to fix
+        except (
+            Exception
+        ) as exc:  # the converter asserts on schemas it does not understand: the client's to fix
             reason = str(exc) or type(exc).__name__
             raise InvalidRequest(
                 f"The JSON schema in response_format cannot be used: {reason[:300]}", param="response_format"

@@ -140,7 +140,9 @@ class ModelManager:
         self.loaded_event.clear()
         for name in names:
             self._slots[name].state = "loading"
-        self._loader = threading.Thread(target=self._load_many, args=(names,), name="model-loader", daemon=True)
+        self._loader = threading.Thread(
+            target=self._load_many, args=(names,), name="model-loader", daemon=True
+        )
         self._loader.start()
 
     def _load_many(self, names: list[str]) -> None:
@@ -256,7 +258,9 @@ class ModelManager:
             backend, worker = slot.backend, slot.worker
         if backend is None or (worker is None and not isinstance(backend, UpstreamModel)):
             if slot.state == "loading":
-                raise ModelUnavailable(f"The model '{name}' is still loading; try again shortly.", param="model")
+                raise ModelUnavailable(
+                    f"The model '{name}' is still loading; try again shortly.", param="model"
+                )
             raise ModelNotFound(name)
         supervisor = _supervisor(backend)
         if supervisor is not None and supervisor.state == "down":
@@ -273,7 +277,9 @@ class ModelManager:
 
     def served(self) -> list[tuple[ModelConfig, int]]:
         """The loaded models, with their creation time, in table order."""
-        return [(s.config, s.created) for s in self._snapshot() if _live_state(s)[0] in ("loaded", "restarting")]
+        return [
+            (s.config, s.created) for s in self._snapshot() if _live_state(s)[0] in ("loaded", "restarting")
+        ]
 
     def status(self, name: str) -> ModelStatus:
         return self._status(self._slot(name))

@@ -63,7 +63,10 @@ SIGNAL_CAUSES = {
     "SIGILL": "an instruction this CPU does not have",
     "SIGBUS": "a bus error (the model file changed or its disk went away?)",
 }
-WINDOWS_CAUSES = {0xC0000005: "an access violation in the engine", 0xC000001D: "an instruction this CPU does not have"}
+WINDOWS_CAUSES = {
+    0xC0000005: "an access violation in the engine",
+    0xC000001D: "an instruction this CPU does not have",
+}
 
 
 def describe_exit(code: int | None) -> str:
@@ -134,7 +137,9 @@ class Supervisor:
             first = connection.recv()
         except (EOFError, OSError) as exc:
             process.join(STOP_TIMEOUT_S)
-            raise LoadError(f"the engine process ended while loading: {describe_exit(process.exitcode)}") from exc
+            raise LoadError(
+                f"the engine process ended while loading: {describe_exit(process.exitcode)}"
+            ) from exc
         except LoadError:
             process.kill()
             raise
@@ -143,7 +148,9 @@ class Supervisor:
             connection.close()
             raise LoadError(str(first[1]))
         child = _Child(process, connection, dict(first[1]))
-        threading.Thread(target=self._read, args=(child,), name=f"engine-reader:{self.name}", daemon=True).start()
+        threading.Thread(
+            target=self._read, args=(child,), name=f"engine-reader:{self.name}", daemon=True
+        ).start()
         return child
 
     @property
@@ -200,7 +207,9 @@ class Supervisor:
             self._ready.set()  # wake every waiting request: each learns the engine is down
             return
         delay = RESTART_DELAYS_S[min(len(recent), len(RESTART_DELAYS_S)) - 1]
-        threading.Thread(target=self._restart, args=(delay,), name=f"engine-restart:{self.name}", daemon=True).start()
+        threading.Thread(
+            target=self._restart, args=(delay,), name=f"engine-restart:{self.name}", daemon=True
+        ).start()
 
     def _restart(self, delay: float) -> None:
         if self._stop.wait(delay):
@@ -250,7 +259,9 @@ class Supervisor:
         finally:
             child.pending.pop(request_id, None)
 
-    def stream(self, kind: str, *args: Any, should_stop: Callable[[], bool], cancel: str) -> Iterator[tuple[Any, ...]]:
+    def stream(
+        self, kind: str, *args: Any, should_stop: Callable[[], bool], cancel: str
+    ) -> Iterator[tuple[Any, ...]]:
         """Send one request and yield its replies until one that is not a ``piece``; when ``should_stop()``
         turns true, ask the engine to stop (``(cancel, id)``) and go on yielding what it still sends."""
         child, request_id, inbox = self._open()

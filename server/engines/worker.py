@@ -112,7 +112,9 @@ class ModelWorker:
         self._thread = threading.Thread(target=self._loop, name=f"model:{name}", daemon=True)
         self._thread.start()
 
-    async def run(self, key: str, work: Work[T], discard: Callable[[T], None] | None = None) -> AsyncIterator[T]:
+    async def run(
+        self, key: str, work: Work[T], discard: Callable[[T], None] | None = None
+    ) -> AsyncIterator[T]:
         """Queue ``work`` under ``key`` and yield what it produces, on the caller's event loop.
 
         Closing the iterator early (the client disconnected) cancels the job. A job that had started

@@ -84,7 +84,16 @@ MAX_SCHEMA_REPEAT = 1000
 """The largest count a schema may ask for (``maxLength``, ``minItems``, ``{n}`` in a pattern...): each
 becomes that many grammar rules, and llama.cpp crashes on grammars past its own limits."""
 _REPEAT_KEYS = frozenset(
-    {"minLength", "maxLength", "minItems", "maxItems", "minProperties", "maxProperties", "minContains", "maxContains"}
+    {
+        "minLength",
+        "maxLength",
+        "minItems",
+        "maxItems",
+        "minProperties",
+        "maxProperties",
+        "minContains",
+        "maxContains",
+    }
 )
 _PATTERN_REPEAT = re.compile(r"\{\s*(\d+)\s*(?:,\s*(\d*)\s*)?\}")
 
@@ -154,7 +163,9 @@ class ChatCompletionRequest(BaseModel):
     messages: Annotated[list[ChatMessage], Field(min_length=1, max_length=MAX_MESSAGES)]
     model: Annotated[str, Field(min_length=1, max_length=256)]
     frequency_penalty: Penalty | None = None
-    logit_bias: Annotated[dict[str, Annotated[float, Field(ge=-100, le=100)]], Field(max_length=1024)] | None = None
+    logit_bias: (
+        Annotated[dict[str, Annotated[float, Field(ge=-100, le=100)]], Field(max_length=1024)] | None
+    ) = None
     logprobs: StrictBool | None = None
     top_logprobs: Annotated[StrictInt, Field(ge=0, le=20)] | None = None
     max_tokens: TokenLimit | None = None
@@ -163,9 +174,11 @@ class ChatCompletionRequest(BaseModel):
     presence_penalty: Penalty | None = None
     response_format: ResponseFormat | None = None
     seed: Annotated[StrictInt, Field(ge=-(2**63), le=2**64 - 1)] | None = None
-    stop: Annotated[str, Field(max_length=256)] | Annotated[
-        list[Annotated[str, Field(max_length=256)]], Field(max_length=MAX_STOP)
-    ] | None = None
+    stop: (
+        Annotated[str, Field(max_length=256)]
+        | Annotated[list[Annotated[str, Field(max_length=256)]], Field(max_length=MAX_STOP)]
+        | None
+    ) = None
     stream: StrictBool | None = None
     stream_options: StreamOptions | None = None
     temperature: Temperature | None = None

@@ -60,9 +60,10 @@ class ResponseRequest(BaseModel):
     model_config = Strict
 
     model: Annotated[str, Field(min_length=1, max_length=256)]
-    input: Annotated[str, Field(max_length=4_000_000)] | Annotated[
-        list[InputMessage], Field(min_length=1, max_length=MAX_ITEMS)
-    ]
+    input: (
+        Annotated[str, Field(max_length=4_000_000)]
+        | Annotated[list[InputMessage], Field(min_length=1, max_length=MAX_ITEMS)]
+    )
     instructions: Annotated[str, Field(max_length=4_000_000)] | None = None
     max_output_tokens: Annotated[StrictInt, Field(ge=16, le=1_048_576)] | None = None
     temperature: Annotated[float, Field(ge=0, le=2)] | None = None
@@ -153,7 +154,9 @@ def response_object(
         "max_output_tokens": request.max_output_tokens,
         "model": request.model,
         "output": output,
-        "parallel_tool_calls": request.parallel_tool_calls if request.parallel_tool_calls is not None else True,
+        "parallel_tool_calls": request.parallel_tool_calls
+        if request.parallel_tool_calls is not None
+        else True,
         "previous_response_id": request.previous_response_id,
         "reasoning": {"effort": None, "summary": None},
         "store": request.store is not False,

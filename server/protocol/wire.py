@@ -175,7 +175,9 @@ _TYPE_NAMES = {
 }
 
 
-def _data_path(value: Any, loc: tuple[int | str, ...], missing: bool) -> tuple[tuple[int | str, ...], int | None]:
+def _data_path(
+    value: Any, loc: tuple[int | str, ...], missing: bool
+) -> tuple[tuple[int | str, ...], int | None]:
     """The part of pydantic's ``loc`` that indexes the request itself, and where a union branch was named.
 
     Pydantic names the branch of a union it tried (``constrained-str``, ``list[InputMessage]``...) in

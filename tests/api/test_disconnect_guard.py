@@ -18,7 +18,9 @@ class Client:
 
     def __init__(self, with_signal: bool) -> None:
         self.signal = DisconnectSignal() if with_signal else None
-        self.scope: dict[str, Any] = {"extensions": {DISCONNECT_EXTENSION: self.signal}} if with_signal else {}
+        self.scope: dict[str, Any] = (
+            {"extensions": {DISCONNECT_EXTENSION: self.signal}} if with_signal else {}
+        )
         self._gone = asyncio.Event()
 
     async def receive(self) -> dict[str, Any]:

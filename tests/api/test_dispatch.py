@@ -25,9 +25,21 @@ CALLS: list[tuple[str, str, dict[str, Any]]] = [
     ("GET", "/v1/models", {}),
     ("GET", "/v1/models/fake-chat", {}),
     ("GET", "/v1/models/no/such/model", {}),
-    ("POST", "/v1/chat/completions", {"json": {"model": "fake-chat", "messages": [{"role": "user", "content": "hi"}]}}),
-    ("POST", "/v1/chat/completions", {"content": b"{not json", "headers": {"content-type": "application/json"}}),
-    ("POST", "/v1/chat/completions", {"json": {"model": "nope", "messages": [{"role": "user", "content": "hi"}]}}),
+    (
+        "POST",
+        "/v1/chat/completions",
+        {"json": {"model": "fake-chat", "messages": [{"role": "user", "content": "hi"}]}},
+    ),
+    (
+        "POST",
+        "/v1/chat/completions",
+        {"content": b"{not json", "headers": {"content-type": "application/json"}},
+    ),
+    (
+        "POST",
+        "/v1/chat/completions",
+        {"json": {"model": "nope", "messages": [{"role": "user", "content": "hi"}]}},
+    ),
     ("POST", "/v1/chat/completions", {"content": b"{}", "headers": {"content-type": "text/plain"}}),
     ("POST", "/v1/embeddings", {"json": {"model": "fake-embed", "input": ["a", "b"]}}),
     ("POST", "/v1/embeddings", {"json": {"model": "fake-embed", "input": []}}),
@@ -38,7 +50,9 @@ CALLS: list[tuple[str, str, dict[str, Any]]] = [
     ("PUT", "/v1/models", {}),  # a method the path does not have: 405, from FastAPI either way
     ("GET", "/v1/nowhere", {}),  # no such path: 404, from FastAPI either way
 ]
-VARYING = re.compile(rb'"(id|created|created_at|system_fingerprint)":("[^"]*"|\d+)|req_[0-9a-f]{27}|chatcmpl-[0-9a-f]+')
+VARYING = re.compile(
+    rb'"(id|created|created_at|system_fingerprint)":("[^"]*"|\d+)|req_[0-9a-f]{27}|chatcmpl-[0-9a-f]+'
+)
 
 
 def _answer(app: FastAPI, key: str | None, method: str, path: str, options: dict[str, Any]) -> httpx.Response:
@@ -63,7 +77,9 @@ def _comparable(response: httpx.Response) -> tuple[int, str | None, bool, bytes]
 
 
 @pytest.mark.parametrize("key_kind", ["valid", "bogus", "none"])
-def test_direct_and_fastapi_routing_answer_alike(make_services: Callable[..., Services], key_kind: str) -> None:
+def test_direct_and_fastapi_routing_answer_alike(
+    make_services: Callable[..., Services], key_kind: str
+) -> None:
     services = make_services()
     direct, routed = create_app(services=services), create_app(services=services)
     routed.direct_routes = None  # FastAPI's routing, middleware and dependencies, as without dispatch
@@ -77,9 +93,9 @@ def test_direct_and_fastapi_routing_answer_alike(make_services: Callable[..., Se
         assert _comparable(answers[0]) == _comparable(answers[1]), (method, path)
         assert len(rows) in (0, 2), (method, path, rows)  # a ledger row from each path, or from neither
         if rows:
-            assert {k: v for k, v in rows[0].items() if k in ("status", "http_status", "endpoint", "model")} == {
-                k: v for k, v in rows[1].items() if k in ("status", "http_status", "endpoint", "model")
-            }
+            assert {
+                k: v for k, v in rows[0].items() if k in ("status", "http_status", "endpoint", "model")
+            } == {k: v for k, v in rows[1].items() if k in ("status", "http_status", "endpoint", "model")}
 
 
 def test_every_api_route_is_served_directly(make_services: Callable[..., Services]) -> None:

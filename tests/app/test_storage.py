@@ -28,7 +28,9 @@ def test_a_full_disk_is_shown_in_the_window_and_clears_when_space_returns(
     try:
         # The answer may come back or time out waiting for its ledger row; either way it is not lost.
         with contextlib.suppress(Exception):  # a 503 is the API's business; this test watches the window
-            client.chat.completions.create(model="fake-chat", messages=[{"role": "user", "content": "during"}])
+            client.chat.completions.create(
+                model="fake-chat", messages=[{"role": "user", "content": "during"}]
+            )
         qtbot.waitUntil(lambda: header.storage.isVisible(), timeout=15_000)
         assert "Usage cannot be recorded" in header.storage.text()
         assert "full" in header.storage.text().lower()

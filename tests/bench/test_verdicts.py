@@ -39,9 +39,15 @@ def test_embedding_ratios_are_paired_block_by_block() -> None:
     assert paired["single"]["engine_vs_direct"]["median"] == 1.0
 
 
-def _results(embeddings_paired: dict[str, Any], closed: dict[str, Any], paired: dict[str, Any]) -> dict[str, Any]:
+def _results(
+    embeddings_paired: dict[str, Any], closed: dict[str, Any], paired: dict[str, Any]
+) -> dict[str, Any]:
     chat = {s: {"tok_s": 60.0, "ttft_ms": 180.0} for s in ("api_stream", "direct_stream", "api", "direct")}
-    per_s = {f"{s}_{shape}": {"per_s": 100.0} for s in ("direct", "engine", "api", "api_float") for shape in ("single", "batch32")}
+    per_s = {
+        f"{s}_{shape}": {"per_s": 100.0}
+        for s in ("direct", "engine", "api", "api_float")
+        for shape in ("single", "batch32")
+    }
     return {
         "rounds": 3,
         "sections": {
@@ -63,7 +69,10 @@ def test_verdicts_follow_the_paired_medians() -> None:
     }
     paired_gateway = {"cpu_vs_floor": {"16": {"median": 1.8, "windows": 6}}}
     shapes = {
-        shape: {label: {"median": 0.97, "blocks": 24} for label in ("api_vs_direct", "api_float_vs_direct", "api_vs_engine")}
+        shape: {
+            label: {"median": 0.97, "blocks": 24}
+            for label in ("api_vs_direct", "api_float_vs_direct", "api_vs_engine")
+        }
         for shape in ("single", "batch32")
     }
     results = _results(shapes, closed, paired_gateway)

@@ -129,9 +129,13 @@ def test_slow_bodies_are_timed_out(make_live: Callable[..., Live]) -> None:
     assert _body(response)["error"]["code"] == "request_timeout"
 
 
-def test_a_body_that_arrives_in_pieces_within_the_deadline_is_read_whole(make_live: Callable[..., Live]) -> None:
+def test_a_body_that_arrives_in_pieces_within_the_deadline_is_read_whole(
+    make_live: Callable[..., Live],
+) -> None:
     live = make_live(body_timeout_s=2.0)
-    body = json.dumps({"model": "fake-chat", "messages": [{"role": "user", "content": "in two pieces"}]}).encode()
+    body = json.dumps(
+        {"model": "fake-chat", "messages": [{"role": "user", "content": "in two pieces"}]}
+    ).encode()
     head = (
         f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {live.key}\r\n"
         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"

@@ -242,6 +242,10 @@ def test_refused_requests_leave_a_free_ledger_row(live: Live) -> None:
     live.services.ledger.flush()
     record = live.services.keys.authenticate(limited)
     rows = [r for r in ledger_rows(live.services.store) if r["key_id"] == record.id]
-    assert [(r["status"], r["http_status"]) for r in rows] == [("completed", 200), ("rejected", 429), ("rejected", 400)]
+    assert [(r["status"], r["http_status"]) for r in rows] == [
+        ("completed", 200),
+        ("rejected", 429),
+        ("rejected", 400),
+    ]
     assert all(r["cost"] == 0 and r["model"] == "fake-chat" for r in rows[1:])
     assert not [r for r in ledger_rows(live.services.store) if r["key_id"] is None]

@@ -179,7 +179,9 @@ def test_one_input_runs_through_the_recorded_forward_pass_with_the_same_vectors(
     assert embedder.embed([[101, 7592, 2088, 102]]).vectors.shape == (1, 384)  # token ids, decoded first
 
 
-def test_a_recording_that_disagrees_with_the_forward_pass_is_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_recording_that_disagrees_with_the_forward_pass_is_not_used(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     config = embedding_config()
     import torch  # noqa: PLC0415  (only with the model's package)
 
@@ -212,6 +214,12 @@ def test_the_embedder_never_imports_code_from_the_hub() -> None:
         "assert embedder.embed(['hello']).vectors.shape == (1, 384)\n"
         "print(sorted(name for name, module in sys.modules.items() if name.split('.')[0] == 'kernels' and module))\n"
     )
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, cwd=Path(__file__).parents[2])
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).parents[2],
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout

@@ -46,7 +46,9 @@ def test_a_full_queue_answers_429_with_retry_after(make_live: Callable[..., Live
         async with httpx.AsyncClient(base_url=live.base_url, timeout=60) as http:
             headers = {"authorization": f"Bearer {key}"}
             return list(
-                await asyncio.gather(*(http.post("/chat/completions", json=BODY, headers=headers) for _ in range(8)))
+                await asyncio.gather(
+                    *(http.post("/chat/completions", json=BODY, headers=headers) for _ in range(8))
+                )
             )
 
     responses = asyncio.run(scenario())
@@ -67,7 +69,10 @@ def test_queue_statistics_show_waiting_requests(make_live: Callable[..., Live]) 
     async def scenario() -> None:
         async with httpx.AsyncClient(base_url=live.base_url, timeout=60) as http:
             headers = {"authorization": f"Bearer {live.key}"}
-            tasks = [asyncio.ensure_future(http.post("/chat/completions", json=BODY, headers=headers)) for _ in range(4)]
+            tasks = [
+                asyncio.ensure_future(http.post("/chat/completions", json=BODY, headers=headers))
+                for _ in range(4)
+            ]
             await asyncio.sleep(0.1)
             stats = live.services.models.status("fake-chat").queue
             assert stats is not None

@@ -17,7 +17,9 @@ from server.services import Services, settings_from_store
 from tests.conftest import Live, fake_models
 
 
-def test_a_model_that_fails_to_load_is_reported_and_not_served(make_live: Callable[..., Live], tmp_path: Path) -> None:
+def test_a_model_that_fails_to_load_is_reported_and_not_served(
+    make_live: Callable[..., Live], tmp_path: Path
+) -> None:
     corrupt = tmp_path / "corrupt.gguf"
     corrupt.write_bytes(b"GGUF" + b"\x00" * 64)
     models = (
@@ -42,7 +44,9 @@ def test_load_unload_and_reload_without_restarting(live: Live) -> None:
         assert manager.status("fake-chat").state == "unloaded"
         assert "fake-chat" not in {m.id for m in client.models.list()}
         manager.load("fake-chat")
-        reply = client.chat.completions.create(model="fake-chat", messages=[{"role": "user", "content": "back again"}])
+        reply = client.chat.completions.create(
+            model="fake-chat", messages=[{"role": "user", "content": "back again"}]
+        )
         assert reply.choices[0].message.content == "back again"
         manager.replace(ModelConfig(name="fake-chat", kind="chat", engine="fake", source="reply=changed"))
         manager.load("fake-chat")
@@ -50,7 +54,9 @@ def test_load_unload_and_reload_without_restarting(live: Live) -> None:
         assert reply.choices[0].message.content == "changed"
 
 
-def test_changes_to_the_table_survive_a_restart(make_services: Callable[..., Services], tmp_path: Path) -> None:
+def test_changes_to_the_table_survive_a_restart(
+    make_services: Callable[..., Services], tmp_path: Path
+) -> None:
     services = make_services(models=(*default_models()[:1], *fake_models()))
     services.models.add(ModelConfig(name="extra", kind="chat", engine="fake", source="reply=hi", threads=3))
     services.models.remove("fake-embed")
@@ -67,7 +73,9 @@ def test_changes_to_the_table_survive_a_restart(make_services: Callable[..., Ser
     assert settings.model("extra").threads == 3  # type: ignore[union-attr]
 
 
-def test_server_settings_saved_from_the_window_apply_at_the_next_start(make_services: Callable[..., Services]) -> None:
+def test_server_settings_saved_from_the_window_apply_at_the_next_start(
+    make_services: Callable[..., Services],
+) -> None:
     services = make_services()
     services.save_server_settings(port=9123, lan=True)
     with pytest.raises(ValueError):
@@ -93,7 +101,9 @@ def test_gguf_metadata_and_memory_estimate() -> None:
     assert half.gpu_bytes == pytest.approx((half.gpu_bytes + half.cpu_bytes) / 2, rel=0.01)
     too_long = estimate(smol.model_copy(update={"context_length": 32768}), hardware)
     assert too_long.fits is False and "trained for" in too_long.message
-    cpu_only = estimate(smol.model_copy(update={"n_gpu_layers": -1}), Hardware(False, False, (), 2**34, 2**33, ()))
+    cpu_only = estimate(
+        smol.model_copy(update={"n_gpu_layers": -1}), Hardware(False, False, (), 2**34, 2**33, ())
+    )
     assert cpu_only.gpu_bytes == 0 and cpu_only.fits is True
 
 

@@ -47,7 +47,9 @@ def test_the_bundle_holds_the_whole_appliance_and_nothing_it_does_not_need(bundl
     assert list((internal / "llama_cpp" / "lib").glob("*llama*")), "llama.cpp's shared library is missing"
     variants = {p.name for p in (internal / "llama_cpp" / "lib").glob("libggml-cpu-*.so")}
     # One CPU backend per level, so the bundle runs on CPUs other than the build machine's; never the AMX one.
-    assert {f"libggml-cpu-{level}.so" for level in ("x64", "sse42", "haswell", "skylakex", "zen4")} <= variants, variants
+    assert {
+        f"libggml-cpu-{level}.so" for level in ("x64", "sse42", "haswell", "skylakex", "zen4")
+    } <= variants, variants
     assert "libggml-cpu-sapphirerapids.so" not in variants
     assert (internal / "torch" / "bin" / "torch_shm_manager").is_file()
     resources = [p.relative_to(ROOT) for p in (ROOT / "resources").rglob("*") if p.is_file()]

@@ -46,7 +46,9 @@ ERROR_KEYS = {"message", "type", "param", "code"}
 # -- the error envelope -------------------------------------------------------------------------------
 
 
-def assert_envelope(status: int, body: bytes | str | dict[str, Any], *, low: int = 400, high: int = 499) -> dict[str, Any]:
+def assert_envelope(
+    status: int, body: bytes | str | dict[str, Any], *, low: int = 400, high: int = 499
+) -> dict[str, Any]:
     """``body`` is OpenAI's error envelope and ``status`` lies in [low, high]; returns ``error``."""
     assert low <= status <= high, (status, body)
     value = body if isinstance(body, dict) else json.loads(body)
@@ -170,6 +172,8 @@ def canary(url: str, key: str) -> Iterator[Canary]:
 # -- a server in its own process -----------------------------------------------------------------------
 
 SERVE = "import sys; from server.cli import main; sys.exit(main(sys.argv[1:]))"
+
+
 def fake_model_table(chat_source: str = "") -> list[dict[str, Any]]:
     """The model table (``AISP_MODELS``) of a server on the fake engines; ``chat_source`` tunes the chat model."""
     return [
@@ -190,7 +194,12 @@ class ServerProcess:
     """``ai-service-platform serve`` (through :mod:`server.cli`) in a child process, logging to a file."""
 
     def __init__(
-        self, data_dir: Path, *, models: list[dict[str, Any]] | None = None, work_dir: Path | None = None, **env: str
+        self,
+        data_dir: Path,
+        *,
+        models: list[dict[str, Any]] | None = None,
+        work_dir: Path | None = None,
+        **env: str,
     ) -> None:
         self.data_dir = data_dir
         work = work_dir or data_dir.parent  # the model table and the log, kept apart from the data
@@ -217,7 +226,9 @@ class ServerProcess:
         """A key for this data directory, made from the test process as the window would."""
         store = Store(self.data_dir / "aisp.sqlite3")
         try:
-            return KeyService(store, load_or_create_secret(self.data_dir / "server-secret")).create(name, **options)
+            return KeyService(store, load_or_create_secret(self.data_dir / "server-secret")).create(
+                name, **options
+            )
         finally:
             store.close()
 

@@ -62,8 +62,21 @@ def _field_cases() -> list[Case]:
         "max_tokens": [0, -1, 10**12, 2**64, "10", 1.5, False, [5]],
         "max_completion_tokens": [0, -5, 10**40, "7", 3.25],
         "top_logprobs": [-1, 21, 10**9, "5", 2.0, 5],  # 5 is in range but needs logprobs, which are refused
-        "logit_bias": [{"-1": 1}, {"x": 1}, {"1": 101}, {"1": -101}, {"1": "a"}, {"1": None}, [], "x", 7,
-                       {str(i): 1 for i in range(1025)}, {"9" * 30: 1}, {"1.5": 1}, {"": 0}],  # fmt: skip
+        "logit_bias": [
+            {"-1": 1},
+            {"x": 1},
+            {"1": 101},
+            {"1": -101},
+            {"1": "a"},
+            {"1": None},
+            [],
+            "x",
+            7,
+            {str(i): 1 for i in range(1025)},
+            {"9" * 30: 1},
+            {"1.5": 1},
+            {"": 0},
+        ],  # fmt: skip
         "stop": [5, ["a"] * 5, "x" * 257, [1], [None], {"a": 1}, ["ok", ["nested"]], True],
         "temperature": [-0.1, 2.01, 1e308, -1e308, "1", [1], {"t": 1}, True],
         "top_p": [-0.01, 1.01, "0.5"],
@@ -88,7 +101,9 @@ def _field_cases() -> list[Case]:
 
 def _embedding_cases() -> list[Case]:
     return [
-        Case("embed.batch-over-model-limit", EMBEDDINGS, js(embed(input=["x"] * 257))),  # fake-embed takes 256
+        Case(
+            "embed.batch-over-model-limit", EMBEDDINGS, js(embed(input=["x"] * 257))
+        ),  # fake-embed takes 256
         Case("embed.batch-over-protocol-limit", EMBEDDINGS, js(embed(input=["x"] * 2049))),
         Case("embed.batch-of-100k", EMBEDDINGS, js(embed(input=["x"] * 100_000))),
         Case("embed.negative-token", EMBEDDINGS, js(embed(input=[1, 2, -3]))),
@@ -130,7 +145,9 @@ def _deep(depth: int, open_: str = "[", close: str = "]") -> bytes:
     return (open_ * depth + close * depth).encode()
 
 
-def _chunks(total: int, piece: bytes = b"x" * 65536, head: bytes = b'{"model": "fake-chat", "messages": [') -> Callable[[], Iterator[bytes]]:
+def _chunks(
+    total: int, piece: bytes = b"x" * 65536, head: bytes = b'{"model": "fake-chat", "messages": ['
+) -> Callable[[], Iterator[bytes]]:
     def produce() -> Iterator[bytes]:
         yield head
         sent = len(head)
@@ -150,22 +167,72 @@ def _body_cases() -> list[Case]:
         Case("50MB-declared", CHAT, b"x" * (50 * MB), statuses=(413,), seconds=10),
         Case("50MB-chunked", CHAT, _chunks(50 * MB), statuses=(413,), seconds=10),
         Case("million-messages", CHAT, million, statuses=(413,), seconds=10),
-        Case("million-messages-chunked", CHAT, _chunks(len(million), message * 2000), statuses=(413,), seconds=10),
+        Case(
+            "million-messages-chunked",
+            CHAT,
+            _chunks(len(million), message * 2000),
+            statuses=(413,),
+            seconds=10,
+        ),
         # Nesting: 100,000 deep, as arrays, objects, and inside a real field.
         Case("nested-100k-arrays", CHAT, _deep(100_000)),
         Case("nested-100k-objects", CHAT, b'{"a":' * 100_000 + b"1" + b"}" * 100_000),
         Case("nested-100k-in-metadata", CHAT, js(chat())[:-1] + b', "metadata": ' + _deep(100_000) + b"}"),
         Case("nested-100k-unclosed", CHAT, b"[" * 100_000),
-        Case("nested-129-padded-past-1MB", RESPONSES, b" " * MB + js(respond(input=[_message_with(_nested(126))]))),
+        Case(
+            "nested-129-padded-past-1MB",
+            RESPONSES,
+            b" " * MB + js(respond(input=[_message_with(_nested(126))])),
+        ),
         # Just under the size limit, built to be expensive to parse and to validate.
-        Case("8MB-of-empty-arrays", CHAT, b'{"model":"fake-chat","messages":[' + b"[]," * (nearly // 3) + b"[]]}", seconds=5),
-        Case("8MB-of-empty-objects", CHAT, b'{"model":"fake-chat","messages":[' + b"{}," * (nearly // 3) + b"{}]}", seconds=5),
-        Case("8MB-of-nested-pairs", CHAT, b'{"model":"fake-chat","messages":[' + b"[[]]," * (nearly // 5) + b"[]]}", seconds=5),
-        Case("8MB-of-floats", EMBEDDINGS, b'{"model":"fake-embed","input":[' + b"1.5," * (nearly // 4) + b"1]}", seconds=5),
-        Case("8MB-of-ints", EMBEDDINGS, b'{"model":"fake-embed","input":[' + b"1," * (nearly // 2) + b"1]}", seconds=5),
-        Case("8MB-of-strings", EMBEDDINGS, b'{"model":"fake-embed","input":[' + b'"ab",' * (nearly // 5) + b'"a"]}', seconds=5),
-        Case("8MB-logit-bias", CHAT, js(chat())[:-1] + b', "logit_bias": {' + b",".join(b'"%d":1' % i for i in range(650_000)) + b"}}", seconds=5),
-        Case("8MB-surrogate-pairs", CHAT, b'{"model":"fake-chat","messages":[' + b'["\\ud83d\\ude00"],' * (nearly // 18) + b"[]]}", seconds=5),
+        Case(
+            "8MB-of-empty-arrays",
+            CHAT,
+            b'{"model":"fake-chat","messages":[' + b"[]," * (nearly // 3) + b"[]]}",
+            seconds=5,
+        ),
+        Case(
+            "8MB-of-empty-objects",
+            CHAT,
+            b'{"model":"fake-chat","messages":[' + b"{}," * (nearly // 3) + b"{}]}",
+            seconds=5,
+        ),
+        Case(
+            "8MB-of-nested-pairs",
+            CHAT,
+            b'{"model":"fake-chat","messages":[' + b"[[]]," * (nearly // 5) + b"[]]}",
+            seconds=5,
+        ),
+        Case(
+            "8MB-of-floats",
+            EMBEDDINGS,
+            b'{"model":"fake-embed","input":[' + b"1.5," * (nearly // 4) + b"1]}",
+            seconds=5,
+        ),
+        Case(
+            "8MB-of-ints",
+            EMBEDDINGS,
+            b'{"model":"fake-embed","input":[' + b"1," * (nearly // 2) + b"1]}",
+            seconds=5,
+        ),
+        Case(
+            "8MB-of-strings",
+            EMBEDDINGS,
+            b'{"model":"fake-embed","input":[' + b'"ab",' * (nearly // 5) + b'"a"]}',
+            seconds=5,
+        ),
+        Case(
+            "8MB-logit-bias",
+            CHAT,
+            js(chat())[:-1] + b', "logit_bias": {' + b",".join(b'"%d":1' % i for i in range(650_000)) + b"}}",
+            seconds=5,
+        ),
+        Case(
+            "8MB-surrogate-pairs",
+            CHAT,
+            b'{"model":"fake-chat","messages":[' + b'["\\ud83d\\ude00"],' * (nearly // 18) + b"[]]}",
+            seconds=5,
+        ),
         # Encoding and syntax.
         Case("empty", CHAT, b""),
         Case("whitespace", CHAT, b"   \n\t "),
@@ -176,10 +243,16 @@ def _body_cases() -> list[Case]:
         Case("trailing-comma", CHAT, b'{"model": "fake-chat", "messages": [],}'),
         Case("invalid-utf8", CHAT, b'{"model": "fake-chat\xff\xfe", "messages": []}'),
         Case("overlong-utf8", CHAT, b'{"model": "\xc0\xaf", "messages": []}'),
-        Case("raw-surrogate-bytes", CHAT, b'{"model": "fake-chat", "messages": [{"role": "user", "content": "\xed\xa0\x80"}]}'),
+        Case(
+            "raw-surrogate-bytes",
+            CHAT,
+            b'{"model": "fake-chat", "messages": [{"role": "user", "content": "\xed\xa0\x80"}]}',
+        ),
         Case("escaped-lone-surrogate", CHAT, js(chat())[:-1].replace(b'"hi"', b'"\\udfff"') + b"}"),
         Case("lone-surrogate-in-key", CHAT, js(chat())[:-1] + b', "metadata": {"\\ud800": "x"}}'),
-        Case("lone-surrogate-in-echoed-key", RESPONSES, js(respond())[:-1] + b', "metadata": {"\\udbff": "x"}}'),
+        Case(
+            "lone-surrogate-in-echoed-key", RESPONSES, js(respond())[:-1] + b', "metadata": {"\\udbff": "x"}}'
+        ),
         Case("lone-surrogate-top-level-key", EMBEDDINGS, js(embed())[:-1] + b', "\\ud800": 1}'),
         Case("utf16-body", CHAT, json.dumps(chat()).encode("utf-16")),
         Case("utf8-bom", CHAT, b"\xef\xbb\xbf" + js(chat())),
@@ -194,13 +267,40 @@ def _body_cases() -> list[Case]:
         Case("string", EMBEDDINGS, b'"input"'),
         # Content types.
         Case("text/plain", CHAT, js(chat()), content_type="text/plain", statuses=(415,)),
-        Case("form", CHAT, b"model=fake-chat", content_type="application/x-www-form-urlencoded", statuses=(415,)),
+        Case(
+            "form",
+            CHAT,
+            b"model=fake-chat",
+            content_type="application/x-www-form-urlencoded",
+            statuses=(415,),
+        ),
         Case("xml", CHAT, b"<model/>", content_type="application/xml", statuses=(415,)),
-        Case("multipart-pathological-boundary", CHAT, b"--" + b"-" * 60_000 + b"\r\n" * 1000,
-             content_type="multipart/form-data; boundary=" + "-" * 60_000, statuses=(415,)),  # fmt: skip
-        Case("multipart-empty-boundary", EMBEDDINGS, b"--\r\n\r\n--", content_type="multipart/form-data; boundary=", statuses=(415,)),
-        Case("json-in-utf16", CHAT, json.dumps(chat()).encode("utf-16-le"), content_type="application/json; charset=utf-16"),
-        Case("content-type-params", CHAT, js(chat(n=0)), content_type="application/json; " + "; ".join(f"p{i}=v" for i in range(2000))),
+        Case(
+            "multipart-pathological-boundary",
+            CHAT,
+            b"--" + b"-" * 60_000 + b"\r\n" * 1000,
+            content_type="multipart/form-data; boundary=" + "-" * 60_000,
+            statuses=(415,),
+        ),  # fmt: skip
+        Case(
+            "multipart-empty-boundary",
+            EMBEDDINGS,
+            b"--\r\n\r\n--",
+            content_type="multipart/form-data; boundary=",
+            statuses=(415,),
+        ),
+        Case(
+            "json-in-utf16",
+            CHAT,
+            json.dumps(chat()).encode("utf-16-le"),
+            content_type="application/json; charset=utf-16",
+        ),
+        Case(
+            "content-type-params",
+            CHAT,
+            js(chat(n=0)),
+            content_type="application/json; " + "; ".join(f"p{i}=v" for i in range(2000)),
+        ),
     ]
 
 
@@ -283,7 +383,9 @@ def test_bad_input_gets_a_fast_4xx_while_the_server_keeps_serving(server: Target
 
 def test_memory_does_not_grow_with_repeated_bad_bodies(server: Target) -> None:
     """Refused bodies are freed when refused, not whenever the garbage collector next runs."""
-    heavy = [case for case in CASES if case.name in ("8MB-of-floats", "8MB-of-strings", "embed.million-token-ids")]
+    heavy = [
+        case for case in CASES if case.name in ("8MB-of-floats", "8MB-of-strings", "embed.million-token-ids")
+    ]
     headers = {"Authorization": f"Bearer {server.key}"}
     with httpx.Client(base_url=server.url, headers=headers, timeout=30) as client:
         for case in heavy:
@@ -357,10 +459,14 @@ def _trickle(port: int, payload: bytes, interval: float, results: list[tuple[byt
 
 def test_slow_headers_at_one_byte_a_second_are_cut_off(server: Target) -> None:
     """Twenty clients trickle their headers at a byte a second: each gets 408 at the 2 s deadline."""
-    request = f"GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {server.key}\r\n\r\n".encode()
+    request = (
+        f"GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {server.key}\r\n\r\n".encode()
+    )
     results: list[tuple[bytes, float]] = []
     with canary(server.url, server.canary_key) as bird:
-        threads = [threading.Thread(target=_trickle, args=(server.port, request, 1.0, results)) for _ in range(20)]
+        threads = [
+            threading.Thread(target=_trickle, args=(server.port, request, 1.0, results)) for _ in range(20)
+        ]
         for thread in threads:
             thread.start()
         for thread in threads:
@@ -405,7 +511,9 @@ def test_large_and_deep_but_valid_bodies_are_served(server: Target) -> None:
     """The bounds refuse attacks, not requests: 128 levels, 2 MB of padding and a million token ids are served."""
     deep = respond(input=[_message_with(_nested(125))], max_output_tokens=16)
     schema = respond(text=_schema_format(_nested(20)), max_output_tokens=16)
-    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {server.key}"}, timeout=30) as client:
+    with httpx.Client(
+        base_url=server.url, headers={"Authorization": f"Bearer {server.key}"}, timeout=30
+    ) as client:
         for body in (js(deep), b" " * (2 * MB) + js(deep), b" " * (2 * MB) + js(schema)):
             response = client.post(RESPONSES, content=body, headers={"content-type": "application/json"})
             assert response.status_code == 200, response.text[:300]

@@ -52,10 +52,19 @@ def _one(client: httpx.Client, rng: random.Random, received: Received) -> None:
         return
     if kind.startswith("chat"):
         path = "/v1/chat/completions"
-        body: dict[str, Any] = {"model": "fake-chat", "messages": [{"role": "user", "content": words}], "max_tokens": tokens}
+        body: dict[str, Any] = {
+            "model": "fake-chat",
+            "messages": [{"role": "user", "content": words}],
+            "max_tokens": tokens,
+        }
     else:
         path = "/v1/responses"
-        body = {"model": "fake-chat", "input": words, "max_output_tokens": 16 + tokens, "store": rng.random() < 0.5}
+        body = {
+            "model": "fake-chat",
+            "input": words,
+            "max_output_tokens": 16 + tokens,
+            "store": rng.random() < 0.5,
+        }
     if not kind.endswith("stream"):
         response = client.post(path, json=body)
         if response.status_code == 200:
@@ -111,15 +120,27 @@ def _check_ledger(database: Path, received: Received) -> list[tuple[Any, ...]]:
         ids = [row[0] for row in rows]
         assert len(ids) == len(set(ids)), "a request was recorded twice"
         by_id = {row[0]: row for row in rows}
-        endpoints = {"/v1/chat/completions": "chat.completions", "/v1/responses": "responses", "embeddings": "embeddings"}
+        endpoints = {
+            "/v1/chat/completions": "chat.completions",
+            "/v1/responses": "responses",
+            "embeddings": "embeddings",
+        }
         for request_id, (endpoint, tokens_in, tokens_out) in received.usage.items():
             row = by_id.get(request_id)
             assert row is not None, f"{request_id} ({endpoint}) was received in full but is not in the ledger"
             assert row[1] == endpoints[endpoint] and row[5] == "completed", row
-            assert (row[2], row[3], row[4]) == (tokens_in, tokens_out, tokens_in + tokens_out), (row, tokens_in, tokens_out)
+            assert (row[2], row[3], row[4]) == (tokens_in, tokens_out, tokens_in + tokens_out), (
+                row,
+                tokens_in,
+                tokens_out,
+            )
         # The roll-ups the graphs and the budgets read agree with the ledger, row for row.
-        assert connection.execute("SELECT SUM(requests), SUM(input_tokens), SUM(output_tokens) FROM usage_hourly").fetchone() == (
-            connection.execute("SELECT COUNT(*), SUM(input_tokens), SUM(output_tokens) FROM usage_record").fetchone()
+        assert connection.execute(
+            "SELECT SUM(requests), SUM(input_tokens), SUM(output_tokens) FROM usage_hourly"
+        ).fetchone() == (
+            connection.execute(
+                "SELECT COUNT(*), SUM(input_tokens), SUM(output_tokens) FROM usage_record"
+            ).fetchone()
         )
         spent = connection.execute("SELECT SUM(tokens) FROM key_spend_daily").fetchone()[0]
         billed = connection.execute(
@@ -132,14 +153,17 @@ def _check_ledger(database: Path, received: Received) -> list[tuple[Any, ...]]:
 
 
 def crash_cycles(server: ServerProcess, cycles: int, load_seconds: float, clients: int) -> Received:
-    key, _ = server.create_key("load", limits=KeyLimits(budget_unit="tokens", budget_amount=1e9, budget_period="day"))
+    key, _ = server.create_key(
+        "load", limits=KeyLimits(budget_unit="tokens", budget_amount=1e9, budget_period="day")
+    )
     canary, _ = server.create_key("canary")
     received = Received()
     server.start()
     for cycle in range(cycles):
         stop = threading.Event()
         threads = [
-            threading.Thread(target=_load, args=(server, key, received, stop, cycle * 100 + n)) for n in range(clients)
+            threading.Thread(target=_load, args=(server, key, received, stop, cycle * 100 + n))
+            for n in range(clients)
         ]
         for thread in threads:
             thread.start()
@@ -150,9 +174,14 @@ def crash_cycles(server: ServerProcess, cycles: int, load_seconds: float, client
             thread.join(30)
         _check_ledger(server.data_dir / "aisp.sqlite3", received)
         server.start()
-        with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {canary}"}, timeout=10) as client:
+        with httpx.Client(
+            base_url=server.url, headers={"Authorization": f"Bearer {canary}"}, timeout=10
+        ) as client:
             assert client.get("/v1/models").status_code == 200
-            answer = client.post("/v1/chat/completions", json={"model": "fake-chat", "messages": [{"role": "user", "content": "up"}], "max_tokens": 3})
+            answer = client.post(
+                "/v1/chat/completions",
+                json={"model": "fake-chat", "messages": [{"role": "user", "content": "up"}], "max_tokens": 3},
+            )
             assert answer.status_code == 200
     assert server.stop() == 0
     rows = _check_ledger(server.data_dir / "aisp.sqlite3", received)
@@ -180,4 +209,3 @@ def test_kill_9_under_load_loses_and_duplicates_nothing(crash_server: ServerProc
 def test_ten_kill_9_cycles(crash_server: ServerProcess) -> None:
     received = crash_cycles(crash_server, cycles=10, load_seconds=6, clients=10)
     assert len(received.usage) >= 500
-

@@ -68,13 +68,21 @@ def _run(live: Live, key: str, plan: Plan) -> None:
         sock.sendall(head + body)
         if plan.stream:
             seen, buffer = 0, b""
-            while plan.cut_after is None or seen < plan.cut_after or (plan.cut_after == 0 and b"\r\n\r\n" not in buffer):
+            while (
+                plan.cut_after is None
+                or seen < plan.cut_after
+                or (plan.cut_after == 0 and b"\r\n\r\n" not in buffer)
+            ):
                 chunk = sock.recv(65536)
                 if not chunk:
                     break
                 buffer += chunk
                 seen = sum(_is_delta(line) for line in buffer.split(b"\n"))
-                if b"data: [DONE]" in buffer or b"response.completed" in buffer or b"response.incomplete" in buffer:
+                if (
+                    b"data: [DONE]" in buffer
+                    or b"response.completed" in buffer
+                    or b"response.incomplete" in buffer
+                ):
                     break
                 if plan.cut_after == 0 and b"\r\n\r\n" in buffer:
                     break
@@ -148,9 +156,15 @@ def disconnect_storm(live: Live, requests: int, seed: int) -> dict[str, int]:
         if row["status"] == "completed":
             assert (row["http_status"], row["client_disconnected"]) == (200, False), where
         else:
-            assert (row["status"], row["http_status"], row["client_disconnected"]) == ("disconnected", 499, True), where
+            assert (row["status"], row["http_status"], row["client_disconnected"]) == (
+                "disconnected",
+                499,
+                True,
+            ), where
         outcomes[row["status"]] = outcomes.get(row["status"], 0) + 1
-    _assert_budget_settled(live, key, [r for r in rows if r["key_id"] == live.services.keys.authenticate(key).id])
+    _assert_budget_settled(
+        live, key, [r for r in rows if r["key_id"] == live.services.keys.authenticate(key).id]
+    )
     return outcomes
 
 
@@ -200,10 +214,15 @@ def test_concurrent_disconnects_add_up(storm_live: Live) -> None:
 
 def test_failures_before_the_first_token_cost_nothing(make_live: Callable[..., Live]) -> None:
     live = make_live(models=fake_models(fail_at="0"))
-    key = live.new_key("unlucky", limits=KeyLimits(budget_unit="tokens", budget_amount=100_000, budget_period="day"))
+    key = live.new_key(
+        "unlucky", limits=KeyLimits(budget_unit="tokens", budget_amount=100_000, budget_period="day")
+    )
     headers = {"Authorization": f"Bearer {key}"}
     bodies: list[tuple[str, dict[str, Any]]] = [
-        ("/v1/chat/completions", {"model": CHAT, "messages": [{"role": "user", "content": "x"}], "max_tokens": 50}),
+        (
+            "/v1/chat/completions",
+            {"model": CHAT, "messages": [{"role": "user", "content": "x"}], "max_tokens": 50},
+        ),
         ("/v1/responses", {"model": CHAT, "input": "x", "max_output_tokens": 50}),
     ]
     with httpx.Client(base_url=live.url, headers=headers, timeout=30) as client:

@@ -33,12 +33,16 @@ def _rows(live: Live) -> list[dict[str, Any]]:
     return list(ledger_rows(live.services.store))
 
 
-def test_a_full_disk_is_a_clear_503_and_nothing_is_lost(make_live: Callable[..., Live], small_disk: Path) -> None:
+def test_a_full_disk_is_a_clear_503_and_nothing_is_lost(
+    make_live: Callable[..., Live], small_disk: Path
+) -> None:
     live = make_live(data_dir=small_disk / "data")
     services = live.services
     services.ledger.close()
     services.ledger = Ledger(services.store, commit_wait_s=COMMIT_WAIT_S)  # fail fast, for the test's sake
-    budgeted = live.new_key("budgeted", limits=KeyLimits(budget_unit="tokens", budget_amount=1e6, budget_period="day"))
+    budgeted = live.new_key(
+        "budgeted", limits=KeyLimits(budget_unit="tokens", budget_amount=1e6, budget_period="day")
+    )
     unused = live.new_key("not used yet")  # its first use writes 'last used'
     headers = {"Authorization": f"Bearer {live.key}"}
     with httpx.Client(base_url=live.url, headers=headers, timeout=30) as client:
@@ -60,7 +64,12 @@ def test_a_full_disk_is_a_clear_503_and_nothing_is_lost(make_live: Callable[...,
         for method, path, body, key in (
             ("POST", "/v1/chat/completions", CHAT, live.key),
             ("POST", "/v1/embeddings", {"model": "fake-embed", "input": "x"}, live.key),
-            ("POST", "/v1/responses", {"model": "fake-chat", "input": "x", "max_output_tokens": 16}, live.key),
+            (
+                "POST",
+                "/v1/responses",
+                {"model": "fake-chat", "input": "x", "max_output_tokens": 16},
+                live.key,
+            ),
             ("POST", "/v1/chat/completions", CHAT, budgeted),
         ):
             started = time.monotonic()
@@ -82,7 +91,12 @@ def test_a_full_disk_is_a_clear_503_and_nothing_is_lost(make_live: Callable[...,
             time.sleep(0.1)
         assert services.ledger.last_error is None, services.ledger.last_error
         assert client.post("/v1/chat/completions", json=CHAT).status_code == 200
-        assert client.post("/v1/chat/completions", json=CHAT, headers={"Authorization": f"Bearer {budgeted}"}).status_code == 200
+        assert (
+            client.post(
+                "/v1/chat/completions", json=CHAT, headers={"Authorization": f"Bearer {budgeted}"}
+            ).status_code
+            == 200
+        )
         services.ledger.flush()
     after = _rows(live)
     ids = [r["request_id"] for r in after]
@@ -104,7 +118,12 @@ def test_a_full_disk_is_a_clear_503_and_nothing_is_lost(make_live: Callable[...,
 def _serve(data_dir: Path, work: Path) -> subprocess.CompletedProcess[str]:
     server = ServerProcess(data_dir, work_dir=work)
     return subprocess.run(
-        [sys.executable, "-c", SERVE, "serve"], cwd=ROOT, env=server.env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", SERVE, "serve"],
+        cwd=ROOT,
+        env=server.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 

@@ -42,7 +42,10 @@ def _failing_request(client: httpx.Client, rng: random.Random) -> None:
         assert error["code"] == "engine_error" and "failed" in error["message"]
     elif kind == "responses":
         response = client.post("/v1/responses", json={"model": "fake-broken", "input": "go"})
-        assert assert_envelope(response.status_code, response.content, low=500, high=500)["code"] == "engine_error"
+        assert (
+            assert_envelope(response.status_code, response.content, low=500, high=500)["code"]
+            == "engine_error"
+        )
     elif kind == "chat-stream":
         with client.stream("POST", "/v1/chat/completions", json={**chat, "stream": True}) as response:
             assert response.status_code == 200
@@ -53,7 +56,9 @@ def _failing_request(client: httpx.Client, rng: random.Random) -> None:
         texts = [c["delta"].get("content") for e in events[:-2] for c in json.loads(e)["choices"]]
         assert "".join(t for t in texts if t) == "go go go", "the tokens before the failure were delivered"
     elif kind == "responses-stream":
-        with client.stream("POST", "/v1/responses", json={"model": "fake-broken", "input": "go", "stream": True}) as response:
+        with client.stream(
+            "POST", "/v1/responses", json={"model": "fake-broken", "input": "go", "stream": True}
+        ) as response:
             events = [json.loads(line[6:]) for line in response.iter_lines() if line.startswith("data: ")]
         assert [e["type"] for e in events[-2:]] == ["error", "response.failed"], events[-3:]
         assert events[-1]["response"]["status"] == "failed"
@@ -63,7 +68,9 @@ def _failing_request(client: httpx.Client, rng: random.Random) -> None:
             client.post("/v1/chat/completions", json={**chat, "stream": rng.random() < 0.5}, timeout=0.01)
 
 
-def test_an_engine_failing_mid_generation_ends_each_response_cleanly(server_process: Callable[..., ServerProcess]) -> None:
+def test_an_engine_failing_mid_generation_ends_each_response_cleanly(
+    server_process: Callable[..., ServerProcess],
+) -> None:
     models = fake_model_table()
     models.append({**models[0], "name": "fake-broken", "source": "fail_at=3,repeat=1,delay=0.002"})
     server = server_process(models=models)
@@ -76,14 +83,19 @@ def test_an_engine_failing_mid_generation_ends_each_response_cleanly(server_proc
     def worker(seed: int, requests: int) -> None:
         rng = random.Random(seed)
         try:
-            with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {key}"}, timeout=30) as client:
+            with httpx.Client(
+                base_url=server.url, headers={"Authorization": f"Bearer {key}"}, timeout=30
+            ) as client:
                 for _ in range(requests):
                     _failing_request(client, rng)
         except BaseException as exc:  # reported below, in the test's thread
             errors.append(exc)
 
     def crowd(requests: int, first_seed: int) -> None:
-        threads = [threading.Thread(target=worker, args=(seed, requests)) for seed in range(first_seed, first_seed + 4)]
+        threads = [
+            threading.Thread(target=worker, args=(seed, requests))
+            for seed in range(first_seed, first_seed + 4)
+        ]
         for thread in threads:
             thread.start()
         for thread in threads:
@@ -96,7 +108,10 @@ def test_an_engine_failing_mid_generation_ends_each_response_cleanly(server_proc
     assert not errors, errors[0]
     bird.assert_served(max_latency=2.0)
     with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {key}"}, timeout=30) as client:
-        ok = client.post("/v1/chat/completions", json={"model": "fake-chat", "messages": [{"role": "user", "content": "fine"}]})
+        ok = client.post(
+            "/v1/chat/completions",
+            json={"model": "fake-chat", "messages": [{"role": "user", "content": "fine"}]},
+        )
         assert ok.json()["choices"][0]["message"]["content"] == "fine"
     # Nothing leaked: threads do not grow with the number of failed requests (a hundred of them here; the
     # event loop's default executor may still be growing towards its fixed size), and no socket is left
@@ -125,7 +140,9 @@ def test_an_engine_failing_mid_generation_ends_each_response_cleanly(server_proc
     assert "Traceback" not in server.log(), server.log()[-3000:]
 
 
-def test_missing_and_corrupt_model_files_are_reported_and_not_served(make_live: Callable[..., Live], tmp_path: Path) -> None:
+def test_missing_and_corrupt_model_files_are_reported_and_not_served(
+    make_live: Callable[..., Live], tmp_path: Path
+) -> None:
     corrupt = tmp_path / "corrupt.gguf"
     corrupt.write_bytes(b"GGUF" + os.urandom(4096))
     not_gguf = tmp_path / "notes.gguf"
@@ -133,11 +150,15 @@ def test_missing_and_corrupt_model_files_are_reported_and_not_served(make_live: 
     empty_dir = tmp_path / "empty-embedder"
     empty_dir.mkdir()
     broken = [
-        ModelConfig(name="missing-gguf", kind="chat", engine="llama.cpp", source=str(tmp_path / "nowhere.gguf")),
+        ModelConfig(
+            name="missing-gguf", kind="chat", engine="llama.cpp", source=str(tmp_path / "nowhere.gguf")
+        ),
         ModelConfig(name="corrupt-gguf", kind="chat", engine="llama.cpp", source=str(corrupt)),
         ModelConfig(name="text-gguf", kind="chat", engine="llama.cpp", source=str(not_gguf)),
         ModelConfig(name="unset-gguf", kind="chat", engine="llama.cpp", source=""),
-        ModelConfig(name="missing-embedder", kind="embedding", engine="sentence-transformers", source=str(empty_dir)),
+        ModelConfig(
+            name="missing-embedder", kind="embedding", engine="sentence-transformers", source=str(empty_dir)
+        ),
     ]
     live = make_live(models=(FAKE_CHAT, FAKE_EMBED, *broken))
     statuses = {s.name: s for s in live.services.models.statuses()}
@@ -148,20 +169,31 @@ def test_missing_and_corrupt_model_files_are_reported_and_not_served(make_live: 
         if model.source:
             assert Path(model.source).name in status.error, status.error
     assert "no GGUF file" in statuses["missing-gguf"].error  # type: ignore[operator]
-    with httpx.Client(base_url=live.url, headers={"Authorization": f"Bearer {live.key}"}, timeout=30) as client:
+    with httpx.Client(
+        base_url=live.url, headers={"Authorization": f"Bearer {live.key}"}, timeout=30
+    ) as client:
         served = {m["id"] for m in client.get("/v1/models").json()["data"]}
         assert served == {"fake-chat", "fake-embed"}
         for model in broken:
             assert client.get(f"/v1/models/{model.name}").status_code == 404
             path, body = (
-                ("/v1/chat/completions", {"model": model.name, "messages": [{"role": "user", "content": "x"}]})
+                (
+                    "/v1/chat/completions",
+                    {"model": model.name, "messages": [{"role": "user", "content": "x"}]},
+                )
                 if model.kind == "chat"
                 else ("/v1/embeddings", {"model": model.name, "input": "x"})
             )
             response = client.post(path, json=body)
             error = assert_envelope(response.status_code, response.content, low=404, high=404)
             assert error["code"] == "model_not_found"
-        assert client.post("/v1/chat/completions", json={"model": "fake-chat", "messages": [{"role": "user", "content": "x"}]}).status_code == 200
+        assert (
+            client.post(
+                "/v1/chat/completions",
+                json={"model": "fake-chat", "messages": [{"role": "user", "content": "x"}]},
+            ).status_code
+            == 200
+        )
 
 
 def test_a_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
@@ -172,7 +204,12 @@ def test_a_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
     try:
         server = ServerProcess(tmp_path / "data", AISP_PORT=str(port))
         result = subprocess.run(
-            [sys.executable, "-c", SERVE, "serve"], cwd=ROOT, env=server.env, capture_output=True, text=True, timeout=60
+            [sys.executable, "-c", SERVE, "serve"],
+            cwd=ROOT,
+            env=server.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
     finally:
         holder.close()

@@ -49,9 +49,13 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProces
 
 def _schema(server: ServerProcess, key: str) -> Any:
     """The document the server serves (behind its key), loaded into schemathesis."""
-    response = httpx.get(server.url + "/v1/openapi.json", headers={"Authorization": f"Bearer {key}"}, timeout=30)
+    response = httpx.get(
+        server.url + "/v1/openapi.json", headers={"Authorization": f"Bearer {key}"}, timeout=30
+    )
     assert response.status_code == 200
-    assert httpx.get(server.url + "/v1/openapi.json", timeout=30).status_code == 401, "the document needs a key"
+    assert httpx.get(server.url + "/v1/openapi.json", timeout=30).status_code == 401, (
+        "the document needs a key"
+    )
     return schemathesis.openapi.from_dict(response.json())
 
 
@@ -97,7 +101,11 @@ def _fuzz(
     checks = CHECKS + ([negative_data_rejection] if mode is schemathesis.GenerationMode.NEGATIVE else [])
 
     @settings(
-        max_examples=count, deadline=None, database=None, derandomize=True, suppress_health_check=list(HealthCheck)
+        max_examples=count,
+        deadline=None,
+        database=None,
+        derandomize=True,
+        suppress_health_check=list(HealthCheck),
     )
     @given(case=operation.as_strategy(generation_mode=mode))
     def check(case: schemathesis.Case) -> None:
@@ -200,8 +208,12 @@ def test_authenticating_arbitrary_text_fails_without_sql(key_service: KeyService
 # -- the ledger's arithmetic --------------------------------------------------------------------------------
 
 MODELS = {
-    "cheap": ModelConfig(name="cheap", kind="chat", engine="fake", price_input_per_million=0.1, price_output_per_million=0.3),
-    "dear": ModelConfig(name="dear", kind="chat", engine="fake", price_input_per_million=30, price_output_per_million=60),
+    "cheap": ModelConfig(
+        name="cheap", kind="chat", engine="fake", price_input_per_million=0.1, price_output_per_million=0.3
+    ),
+    "dear": ModelConfig(
+        name="dear", kind="chat", engine="fake", price_input_per_million=30, price_output_per_million=60
+    ),
     "free": ModelConfig(name="free", kind="embedding", engine="fake"),
 }
 T0 = 1_750_000_000.0
@@ -247,7 +259,10 @@ def test_the_ledger_adds_up(batch: list[UsageEntry], batch_size: int) -> None:
             assert sorted(r["request_id"] for r in rows) == sorted(first)
             for row in rows:
                 entry = first[row["request_id"]]
-                assert (row["input_tokens"], row["output_tokens"]) == (entry.input_tokens, entry.output_tokens)
+                assert (row["input_tokens"], row["output_tokens"]) == (
+                    entry.input_tokens,
+                    entry.output_tokens,
+                )
                 assert row["total_tokens"] == entry.input_tokens + entry.output_tokens
                 assert row["cost"] == entry.cost
             db = store.db
@@ -260,7 +275,9 @@ def test_the_ledger_adds_up(batch: list[UsageEntry], batch_size: int) -> None:
             }
             expected: dict[tuple[int, str, str], list[float]] = {}
             for entry in first.values():
-                bucket = expected.setdefault((int(entry.created_at // 3600 * 3600), entry.key_id or "", entry.model), [0, 0, 0, 0.0])
+                bucket = expected.setdefault(
+                    (int(entry.created_at // 3600 * 3600), entry.key_id or "", entry.model), [0, 0, 0, 0.0]
+                )
                 bucket[0] += 1
                 bucket[1] += entry.input_tokens
                 bucket[2] += entry.output_tokens
@@ -270,7 +287,10 @@ def test_the_ledger_adds_up(batch: list[UsageEntry], batch_size: int) -> None:
                 assert (n, i, o) == tuple(expected[bucket][:3])
                 assert c == pytest.approx(expected[bucket][3], rel=1e-9, abs=1e-12)
             # The daily spend (what budgets read) counts billed tokens: none for a failure before any output.
-            spend = {(k, d): (t, c) for k, d, t, c in db.execute_sql("SELECT key_id, day, tokens, cost FROM key_spend_daily")}
+            spend = {
+                (k, d): (t, c)
+                for k, d, t, c in db.execute_sql("SELECT key_id, day, tokens, cost FROM key_spend_daily")
+            }
             billed: dict[tuple[str, int], list[float]] = {}
             for entry in first.values():
                 if entry.key_id is None:
@@ -292,5 +312,7 @@ def test_cost_is_linear_and_never_negative(a: int, b: int, c: int, model: str) -
     config = MODELS[model]
     assert cost_of(config, a, b) >= 0
     assert cost_of(config, a + c, b) >= cost_of(config, a, b)
-    assert cost_of(config, a, b) == pytest.approx(cost_of(config, a, 0) + cost_of(config, 0, b), rel=1e-12, abs=1e-12)
+    assert cost_of(config, a, b) == pytest.approx(
+        cost_of(config, a, 0) + cost_of(config, 0, b), rel=1e-12, abs=1e-12
+    )
     assert cost_of(None, a, b) == 0.0

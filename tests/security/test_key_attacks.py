@@ -39,7 +39,10 @@ def _malformed(valid: str) -> dict[str, list[tuple[str, str | bytes]]]:
         "basic-with-key": [("authorization", f"Basic {valid}")],
         "token-scheme": [("authorization", f"Token {valid}")],
         "no-space": [("authorization", f"Bearer{valid}")],
-        "two-headers-both-valid": [("authorization", f"Bearer {valid}"), ("authorization", f"Bearer {valid}")],
+        "two-headers-both-valid": [
+            ("authorization", f"Bearer {valid}"),
+            ("authorization", f"Bearer {valid}"),
+        ],
         "two-headers-one-valid": [("authorization", "Bearer nope"), ("authorization", f"Bearer {valid}")],
         "sql-injection": [("authorization", "Bearer ' OR '1'='1' --")],
         "sql-injection-shaped": [("authorization", "Bearer aisp-'; DROP TABLE api_key; --" + "a" * 14)],

@@ -105,7 +105,9 @@ def test_path_tricks_never_reach_a_handler_without_a_key(live: Live, path: str) 
         request = f"{method} {path} HTTP/1.1\r\nHost: evil.example\r\nContent-Length: 0\r\n\r\n".encode()
         response = raw(live.thread.port, request, source="127.0.3.1")
         assert response.status in (400, 401, 404, 405), (method, path, response.status, response.body[:200])
-        assert "location" not in response.headers, f"{method} {path} redirects to {response.headers['location']}"
+        assert "location" not in response.headers, (
+            f"{method} {path} redirects to {response.headers['location']}"
+        )
         assert_envelope(response.status, response.body)
 
 
@@ -144,7 +146,10 @@ def test_spoofed_host_and_forwarding_headers_change_nothing(live: Live, spoof: d
     # From 127.0.0.1: the address a server behind a local proxy would be tempted to trust.
     with httpx.Client(base_url=live.url, timeout=10) as client:
         assert client.get("/v1/models", headers=spoof).status_code == 401
-        assert client.get("/v1/models", headers={**spoof, "Authorization": f"Bearer {live.key}"}).status_code == 200
+        assert (
+            client.get("/v1/models", headers={**spoof, "Authorization": f"Bearer {live.key}"}).status_code
+            == 200
+        )
         assert client.delete("/v1/models", headers=spoof).status_code == 405
         assert client.get("/v1/chat/completions/", headers=spoof).status_code == 404
 
@@ -152,28 +157,40 @@ def test_spoofed_host_and_forwarding_headers_change_nothing(live: Live, spoof: d
 def test_forwarding_headers_do_not_move_the_throttle(make_live: Callable[..., Live]) -> None:
     """The failed-authentication throttle counts the connection's real address, whatever headers claim."""
     live = make_live()
-    guesser = httpx.Client(base_url=live.url, transport=httpx.HTTPTransport(local_address="127.0.0.1"), timeout=10)
+    guesser = httpx.Client(
+        base_url=live.url, transport=httpx.HTTPTransport(local_address="127.0.0.1"), timeout=10
+    )
     with guesser:
         statuses = [
-            guesser.get("/v1/models", headers={"X-Forwarded-For": f"10.0.0.{i}", "X-Real-IP": f"10.0.1.{i}"}).status_code
+            guesser.get(
+                "/v1/models", headers={"X-Forwarded-For": f"10.0.0.{i}", "X-Real-IP": f"10.0.1.{i}"}
+            ).status_code
             for i in range(25)
         ]
     assert statuses[:20] == [401] * 20 and set(statuses[20:]) == {429}, statuses
     # Blaming another address in a header does not lock that address out.
-    framer = httpx.Client(base_url=live.url, transport=httpx.HTTPTransport(local_address="127.0.0.1"), timeout=10)
+    framer = httpx.Client(
+        base_url=live.url, transport=httpx.HTTPTransport(local_address="127.0.0.1"), timeout=10
+    )
     with framer:
         for _ in range(25):
             framer.get("/v1/models", headers={"X-Forwarded-For": "127.0.4.3"})
-    victim = httpx.Client(base_url=live.url, transport=httpx.HTTPTransport(local_address="127.0.4.3"), timeout=10)
+    victim = httpx.Client(
+        base_url=live.url, transport=httpx.HTTPTransport(local_address="127.0.4.3"), timeout=10
+    )
     with victim:
         assert victim.get("/v1/models", headers={"Authorization": f"Bearer {live.key}"}).status_code == 200
 
 
 def test_a_stored_response_is_visible_only_to_its_key(live: Live) -> None:
     owner = httpx.Client(base_url=live.url, headers={"Authorization": f"Bearer {live.key}"}, timeout=30)
-    other = httpx.Client(base_url=live.url, headers={"Authorization": f"Bearer {live.new_key('other')}"}, timeout=30)
+    other = httpx.Client(
+        base_url=live.url, headers={"Authorization": f"Bearer {live.new_key('other')}"}, timeout=30
+    )
     with owner, other:
-        created = owner.post("/v1/responses", json={"model": "fake-chat", "input": "secret plans", "store": True})
+        created = owner.post(
+            "/v1/responses", json={"model": "fake-chat", "input": "secret plans", "store": True}
+        )
         assert created.status_code == 200
         response_id = created.json()["id"]
         for method, path in (
@@ -185,17 +202,21 @@ def test_a_stored_response_is_visible_only_to_its_key(live: Live) -> None:
             error = assert_envelope(refused.status_code, refused.content, low=404, high=404)
             assert "secret" not in refused.text and error["code"] == "not_found"
         chained = other.post(
-            "/v1/responses", json={"model": "fake-chat", "input": "go on", "previous_response_id": response_id}
+            "/v1/responses",
+            json={"model": "fake-chat", "input": "go on", "previous_response_id": response_id},
         )
         assert_envelope(chained.status_code, chained.content, low=404, high=404)
         assert chained.json()["error"]["param"] == "previous_response_id"
         # An unknown id and someone else's id look the same.
         unknown = other.get("/v1/responses/resp_" + "0" * 24)
         assert unknown.status_code == 404
-        assert unknown.json()["error"]["message"].replace("0" * 24, "") == refused.json()["error"]["message"].replace(
-            response_id.removeprefix("resp_"), ""
-        )
+        assert unknown.json()["error"]["message"].replace("0" * 24, "") == refused.json()["error"][
+            "message"
+        ].replace(response_id.removeprefix("resp_"), "")
         # The owner still has it, untouched by the other key's delete.
         kept = owner.get(f"/v1/responses/{response_id}")
         assert kept.status_code == 200 and kept.json()["id"] == response_id
-        assert owner.get(f"/v1/responses/{response_id}/input_items").json()["data"][0]["content"][0]["text"] == "secret plans"
+        assert (
+            owner.get(f"/v1/responses/{response_id}/input_items").json()["data"][0]["content"][0]["text"]
+            == "secret plans"
+        )

@@ -42,24 +42,56 @@ def _exchange(server: ServerProcess, canary: str) -> list[bytes]:
         # Valid.
         assert client.get("/v1/models", headers=bearer).status_code == 200
         assert client.post("/v1/chat/completions", headers=bearer, json=_chat("fake-chat")).status_code == 200
-        with client.stream("POST", "/v1/chat/completions", headers=bearer, json=_chat("fake-chat", stream=True)) as s:
+        with client.stream(
+            "POST", "/v1/chat/completions", headers=bearer, json=_chat("fake-chat", stream=True)
+        ) as s:
             seen.append(s.read())
-        assert client.post("/v1/embeddings", headers=bearer, json={"model": "fake-embed", "input": "x"}).status_code == 200
-        stored = client.post("/v1/responses", headers=bearer, json={"model": "fake-chat", "input": "remember"})
+        assert (
+            client.post(
+                "/v1/embeddings", headers=bearer, json={"model": "fake-embed", "input": "x"}
+            ).status_code
+            == 200
+        )
+        stored = client.post(
+            "/v1/responses", headers=bearer, json={"model": "fake-chat", "input": "remember"}
+        )
         assert stored.status_code == 200
         assert client.get(f"/v1/responses/{stored.json()['id']}", headers=bearer).status_code == 200
-        assert client.get(f"/v1/responses/{stored.json()['id']}/input_items", headers=bearer).status_code == 200
+        assert (
+            client.get(f"/v1/responses/{stored.json()['id']}/input_items", headers=bearer).status_code == 200
+        )
         # Failing: the engine breaks, the model is unknown, the body is wrong, too big, or not JSON.
-        assert client.post("/v1/chat/completions", headers=bearer, json=_chat("fake-broken")).status_code == 500
-        with client.stream("POST", "/v1/chat/completions", headers=bearer, json=_chat("fake-broken", stream=True)) as s:
+        assert (
+            client.post("/v1/chat/completions", headers=bearer, json=_chat("fake-broken")).status_code == 500
+        )
+        with client.stream(
+            "POST", "/v1/chat/completions", headers=bearer, json=_chat("fake-broken", stream=True)
+        ) as s:
             seen.append(s.read())
             assert b"engine_error" in seen[-1]
-        with client.stream("POST", "/v1/responses", headers=bearer, json={"model": "fake-broken", "input": "x", "stream": True}) as s:
+        with client.stream(
+            "POST",
+            "/v1/responses",
+            headers=bearer,
+            json={"model": "fake-broken", "input": "x", "stream": True},
+        ) as s:
             seen.append(s.read())
         assert client.post("/v1/chat/completions", headers=bearer, json=_chat("gpt-4o")).status_code == 404
-        assert client.post("/v1/chat/completions", headers=bearer, json={"model": "fake-chat", "n": "x"}).status_code == 400
-        assert client.post("/v1/chat/completions", headers=bearer, content=b"x" * (9 * 2**20)).status_code == 413
-        assert client.post("/v1/embeddings", headers={**bearer, "content-type": "text/plain"}, content=b"x").status_code == 415
+        assert (
+            client.post(
+                "/v1/chat/completions", headers=bearer, json={"model": "fake-chat", "n": "x"}
+            ).status_code
+            == 400
+        )
+        assert (
+            client.post("/v1/chat/completions", headers=bearer, content=b"x" * (9 * 2**20)).status_code == 413
+        )
+        assert (
+            client.post(
+                "/v1/embeddings", headers={**bearer, "content-type": "text/plain"}, content=b"x"
+            ).status_code
+            == 415
+        )
         assert client.get("/v1/responses/resp_missing", headers=bearer).status_code == 404
         # Invalid: near misses, the wrong scheme, twice, in the URL.
         near = canary[:-3] + ("aaa" if canary[-3:] != "aaa" else "bbb")
@@ -71,7 +103,12 @@ def _exchange(server: ServerProcess, canary: str) -> list[bytes]:
             {"Authorization": canary},
         ):
             assert client.get("/v1/models", headers=headers).status_code == 401
-        assert client.get("/v1/models", headers=httpx.Headers([("authorization", f"Bearer {canary}")] * 2)).status_code == 401
+        assert (
+            client.get(
+                "/v1/models", headers=httpx.Headers([("authorization", f"Bearer {canary}")] * 2)
+            ).status_code
+            == 401
+        )
         assert client.get("/v1/models", params={"api_key": canary}).status_code == 401
         assert client.get("/v1/models", params={"api_key": canary}, headers=bearer).status_code == 401
     # Malformed HTTP carrying the key, which the protocol layer refuses before any handler sees it.
@@ -117,14 +154,29 @@ def test_a_canary_key_leaks_nowhere(server_process: Callable[..., ServerProcess]
     _assert_absent(canary, "a database table", [dump])
     # Exports: the ledger as CSV and JSON, the key list as JSON.
     exported: list[str] = []
-    for args in (["usage", "export", "--format", "csv"], ["usage", "export", "--format", "json"], ["keys", "list", "--json"]):
+    for args in (
+        ["usage", "export", "--format", "csv"],
+        ["usage", "export", "--format", "json"],
+        ["keys", "list", "--json"],
+    ):
         result = subprocess.run(
-            [sys.executable, "-c", SERVE, *args], cwd=ROOT, env=server.env, capture_output=True, text=True, timeout=60
+            [sys.executable, "-c", SERVE, *args],
+            cwd=ROOT,
+            env=server.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert result.returncode == 0, result.stderr
         exported += [result.stdout, result.stderr]
     out = tmp_path / "ledger.csv"
-    subprocess.run([sys.executable, "-c", SERVE, "usage", "export", "-o", str(out)], cwd=ROOT, env=server.env, check=True, timeout=60)
+    subprocess.run(
+        [sys.executable, "-c", SERVE, "usage", "export", "-o", str(out)],
+        cwd=ROOT,
+        env=server.env,
+        check=True,
+        timeout=60,
+    )
     exported.append(out.read_text())
     assert record.id in exported[0] and json.loads(exported[2])
     _assert_absent(canary, "an export", exported)
@@ -149,7 +201,9 @@ try:
 except KeyError:
     log.error("with a stack", exc_info=True, stack_info=True)
 """
-    result = subprocess.run([sys.executable, "-c", program], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", program], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr
     assert "request failed" in result.stderr and "Traceback" in result.stderr
     _assert_absent(canary, "a log line", [result.stderr, result.stdout])

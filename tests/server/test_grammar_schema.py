@@ -30,7 +30,10 @@ def test_strings_in_a_schema_grammar_admit_no_raw_control_characters() -> None:
     output that does not parse."""
     schema = {
         "type": "object",
-        "properties": {"city": {"type": "string", "maxLength": 16}, "tags": {"type": "array", "items": {"type": "string"}}},
+        "properties": {
+            "city": {"type": "string", "maxLength": 16},
+            "tags": {"type": "array", "items": {"type": "string"}},
+        },
         "required": ["city"],
     }
     rules = [line for line in schema_grammar(json.dumps(schema)).split("\n") if line.startswith("char ::=")]

@@ -87,5 +87,8 @@ def test_flags_and_nulls_bind_as_before_and_without_an_adapter_search(tmp_path: 
     row = store.db.execute_sql("SELECT ?, ?, ?, typeof(?)", (True, False, None, None)).fetchone()
     assert row == (1, 0, None, "null")
     assert {(bool, sqlite3.PrepareProtocol), (type(None), sqlite3.PrepareProtocol)} <= set(sqlite3.adapters)
-    assert (int, sqlite3.PrepareProtocol) not in sqlite3.adapters  # ints, floats and strings keep the fast path
+    assert (
+        int,
+        sqlite3.PrepareProtocol,
+    ) not in sqlite3.adapters  # ints, floats and strings keep the fast path
     store.close()

@@ -11,7 +11,9 @@ import pytest
 
 
 def mount(target: Path, options: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(target)], capture_output=True, text=True)
+    return subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(target)], capture_output=True, text=True
+    )
 
 
 @pytest.fixture

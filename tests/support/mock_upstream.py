@@ -192,7 +192,9 @@ class MockUpstream:
                         )
                     )
                 if script.interval:
-                    await asyncio.sleep(started + (k + 1) * script.interval - asyncio.get_running_loop().time())
+                    await asyncio.sleep(
+                        started + (k + 1) * script.interval - asyncio.get_running_loop().time()
+                    )
             for i in range(n):
                 await response.write(event([{"index": i, "delta": {}, "finish_reason": "stop"}]))
             if (body.get("stream_options") or {}).get("include_usage"):

@@ -146,7 +146,9 @@ def test_requests_are_balanced_by_outstanding_requests(make_live: Callable[..., 
         client = sdk(live, live.key)
         threads = [
             threading.Thread(
-                target=lambda: list(client.chat.completions.create(model="up-chat", messages=MESSAGES, stream=True))
+                target=lambda: list(
+                    client.chat.completions.create(model="up-chat", messages=MESSAGES, stream=True)
+                )
             )
             for _ in range(6)
         ]
@@ -233,11 +235,15 @@ def test_embeddings_through_an_upstream(make_live: Callable[..., Live], mock: Mo
     assert mock.requests[-1]["model"] == "e"
 
 
-def test_a_stalled_upstream_ends_the_stream_with_an_error(make_live: Callable[..., Live], mock: MockUpstream) -> None:
+def test_a_stalled_upstream_ends_the_stream_with_an_error(
+    make_live: Callable[..., Live], mock: MockUpstream
+) -> None:
     mock.script = Script(chunks=6, fault="stall", fault_after=2)
     live = make_live(models=upstream_models(mock.url), upstream_timeout_s=1.0)
     body = {"model": "up-chat", "messages": MESSAGES, "stream": True}
-    with httpx.Client(base_url=live.base_url, headers={"authorization": f"Bearer {live.key}"}, timeout=20) as http:
+    with httpx.Client(
+        base_url=live.base_url, headers={"authorization": f"Bearer {live.key}"}, timeout=20
+    ) as http:
         response = http.post("/chat/completions", json=body)
         events = [line[6:] for line in response.text.splitlines() if line.startswith("data: ")]
         assert events[-1] == "[DONE]"
