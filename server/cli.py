@@ -1,4 +1,4 @@
-"""The ``ai-service-platform`` command's headless verbs: ``serve``, ``keys …``, ``usage export``.
+"""The ``ai-service-platform`` command's headless verbs: ``serve``, ``keys …``, ``usage export``, ``doctor``.
 
 (With no verb the command opens the window; ``app.main`` handles that and hands every verb here.)
 """
@@ -16,6 +16,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from server import doctor
 from server.config import ConfigError, Settings
 from server.errors import APIError
 from server.keys import BudgetUnit, KeyLimits, KeyService, load_or_create_secret, parse_duration
@@ -63,6 +64,18 @@ def build_parser() -> argparse.ArgumentParser:
     roll = keys.add_parser("roll", help="replace a key; the old one works for a grace period")
     roll.add_argument("key_id")
     roll.add_argument("--grace", default="1d", help="how long the old key keeps working (default 1d)")
+
+    doctor = commands.add_parser(
+        "doctor", help="check the machine and run each model briefly; prints what a support request needs"
+    )
+    doctor.add_argument("--only", choices=("chat", "embeddings"), help="check only models of this kind")
+    doctor.add_argument("--model", help="check only this model")
+    doctor.add_argument("--json", action="store_true", help="print JSON")
+    doctor.add_argument(
+        "--in-process",
+        action="store_true",
+        help="run the models in this process, not in engine processes (under a debugger or an emulator)",
+    )
 
     usage = commands.add_parser("usage", help="usage ledger").add_subparsers(
         dest="usage_command", metavar="ACTION"
@@ -173,6 +186,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         configure_logging("warning" if settings.log_level == "info" else settings.log_level)
         if args.command == "keys":
             return _keys(args, settings)
+        if args.command == "doctor":
+            return doctor.run(
+                settings, only=args.only, model=args.model, as_json=args.json, in_process=args.in_process
+            )
         if args.command == "usage":
             store = Store(settings.database_path)
             out = open(args.output, "w", encoding="utf-8", newline="") if args.output else sys.stdout  # noqa: SIM115
@@ -247,3 +264,7 @@ def _keys(args: argparse.Namespace, settings: Settings) -> int:
         sys.stdout.write(secret + "\n")
         return 0
     return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

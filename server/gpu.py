@@ -10,6 +10,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from server.config import ModelConfig
 from server.engines import llama_backends
@@ -35,6 +36,13 @@ class Hardware:
     system_ram_bytes: int | None
     system_ram_available_bytes: int | None
     notes: tuple[str, ...]
+    cpu_model: str = ""
+    cpu_instructions: tuple[str, ...] = ()
+    """The instruction sets that decide which llama.cpp CPU backend runs (Linux's names)."""
+    llama: dict[str, Any] | None = None
+    """Which llama.cpp backends were loaded and why (``llama_backends.BackendReport.as_dict()``)."""
+    torch_version: str | None = None
+    torch_device: str | None = None
 
     @property
     def gpu_free_bytes(self) -> int | None:
@@ -85,10 +93,12 @@ def probe(*, with_torch: bool = True) -> Hardware:
 
     ``with_torch=False`` skips torch (seconds to import), for a quick check before a llama.cpp load."""
     notes: list[str] = []
+    llama: dict[str, Any] | None = None
     try:
         import llama_cpp  # noqa: PLC0415  (heavy; only when asked)
 
-        llama_backends.load()
+        llama = llama_backends.load().as_dict()
+        llama["version"] = getattr(llama_cpp, "__version__", None)
         offload = bool(llama_cpp.llama_supports_gpu_offload())
         if not offload:
             notes.append("llama.cpp was built without GPU offload (CPU only).")
@@ -100,11 +110,13 @@ def probe(*, with_torch: bool = True) -> Hardware:
         notes.append(f"llama.cpp cannot run here: {exc}")
     devices = _nvidia_smi()
     torch_cuda = False
+    torch_version: str | None = None
     try:
         if not with_torch:
             raise ImportError("not asked")
         import torch  # noqa: PLC0415
 
+        torch_version = str(torch.__version__)
         torch_cuda = bool(torch.cuda.is_available())
         if torch_cuda and not devices:
             for index in range(torch.cuda.device_count()):
@@ -118,7 +130,20 @@ def probe(*, with_torch: bool = True) -> Hardware:
     if not devices:
         notes.append("No GPU found.")
     ram_total, ram_available = _meminfo()
-    return Hardware(offload, torch_cuda, tuple(devices), ram_total, ram_available, tuple(notes))
+    cpu = llama_backends.cpu_facts()
+    return Hardware(
+        offload,
+        torch_cuda,
+        tuple(devices),
+        ram_total,
+        ram_available,
+        tuple(notes),
+        cpu_model=str(cpu["model"]),
+        cpu_instructions=tuple(cpu["instruction_sets"]),
+        llama=llama,
+        torch_version=torch_version,
+        torch_device=("cuda" if torch_cuda else "cpu") if torch_version else None,
+    )
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import multiprocessing
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
@@ -18,43 +18,47 @@ from PySide6.QtWidgets import QGroupBox, QHBoxLayout, QLabel, QPushButton, QVBox
 from app.tasks import Tasks
 from app.theme import set_tone
 from server.config import ModelConfig
+from server.doctor import fact_lines
+from server.engines.supervisor import describe_exit
 from server.gpu import FitEstimate, Hardware, estimate, probe
 
 GIB = 1024**3
 
 
+PROBE_TIMEOUT_S = 120.0
+
+
+def _probe_into(connection: Connection) -> None:
+    connection.send(probe())
+
+
 def probe_in_child() -> Hardware:
-    """:func:`server.gpu.probe` run in a fresh process (blocking: seconds)."""
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(probe).result()
+    """:func:`server.gpu.probe` run in a fresh process (blocking: seconds). A probe that crashes (llama.cpp
+    or a GPU driver can) or hangs raises ``RuntimeError`` naming what happened, rather than leaving the
+    panel waiting."""
+    context = multiprocessing.get_context("spawn")
+    receiver, sender = context.Pipe(duplex=False)
+    process = context.Process(target=_probe_into, args=(sender,), name="hardware-probe", daemon=True)
+    process.start()
+    sender.close()
+    try:
+        if receiver.poll(PROBE_TIMEOUT_S):
+            return receiver.recv()  # type: ignore[no-any-return]
+        raise RuntimeError(f"the hardware check did not finish within {PROBE_TIMEOUT_S:.0f} s")
+    except EOFError:
+        process.join(5)
+        raise RuntimeError(
+            f"the hardware check ended without an answer: {describe_exit(process.exitcode)}"
+        ) from None
+    finally:
+        receiver.close()
+        if process.is_alive():
+            process.kill()
+        process.join(5)
 
 
 def gib(size: int) -> str:
     return f"{size / GIB:.1f} GiB"
-
-
-def hardware_lines(hardware: Hardware) -> list[str]:
-    """The probe's findings in words, one fact a line."""
-    lines = [
-        "llama.cpp (chat) was built with GPU offload."
-        if hardware.llama_gpu_offload
-        else "llama.cpp (chat) was built without GPU offload: chat models run on the CPU.",
-        "torch (embeddings) sees a CUDA GPU."
-        if hardware.torch_cuda
-        else "torch (embeddings) sees no GPU: embedding models run on the CPU.",
-    ]
-    if hardware.devices:
-        for device in hardware.devices:
-            free = f", {gib(device.free_bytes)} free" if device.free_bytes is not None else ""
-            lines.append(f"GPU: {device.name}, {gib(device.total_bytes)}{free}.")
-    else:
-        lines.append("No GPU found.")
-    if hardware.system_ram_bytes is not None:
-        available = hardware.system_ram_available_bytes
-        free = f", {gib(available)} available" if available is not None else ""
-        lines.append(f"Memory: {gib(hardware.system_ram_bytes)}{free}.")
-    lines += [note for note in hardware.notes if "not installed" in note]
-    return lines
 
 
 def source_size(config: ModelConfig) -> int | None:
@@ -130,13 +134,13 @@ class HardwarePanel(QGroupBox):
     async def _probe(self) -> None:
         try:
             hardware = await self._tasks.call(self._probe_hardware)
-        except Exception:
-            self.text.setText("The hardware could not be checked; see the log.")
+        except Exception as exc:
+            self.text.setText(f"The hardware could not be checked: {exc}")
             set_tone(self.text, "error")
             raise
         finally:
             self._probing = False
             self.refresh_button.setEnabled(True)
         self.hardware = hardware
-        self.text.setText("\n".join(hardware_lines(hardware)))
+        self.text.setText("\n".join(fact_lines(hardware)))
         self.hardware_probed.emit(hardware)

@@ -41,7 +41,13 @@ REPLICA_COLUMNS = (
     "Failures",
     "Last error",
 )
-STATES = {"loading": "Loading…", "loaded": "Loaded", "failed": "Failed", "unloaded": "Not loaded"}
+STATES = {
+    "loading": "Loading…",
+    "loaded": "Loaded",
+    "restarting": "Restarting after a crash…",
+    "failed": "Failed",
+    "unloaded": "Not loaded",
+}
 LONGEST_CELL = 48
 
 
@@ -85,7 +91,26 @@ def size_text(size: int | None) -> str:
 
 def state_text(status: ModelStatus) -> str:
     state = STATES.get(status.state, status.state)
-    return f"{state}: {status.error}" if status.state == "failed" and status.error else state
+    if status.state == "failed" and status.error:
+        return f"{state}: {status.error}"
+    if status.state == "loaded" and status.restarts:
+        return f"{state} (restarted {status.restarts}× after a crash)"
+    return state
+
+
+def crash_lines(status: ModelStatus) -> list[str]:
+    """Each death of the model's engine process, newest first, and what the engine runs on."""
+    lines = [
+        f"Engine crashed at {time.strftime('%H:%M:%S', time.localtime(crash.at))}: {crash.reason}"
+        for crash in reversed(status.crashes)
+    ]
+    llama = (status.engine_info or {}).get("llama")
+    if llama:
+        variant = llama.get("cpu_variant") or "built in"
+        amx = "the CPU has AMX, which llama.cpp does not use" if llama.get("amx_cpu") else "no AMX"
+        gpus = ", ".join(llama.get("gpu_backends") or []) or "none"
+        lines.append(f"llama.cpp: CPU backend {variant} ({amx}); GPU backends: {gpus}.")
+    return lines
 
 
 def gpu_text(config: ModelConfig) -> str:
@@ -174,6 +199,7 @@ def details_html(row: ModelRow) -> str:
         lines.append(f"Memory: {html.escape(fit_text(row.fit))}")
     if status.state == "loaded" and status.load_seconds is not None:
         lines.append(f"Loaded in {status.load_seconds:.1f} s.")
+    lines += [html.escape(line) for line in crash_lines(status)]
     queue = status.queue
     if queue is not None:
         lines.append(

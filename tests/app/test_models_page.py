@@ -22,6 +22,7 @@ from app.pages.model_rows import LONGEST_CELL
 from app.pages.models import ModelsPage
 from app.window import PAGES, MainWindow
 from server.config import default_models, load_settings
+from server.doctor import fact_lines
 from server.gpu import Hardware
 from server.runner import ServerThread
 from server.services import Services, settings_from_store
@@ -240,11 +241,37 @@ def test_queue_length_and_wait_show_while_a_slow_model_is_busy(
     assert mean is not None and float(mean.group(1)) > 0.1  # three of the four waited for others
 
 
+def test_a_crashed_engine_shows_as_restarting_then_loaded_with_the_crash_and_its_reason(
+    qtbot: QtBot, make_window: Callable[..., MainWindow], sdk: SDK, artifacts: Path
+) -> None:
+    # In an engine process of its own that segfaults before its third token, and takes a second to load.
+    window = make_window(models=fake_models(process="1", crash_at="2", load_delay="1.5"))
+    page = models_page(qtbot, window)
+    assert page.cell("fake-chat", "State") == "Loaded"
+    client = sdk(window, window.services.keys.create("crash")[0], timeout=30)
+    with pytest.raises(openai.APIStatusError) as caught:
+        off_thread(
+            qtbot,
+            lambda: client.chat.completions.create(
+                model="fake-chat", messages=[{"role": "user", "content": "a b c d"}], max_tokens=10
+            ),
+        )
+    assert caught.value.status_code == 503
+    qtbot.waitUntil(lambda: page.cell("fake-chat", "State") == "Restarting after a crash…", timeout=5000)
+    qtbot.waitUntil(
+        lambda: page.cell("fake-chat", "State") == "Loaded (restarted 1× after a crash)", timeout=20_000
+    )
+    page.select("fake-chat")
+    assert re.search(
+        r"Engine crashed at \d\d:\d\d:\d\d: killed by signal 11 \(SIGSEGV\)", page.details.text()
+    )
+    window.grab().save(str(artifacts / "models-after-an-engine-crash.png"))
+    assert ask(qtbot, client, "fake-chat", "a") == "a"  # served again, under the crash point
+
+
 def test_the_hardware_panel_says_what_the_probe_found(
     qtbot: QtBot, make_window: Callable[..., MainWindow], hardware: Callable[[], Hardware]
 ) -> None:
-    import llama_cpp
-
     probes: list[Hardware] = []
 
     def probe() -> Hardware:  # the window's probe (in a child process), run once for the whole session
@@ -253,21 +280,21 @@ def test_the_hardware_panel_says_what_the_probe_found(
 
     page = models_page(qtbot, make_window(probe=probe))
     found = page.hardware
-    assert found is not None
+    assert found is not None and found.llama is not None
     text = page.hardware_panel.text.text()
-    assert found.llama_gpu_offload == bool(llama_cpp.llama_supports_gpu_offload())
+    assert text == "\n".join(fact_lines(found))  # what `ai-service-platform doctor` prints
+    assert text.startswith(f"CPU: {found.cpu_model}; instruction sets ")
+    assert f"CPU backend {found.llama['cpu_variant']}, the best of" in text
+    assert "AMX: not used" in text
     if found.llama_gpu_offload:
-        assert "llama.cpp (chat) was built with GPU offload." in text
+        assert "GPU offload: yes" in text
     else:  # this machine
-        assert "llama.cpp (chat) was built without GPU offload: chat models run on the CPU." in text
-    if found.torch_cuda:
-        assert "torch (embeddings) sees a CUDA GPU." in text
-    else:
-        assert "torch (embeddings) sees no GPU: embedding models run on the CPU." in text
+        assert "GPU offload: no — llama.cpp was built without a GPU backend" in text
+    assert f"torch {found.torch_version}: embeddings on the {'cuda' if found.torch_cuda else 'cpu'}." in text
     if not found.devices:
-        assert "No GPU found." in text
+        assert "GPU: none found." in text
     for device in found.devices:
-        assert f"GPU: {device.name}, {gib(device.total_bytes)}" in text
+        assert f"GPU: {device.name}, " in text
     assert found.system_ram_bytes is not None and f"Memory: {gib(found.system_ram_bytes)}" in text
     assert page.cell("fake-chat", "Memory") == "–"  # nothing to load here
 

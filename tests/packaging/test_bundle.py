@@ -28,6 +28,7 @@ from tests.packaging.bundle import (
     serving,
     snapshot,
 )
+from tests.support.emulation import EMULATED, emulated_doctor
 
 pytestmark = [pytest.mark.packaging, pytest.mark.timeout(BUILD_TIMEOUT + 300)]
 
@@ -67,6 +68,20 @@ def test_the_bundle_holds_the_whole_appliance_and_nothing_it_does_not_need(bundl
     assert stamp is not None and stamp["bytes"] < MAX_BUNDLE_BYTES, (
         f"the bundle grew to {stamp and stamp['bytes']:,} bytes"
     )
+
+
+@pytest.mark.parametrize("cpu", list(EMULATED))
+def test_the_bundle_generates_on_older_cpus_than_the_build_machines(
+    bundle: Path, tmp_path: Path, cpu: str
+) -> None:
+    """The bundle's llama.cpp under qemu-user as a Haswell and a Nehalem: the doctor loads the CPU backend
+    made for each and the embedded model generates (a build for the build machine's CPU dies with SIGILL)."""
+    home = tmp_path / "home"
+    home.mkdir()
+    report = emulated_doctor([str(bundle / NAME)], cpu, tmp_path / "data", env=bare_env(home))
+    assert report["ok"] is True, report["reason"]
+    assert report["hardware"]["llama"]["cpu_variant"] == EMULATED[cpu]  # type: ignore[index]
+    assert report["models"][0]["tokens"] == 4  # type: ignore[index]
 
 
 def test_headless_serve_answers_models_chat_and_embeddings_without_python(
