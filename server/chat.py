@@ -43,15 +43,6 @@ ROLES: dict[str, Literal["system", "user", "assistant", "tool"]] = {
 }
 
 
-def engine_crashed(error: EngineCrashedError) -> EngineCrashed:
-    """The client's view of an engine crash: what happened, and that the model comes back by itself."""
-    return EngineCrashed(
-        f"The engine running model '{error.model}' crashed ({error.reason}). What was generated before the "
-        "crash was delivered and is billed; the engine restarts by itself, so the request can be retried.",
-        param="model",
-    )
-
-
 @dataclass(frozen=True)
 class Prepared:
     """A validated chat request, its rendered prompt, and the model to run it on."""
@@ -130,7 +121,7 @@ async def prepare(
     try:
         prompt = await asyncio.to_thread(chat.render, messages)
     except EngineCrashedError as exc:
-        raise engine_crashed(exc) from exc
+        raise EngineCrashed(exc.model, exc.reason, down=exc.down) from exc
     context = chat.context_length
     room = context - len(prompt)
     if room < 1:
@@ -156,7 +147,7 @@ async def prepare(
             exc.param = json_schema_param
             raise
         except EngineCrashedError as exc:
-            raise engine_crashed(exc) from exc
+            raise EngineCrashed(exc.model, exc.reason, down=exc.down) from exc
     return Prepared(config=config, backend=chat, worker=worker, prompt=prompt, sampling=sampling, n=n)
 
 
@@ -219,7 +210,7 @@ async def run(prepared: Prepared, meter: Meter, fairness_key: str) -> AsyncGener
                 if piece.finish_reason is not None:
                     finish = piece.finish_reason
         except EngineCrashedError as exc:
-            raise engine_crashed(exc) from exc
+            raise EngineCrashed(exc.model, exc.reason, down=exc.down) from exc
         except EngineFailureError as exc:
             raise EngineFailure(f"The model failed while generating: {exc}") from exc
         finally:

@@ -137,11 +137,24 @@ class EngineFailure(APIError):
 
 
 class EngineCrashed(APIError):
-    """503: the model's engine process died while running the request (it restarts by itself)."""
+    """503: the model's engine process died while running the request (it restarts by itself), or it
+    crashed so often that it stays down until the operator loads the model again."""
 
     status = 503
     type = "server_error"
     code = "engine_crashed"
+
+    def __init__(self, model: str, reason: str, *, down: bool = False) -> None:
+        if down:
+            message = (
+                f"The model '{model}' is down: {reason}. The operator can load it again from the Models page."
+            )
+        else:
+            message = (
+                f"The engine running model '{model}' crashed ({reason}). What was generated before the crash "
+                "was delivered and is billed; the engine restarts by itself, so the request can be retried."
+            )
+        super().__init__(message, param="model")
 
 
 class UpstreamError(APIError):

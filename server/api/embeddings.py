@@ -11,9 +11,9 @@ from starlette.responses import Response
 from server.api.billing import admit
 from server.api.http import JSON, read_json, services, until_disconnected
 from server.config import ModelConfig
-from server.engines.base import EmbeddingBackend, Embeddings
+from server.engines.base import EmbeddingBackend, Embeddings, EngineCrashedError, EngineFailureError
 from server.engines.upstream import UpstreamFailure, UpstreamModel
-from server.errors import InvalidRequest, ModelNotFound, UpstreamError
+from server.errors import EngineCrashed, EngineFailure, InvalidRequest, ModelNotFound, UpstreamError
 from server.events import Meter
 from server.keys import KeyRecord
 from server.protocol import embeddings as wire
@@ -73,6 +73,12 @@ async def create_embeddings(request: Request) -> Response:
 
     try:
         result = await until_disconnected(request, run())
+    except EngineCrashedError as exc:
+        bill.abandon(disconnected=False, http_status=EngineCrashed.status)
+        raise EngineCrashed(exc.model, exc.reason, down=exc.down) from exc
+    except EngineFailureError as exc:
+        bill.abandon(disconnected=False, http_status=EngineFailure.status)
+        raise EngineFailure(f"The model failed while embedding: {exc}") from exc
     except BaseException as exc:
         bill.abandon(
             disconnected=isinstance(exc, asyncio.CancelledError), http_status=getattr(exc, "status", 500)

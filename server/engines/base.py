@@ -128,7 +128,11 @@ class EngineFailureError(RuntimeError):
 class EngineCrashedError(EngineFailureError):
     """The engine's process died while running (or before it could run) a request."""
 
-    def __init__(self, model: str, reason: str) -> None:
-        super().__init__(f"the engine of model '{model}' crashed ({reason})")
+    def __init__(self, model: str, reason: str, *, down: bool = False) -> None:
+        super().__init__(
+            f"the engine of model '{model}' " + ("is down" if down else "crashed") + f" ({reason})"
+        )
         self.model = model
         self.reason = reason
+        self.down = down
+        """The engine crashed too often and stays down until the model is loaded again."""

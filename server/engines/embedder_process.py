@@ -1,16 +1,18 @@
-"""The sentence-transformers embedder in a process of its own.
+"""The sentence-transformers embedder in a supervised process of its own.
 
 Importing torch and running its kernels hold the interpreter lock for long stretches (up to half a
 second at a time while torch initialises); in the window's process that would freeze the window, and
-in the server's it would stall every other endpoint. A child process keeps both responsive: requests go
-over a pipe, vectors come back as float32 bytes.
+in the server's it would stall every other endpoint. A child process keeps both responsive, and a crash in
+torch costs only the request it was running: the supervisor (``supervisor.Supervisor``) restarts it.
+Requests go over a pipe tagged with an id; vectors come back as float32 bytes.
+
+Messages to the child: ``("embed", id, inputs)``, and ``None`` to stop. From it: ``("ready", info)`` or
+``("load_error", reason)`` first; then ``("ok", id, shape, tokens, bytes)``,
+``("invalid", id, message, param, code)`` or ``("failed", id, reason)``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import multiprocessing
-import threading
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from typing import Any
@@ -19,9 +21,8 @@ import numpy as np
 
 from server.config import ModelConfig
 from server.engines.base import Embeddings, EngineFailureError, LoadError
+from server.engines.supervisor import Supervisor
 from server.errors import InvalidRequest
-
-START_TIMEOUT_S = 300.0
 
 
 def _serve(connection: Connection, config: dict[str, Any]) -> None:
@@ -33,29 +34,34 @@ def _serve(connection: Connection, config: dict[str, Any]) -> None:
     except LoadError as exc:
         connection.send(("load_error", str(exc)))
         return
-    except (
-        Exception
-    ) as exc:  # a broken installation: the operator reads what is missing, not just an exit code
+    except Exception as exc:  # a broken installation: the operator reads what is missing, not an exit code
         connection.send(("load_error", f"{type(exc).__name__}: {exc}"))
         return
-    connection.send(("ready", embedder.dimensions, embedder.vocabulary_size, embedder.device))
+    info = {
+        "dimensions": embedder.dimensions,
+        "vocabulary": embedder.vocabulary_size,
+        "device": embedder.device,
+    }
+    connection.send(("ready", info))
     while True:
         try:
-            request = connection.recv()
+            message = connection.recv()
         except EOFError:
             return
-        if request is None:
+        if message is None:
             return
+        _, request_id, inputs = message
         try:
-            result = embedder.embed(request)
+            result = embedder.embed(inputs)
         except InvalidRequest as exc:
-            connection.send(("invalid", exc.message, exc.param, exc.code))
+            connection.send(("invalid", request_id, exc.message, exc.param, exc.code))
             continue
         except Exception as exc:  # reported to the request that caused it; the child keeps serving
-            connection.send(("error", f"{type(exc).__name__}: {exc}"))
+            connection.send(("failed", request_id, f"{type(exc).__name__}: {exc}"))
             continue
         vectors = np.ascontiguousarray(result.vectors, dtype=np.float32)
-        connection.send(("ok", vectors.shape, result.tokens, vectors.tobytes()))  # one message: one wake-up
+        # One message: one wake-up of the server.
+        connection.send(("ok", request_id, vectors.shape, result.tokens, vectors.tobytes()))
 
 
 class ProcessEmbedder:
@@ -63,59 +69,29 @@ class ProcessEmbedder:
 
     def __init__(self, config: ModelConfig) -> None:
         self.config = config
-        context = multiprocessing.get_context("spawn")
-        self._connection, child = context.Pipe()
-        self._process = context.Process(
-            target=_serve, args=(child, config.model_dump()), name=f"embedder:{config.name}", daemon=True
-        )
-        self._process.start()
-        child.close()
-        self._lock = threading.Lock()
-        if not self._connection.poll(START_TIMEOUT_S):
-            self.close()
-            raise LoadError(f"the embedding model did not load within {START_TIMEOUT_S:.0f} s")
-        try:
-            message = self._connection.recv()
-        except EOFError as exc:
-            self.close()
-            raise LoadError(
-                f"the embedding process exited while loading (exit code {self._process.exitcode})"
-            ) from exc
-        if message[0] == "load_error":
-            self.close()
-            raise LoadError(message[1])
-        _, self._dims, self._vocabulary, self.device = message
+        self.supervisor = Supervisor(config.name, _serve, (config.model_dump(),))
 
     @property
     def dimensions(self) -> int:
-        return int(self._dims)
+        return int(self.supervisor.info["dimensions"])
 
     @property
     def vocabulary_size(self) -> int:
-        return int(self._vocabulary)
+        return int(self.supervisor.info["vocabulary"])
+
+    @property
+    def device(self) -> str:
+        return str(self.supervisor.info["device"])
 
     def embed(self, inputs: Sequence[str] | Sequence[Sequence[int]]) -> Embeddings:
-        with self._lock:
-            try:
-                self._connection.send(list(inputs))
-                reply = self._connection.recv()
-            except (EOFError, OSError, BrokenPipeError) as exc:
-                raise EngineFailureError(
-                    f"the embedding process stopped (exit code {self._process.exitcode})"
-                ) from exc
+        reply = self.supervisor.call("embed", list(inputs))
         if reply[0] == "invalid":
-            raise InvalidRequest(reply[1], param=reply[2], code=reply[3])
-        if reply[0] == "error":
-            raise EngineFailureError(reply[1])
-        _, shape, tokens, payload = reply
+            raise InvalidRequest(reply[2], param=reply[3], code=reply[4])
+        if reply[0] == "failed":
+            raise EngineFailureError(reply[2])
+        _, _, shape, tokens, payload = reply
         # Kept as float32 rows: the JSON writer takes them as they are, no Python float per value.
         return Embeddings(vectors=np.frombuffer(payload, dtype=np.float32).reshape(shape), tokens=int(tokens))
 
     def close(self) -> None:
-        with contextlib.suppress(OSError, BrokenPipeError):
-            self._connection.send(None)
-        self._process.join(10)
-        if self._process.is_alive():
-            self._process.kill()
-            self._process.join(5)
-        self._connection.close()
+        self.supervisor.close()

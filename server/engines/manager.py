@@ -264,11 +264,7 @@ class ModelManager:
             raise ModelNotFound(name)
         supervisor = _supervisor(backend)
         if supervisor is not None and supervisor.state == "down":
-            raise EngineCrashed(
-                f"The model '{name}' is down: {supervisor.down_reason}. The operator can load it again from "
-                "the Models page.",
-                param="model",
-            )
+            raise EngineCrashed(name, supervisor.down_reason or "its engine crashed", down=True)
         return backend, worker, slot.config
 
     def _snapshot(self) -> list[_Slot]:

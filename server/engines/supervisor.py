@@ -240,7 +240,7 @@ class Supervisor:
                 raise EngineCrashedError(self.name, "the engine did not start again in time")
             with self._lock:
                 if self.state == "down":
-                    raise EngineCrashedError(self.name, self.down_reason or "the engine is down")
+                    raise EngineCrashedError(self.name, self.down_reason or "the engine is down", down=True)
                 if self.state == "closed":
                     raise EngineFailureError(f"the model {self.name} was unloaded")
                 child = self._child
