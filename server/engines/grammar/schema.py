@@ -13,7 +13,8 @@ so that a model is steered here as it is there:
 - ``$ref`` points into the same document (``#``, ``#/$defs/Name``, any JSON pointer), and may recurse.
 
 What no grammar here can express (a remote ``$ref``, an unknown ``type``, a malformed keyword) raises
-``SchemaError``.
+``SchemaError``. Keywords that constrain without shaping the text are left to the client, as llama.cpp's
+server leaves them: bounds on non-integer numbers, ``uniqueItems``, ``minProperties``, ``not``, ``if``.
 """
 
 from __future__ import annotations
