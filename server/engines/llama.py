@@ -8,7 +8,6 @@ cached from the previous request is reused (and reported as cached tokens).
 from __future__ import annotations
 
 import codecs
-import json
 import logging
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 from server.config import ModelConfig
 from server.engines import llama_backends
 from server.engines.base import LoadError, Message, Piece, Prompt, Sampling, ShouldStop
+from server.engines.grammar import JSON_OBJECT_GRAMMAR, SchemaError, json_schema_grammar
 from server.engines.stops import StopScanner
 from server.errors import InvalidRequest
 from server.gpu import estimate, probe
@@ -106,32 +106,25 @@ class LlamaChat:
     def _grammar(self, sampling: Sampling) -> Any:
         if sampling.json_schema is None:
             return None
-        from llama_cpp import llama_grammar  # noqa: PLC0415
-
-        if not sampling.json_schema:
-            return llama_grammar.LlamaGrammar.from_string(llama_grammar.JSON_GBNF, verbose=False)
         try:
-            schema = json.dumps(bounded_integers(sampling.json_schema))
-            grammar = llama_grammar.LlamaGrammar.from_string(schema_grammar(schema), verbose=False)
-        except (
-            Exception
-        ) as exc:  # the converter asserts on schemas it does not understand: the client's to fix
-            reason = str(exc) or type(exc).__name__
+            text = json_schema_grammar(sampling.json_schema) if sampling.json_schema else JSON_OBJECT_GRAMMAR
+        except SchemaError as exc:
             raise InvalidRequest(
-                f"The JSON schema in response_format cannot be used: {reason[:300]}", param="response_format"
+                f"The JSON schema in response_format cannot be used: {str(exc)[:300]}",
+                param="response_format",
             ) from exc
         # llama-cpp-python adds the grammar sampler without checking that llama.cpp could parse the grammar,
         # and a grammar it refuses (too many repetitions) crashes the process: try it on its own first.
-        trial = self._lib.llama_sampler_init_grammar(
-            self._vocab, grammar._grammar.encode("utf-8"), grammar._root.encode("utf-8")
-        )
+        trial = self._lib.llama_sampler_init_grammar(self._vocab, text.encode("utf-8"), b"root")
         if not trial:
             raise InvalidRequest(
                 "The JSON schema in response_format is too complex for this model's grammar engine.",
                 param="response_format",
             )
         self._lib.llama_sampler_free(trial)
-        return grammar
+        from llama_cpp.llama_grammar import LlamaGrammar  # noqa: PLC0415
+
+        return LlamaGrammar.from_string(text, verbose=False)
 
     def _logits_processor(self, sampling: Sampling) -> Any:
         if not sampling.logit_bias:
@@ -207,51 +200,6 @@ class LlamaChat:
         llm, self._llm = self._llm, None
         if llm is not None:
             llm.close()
-
-
-MAX_ENUMERATED_RANGE = 1000
-
-
-CONVERTER_CHAR_RULE = r'char ::= [^"\\]'
-"""How llama-cpp-python's schema converter starts the rule for a character inside a JSON string: any
-character but a quote or a backslash, raw control characters included, which JSON does not allow (a
-model then writes a newline inside a string and the output does not parse)."""
-JSON_CHAR_RULE = r'char ::= [^"\\\x7F\x00-\x1F]'
-"""The same without control characters, as llama.cpp's own JSON grammar has it."""
-
-
-def schema_grammar(schema: str) -> str:
-    """The GBNF grammar for a JSON schema (given as JSON text): llama-cpp-python's converter, with its
-    string characters kept to what JSON allows."""
-    from llama_cpp import llama_grammar  # noqa: PLC0415
-
-    grammar: str = llama_grammar.json_schema_to_gbnf(schema)
-    return "\n".join(
-        JSON_CHAR_RULE + line[len(CONVERTER_CHAR_RULE) :] if line.startswith(CONVERTER_CHAR_RULE) else line
-        for line in grammar.split("\n")
-    )
-
-
-def bounded_integers(schema: Any) -> Any:
-    """The schema with small closed integer ranges spelt out as enums.
-
-    llama-cpp-python's grammar converter ignores ``minimum`` and ``maximum``; a range of up to
-    ``MAX_ENUMERATED_RANGE`` values as an ``enum`` makes the grammar itself keep the number in bounds.
-    """
-    if isinstance(schema, list):
-        return [bounded_integers(item) for item in schema]
-    if not isinstance(schema, dict):
-        return schema
-    out = {key: bounded_integers(value) for key, value in schema.items()}
-    if out.get("type") == "integer" and "enum" not in out:
-        low, high = out.get("minimum"), out.get("maximum")
-        if isinstance(out.get("exclusiveMinimum"), int):
-            low = out["exclusiveMinimum"] + 1
-        if isinstance(out.get("exclusiveMaximum"), int):
-            high = out["exclusiveMaximum"] - 1
-        if isinstance(low, int) and isinstance(high, int) and 0 <= high - low < MAX_ENUMERATED_RANGE:
-            return {"enum": list(range(low, high + 1))}
-    return out
 
 
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
