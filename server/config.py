@@ -64,6 +64,9 @@ class ModelConfig(BaseModel):
     """For the upstream engine: the environment variable holding its API key (never stored)."""
     load_at_start: bool = True
     """Load the model when the server starts; a model the operator unloaded stays unloaded."""
+    parallel: Annotated[int, Field(ge=1, le=64)] | None = None
+    """Requests a llama.cpp model generates at once, decoded together (each with ``context_length`` of its
+    own); unset: as many as the KV cache for them fits in a quarter of the free memory, at most 8."""
 
     @model_validator(mode="after")
     def _engine_matches_kind(self) -> ModelConfig:

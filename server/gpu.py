@@ -158,8 +158,39 @@ class FitEstimate:
     """Set when the machine surely lacks the memory: loading would fail or exhaust the machine."""
 
 
+MAX_DEFAULT_SLOTS = 8
+"""Parallel requests a llama.cpp model gets when the operator sets none, at most (llama-server's -np 8 is
+where batched decoding stops gaining on small machines)."""
+KV_SHARE = 0.25
+"""The share of the free memory the default slots' KV cache may take."""
+
+
+def kv_bytes(arch: dict[str, int], context_length: int) -> int:
+    """The KV cache of one full context: keys and values in 16 bits, every layer."""
+    return 2 * context_length * (arch["layers"] or 1) * arch["kv_width"]
+
+
+def default_slots(config: ModelConfig, hardware: Hardware) -> int:
+    """How many requests a llama.cpp model runs at once when ``parallel`` is unset: as many as a full
+    context each fits in a quarter of the free memory where the cache lives, between 1 and 8."""
+    if config.parallel is not None:
+        return config.parallel
+    try:
+        arch = architecture(read_metadata(Path(config.source)))
+        size = Path(config.source).stat().st_size
+    except (GGUFError, OSError):
+        return 1
+    per_slot = max(1, kv_bytes(arch, config.context_length))
+    on_gpu = config.n_gpu_layers != 0 and hardware.llama_gpu_offload and hardware.gpu_free_bytes is not None
+    free = (
+        (hardware.gpu_free_bytes or 0) - size if on_gpu else (hardware.system_ram_available_bytes or 0) - size
+    )
+    return max(1, min(MAX_DEFAULT_SLOTS, int(max(0, free) * KV_SHARE // per_slot)))
+
+
 def estimate(config: ModelConfig, hardware: Hardware) -> FitEstimate:
-    """Estimate weights plus KV cache for the configured context, split between GPU and CPU."""
+    """Estimate weights plus KV cache for the configured context and parallel requests, split between GPU
+    and CPU."""
     path = Path(config.source)
     if not path.is_file():
         return FitEstimate(0, 0, None, f"no file at {config.source}")
@@ -171,7 +202,8 @@ def estimate(config: ModelConfig, hardware: Hardware) -> FitEstimate:
     except (GGUFError, OSError) as exc:
         return FitEstimate(0, size, False, f"cannot read the model's metadata: {exc}")
     layers = arch["layers"] or 1
-    kv = 2 * config.context_length * layers * arch["kv_width"]  # f16 keys and values
+    slots = default_slots(config, hardware)
+    kv = kv_bytes(arch, config.context_length) * slots
     offloaded = layers if config.n_gpu_layers < 0 else min(config.n_gpu_layers, layers)
     if offloaded and not hardware.llama_gpu_offload:
         offloaded = 0
@@ -182,12 +214,13 @@ def estimate(config: ModelConfig, hardware: Hardware) -> FitEstimate:
     if gpu and hardware.gpu_free_bytes is not None and gpu > hardware.gpu_free_bytes:
         problems.append(
             f"needs {gpu / GIB:.1f} GiB of GPU memory, {hardware.gpu_free_bytes / GIB:.1f} GiB free: "
-            "offload fewer layers or use a smaller context"
+            "offload fewer layers, or use a smaller context or fewer parallel requests"
         )
     ram = hardware.system_ram_available_bytes
     if ram is not None and cpu > ram:
         problems.append(
-            f"needs {cpu / GIB:.1f} GiB of RAM, {ram / GIB:.1f} GiB available: use a smaller context"
+            f"needs {cpu / GIB:.1f} GiB of RAM, {ram / GIB:.1f} GiB available: use a smaller context "
+            "or fewer parallel requests"
         )
     short = "; ".join(problems) or None
     if config.context_length > arch["trained_context"] > 0:
@@ -195,7 +228,8 @@ def estimate(config: ModelConfig, hardware: Hardware) -> FitEstimate:
             f"the context {config.context_length} exceeds the {arch['trained_context']} it was trained for"
         )
     summary = (
-        f"{gpu / GIB:.2f} GiB on the GPU, {cpu / GIB:.2f} GiB in RAM ({offloaded}/{layers} layers offloaded)"
+        f"{gpu / GIB:.2f} GiB on the GPU, {cpu / GIB:.2f} GiB in RAM ({offloaded}/{layers} layers offloaded, "
+        f"{slots} request{'s' if slots > 1 else ''} at once)"
     )
     fits = None if gpu and hardware.gpu_free_bytes is None else not problems
     return FitEstimate(gpu, cpu, fits, summary + ("; " + "; ".join(problems) if problems else ""), short)

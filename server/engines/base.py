@@ -92,6 +92,25 @@ class ChatBackend(Protocol):
     def close(self) -> None: ...
 
 
+Event = tuple[str, "Piece | EngineFailureError"]
+"""What one step of a batched engine produced for one request (by its id)."""
+
+
+class BatchedChat(Protocol):
+    """A chat engine that generates several requests together, one decode step at a time (in the engine
+    process, on one thread). A request joins at the next step and leaves when its last piece (the one with
+    a ``finish_reason``) or an error is returned; ``cancel`` ends it at the next step."""
+
+    @property
+    def busy(self) -> bool: ...
+
+    def start(self, request_id: str, prompt: Prompt, sampling: Sampling) -> None: ...
+
+    def cancel(self, request_id: str) -> None: ...
+
+    def step(self) -> list[Event]: ...
+
+
 @dataclass(frozen=True)
 class Embeddings:
     vectors: list[list[float]] | NDArray[np.float32]

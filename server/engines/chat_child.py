@@ -4,8 +4,9 @@ llama.cpp runs native code that can crash the process (a segfault, an ``abort()`
 running out of memory mid-generation); here a crash costs only this process, which the server restarts
 (``chat_process.ProcessChat``). One connection carries everything, each message tagged with its request
 id: a reader thread takes requests as they come (rendering at once, so a new request is never kept
-waiting behind a generation) and hands generations to the main thread, which runs them one after another
-and stops one within a token of its cancellation.
+waiting behind a generation) and hands generations and cancellations to the main thread, which advances
+every running generation one decode step at a time (``base.BatchedChat``): a new request joins at the next
+step, a cancelled one leaves at the next.
 
 Messages to the child: ``("render", id, messages)``, ``("check", id, sampling)``,
 ``("generate", id, prompt, sampling)``, ``("cancel", id)``, and ``None`` to stop.
@@ -18,12 +19,21 @@ from __future__ import annotations
 import os
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
 from typing import Any
 
 from server.config import ModelConfig
-from server.engines.base import ChatBackend, EngineFailureError, LoadError, Prompt, Sampling
+from server.engines.base import (
+    BatchedChat,
+    ChatBackend,
+    EngineFailureError,
+    Event,
+    LoadError,
+    Piece,
+    Prompt,
+    Sampling,
+)
 from server.errors import InvalidRequest
 
 Factory = Callable[[ModelConfig], tuple[ChatBackend, dict[str, Any]]]
@@ -58,6 +68,49 @@ class _Sender:
             self._connection.send(message)
 
 
+class GeneratorSteps:
+    """A ``BatchedChat`` over an engine that generates one request at a time (``generate``): each step
+    advances every running request by one piece, in turn."""
+
+    def __init__(self, backend: ChatBackend) -> None:
+        self._backend = backend
+        self._running: dict[str, Iterator[Piece]] = {}
+        self._cancelled: set[str] = set()
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._running)
+
+    def start(self, request_id: str, prompt: Prompt, sampling: Sampling) -> None:
+        self._running[request_id] = self._backend.generate(
+            prompt, sampling, lambda: request_id in self._cancelled
+        )
+
+    def cancel(self, request_id: str) -> None:
+        if request_id in self._running:
+            self._cancelled.add(request_id)
+
+    def step(self) -> list[Event]:
+        events: list[Event] = []
+        for request_id, pieces in list(self._running.items()):
+            try:
+                piece = next(pieces)
+            except StopIteration:
+                piece = Piece("", 0, finish_reason="length")
+            except EngineFailureError as exc:
+                events.append((request_id, exc))
+                self._forget(request_id)
+                continue
+            events.append((request_id, piece))
+            if piece.finish_reason is not None:
+                self._forget(request_id)
+        return events
+
+    def _forget(self, request_id: str) -> None:
+        self._running.pop(request_id, None)
+        self._cancelled.discard(request_id)
+
+
 def serve(connection: Connection, config: dict[str, Any], engine: str) -> None:
     """The child's entry point: load the model, then serve until told to stop or the parent goes away."""
     model = ModelConfig(**config)
@@ -70,24 +123,60 @@ def serve(connection: Connection, config: dict[str, Any], engine: str) -> None:
     except Exception as exc:  # a broken installation: the operator reads what went wrong, not an exit code
         send("load_error", f"{type(exc).__name__}: {exc}")
         return
-    send("ready", {"context_length": backend.context_length, "pid": os.getpid(), **info})
-    jobs: queue.SimpleQueue[tuple[str, Prompt, Sampling] | None] = queue.SimpleQueue()
-    cancelled: set[str] = set()
-    reader = threading.Thread(
-        target=_read, args=(connection, backend, send, jobs, cancelled), name="engine-reader", daemon=True
-    )
-    reader.start()
-    while (job := jobs.get()) is not None:
-        _generate(backend, send, job, cancelled)
+    stepped: BatchedChat = backend if hasattr(backend, "step") else GeneratorSteps(backend)  # type: ignore[assignment]
+    slots = int(getattr(backend, "slots", model.parallel or 1))
+    send("ready", {"context_length": backend.context_length, "slots": slots, "pid": os.getpid(), **info})
+    inbox: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
+    threading.Thread(
+        target=_read, args=(connection, backend, send, inbox), name="engine-reader", daemon=True
+    ).start()
+    while _take(stepped, inbox, send):
+        for request_id, event in _step(stepped):
+            if isinstance(event, EngineFailureError):
+                send("failed", request_id, str(event))
+                continue
+            send("piece", request_id, event)
+            if event.finish_reason is not None:
+                send("end", request_id)
     backend.close()
+
+
+def _take(stepped: BatchedChat, inbox: queue.SimpleQueue[tuple[Any, ...] | None], send: _Sender) -> bool:
+    """Apply what arrived (new requests, cancellations), waiting for something when nothing runs;
+    False once told to stop."""
+    block = not stepped.busy
+    while True:
+        try:
+            message = inbox.get(block=block)
+        except queue.Empty:
+            return True
+        block = False
+        if message is None:
+            return False
+        kind, request_id, *rest = message
+        if kind == "cancel":
+            stepped.cancel(request_id)
+            continue
+        try:
+            stepped.start(request_id, *rest)
+        except InvalidRequest as exc:
+            send("invalid", request_id, exc.message, exc.param, exc.code)
+        except Exception as exc:  # this request cannot start; the others go on
+            send("failed", request_id, f"{type(exc).__name__}: {exc}")
+
+
+def _step(stepped: BatchedChat) -> list[Event]:
+    try:
+        return stepped.step()
+    except EngineFailureError as exc:  # the step itself failed: nothing is known of any request's state
+        raise RuntimeError(f"the engine's step failed: {exc}") from exc
 
 
 def _read(
     connection: Connection,
     backend: ChatBackend,
     send: _Sender,
-    jobs: queue.SimpleQueue[tuple[str, Prompt, Sampling] | None],
-    cancelled: set[str],
+    inbox: queue.SimpleQueue[tuple[Any, ...] | None],
 ) -> None:
     while True:
         try:
@@ -95,13 +184,11 @@ def _read(
         except (EOFError, OSError):
             message = None  # the server went away: stop
         if message is None:
-            jobs.put(None)
+            inbox.put(None)
             return
         kind, request_id, *rest = message
-        if kind == "generate":
-            jobs.put((request_id, *rest))
-        elif kind == "cancel":
-            cancelled.add(request_id)
+        if kind in ("generate", "cancel"):
+            inbox.put((kind, request_id, *rest))
         else:
             _answer(backend, send, kind, request_id, rest)
 
@@ -121,20 +208,3 @@ def _answer(backend: ChatBackend, send: _Sender, kind: str, request_id: str, arg
         send("failed", request_id, f"{type(exc).__name__}: {exc}")
     else:
         send("done", request_id, value)
-
-
-def _generate(
-    backend: ChatBackend, send: _Sender, job: tuple[str, Prompt, Sampling], cancelled: set[str]
-) -> None:
-    request_id, prompt, sampling = job
-    try:
-        for piece in backend.generate(prompt, sampling, lambda: request_id in cancelled):
-            send("piece", request_id, piece)
-    except EngineFailureError as exc:
-        send("failed", request_id, str(exc))
-    except Exception as exc:  # a failure of this request only
-        send("failed", request_id, f"{type(exc).__name__}: {exc}")
-    else:
-        send("end", request_id)
-    finally:
-        cancelled.discard(request_id)

@@ -30,6 +30,11 @@ class ProcessChat:
         return int(self.supervisor.info["context_length"])
 
     @property
+    def slots(self) -> int:
+        """Requests the engine generates together."""
+        return int(self.supervisor.info.get("slots", 1))
+
+    @property
     def info(self) -> dict[str, Any]:
         """What the engine process reported when it started (the llama.cpp backend it chose, …)."""
         return self.supervisor.info

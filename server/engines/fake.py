@@ -44,6 +44,7 @@ class FakeChat:
         self.crash_at = int(settings.get("crash_at", "-1"))
         self.abort_at = int(settings.get("abort_at", "-1"))
         time.sleep(float(settings.get("load_delay", "0")))  # a model that takes its time to load
+        self.slots = config.parallel or 1
         self.generated = 0
         """Tokens generated since loading, whoever received them: what exact billing must add up to."""
 

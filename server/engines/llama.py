@@ -1,13 +1,13 @@
-"""Chat with llama.cpp (llama-cpp-python) from a GGUF file, one token at a time.
+"""Chat with llama.cpp from a GGUF file, through llama-cpp-python's low-level API.
 
-The model's own chat template (from the GGUF) renders the prompt; generation runs token by token so that
-every piece carries its exact token count, a disconnect stops within one token, and the prompt prefix
-cached from the previous request is reused (and reported as cached tokens).
+The model's own chat template (from the GGUF) renders the prompt. Generation runs in slots of one context,
+several requests decoded together (``llama_slots.Scheduler``), token by token so that every piece carries
+its exact token count, a disconnect frees its slot within one step, and a slot's cached prompt prefix is
+reused by the next request that starts the same way (reported as cached tokens).
 """
 
 from __future__ import annotations
 
-import codecs
 import logging
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -15,11 +15,20 @@ from typing import Any
 
 from server.config import ModelConfig
 from server.engines import llama_backends
-from server.engines.base import LoadError, Message, Piece, Prompt, Sampling, ShouldStop
+from server.engines.base import (
+    EngineFailureError,
+    Event,
+    LoadError,
+    Message,
+    Piece,
+    Prompt,
+    Sampling,
+    ShouldStop,
+)
 from server.engines.grammar import JSON_OBJECT_GRAMMAR, SchemaError, json_schema_grammar
-from server.engines.stops import StopScanner
+from server.engines.llama_slots import Scheduler
 from server.errors import InvalidRequest
-from server.gpu import estimate, probe
+from server.gpu import default_slots, estimate, probe
 
 log = logging.getLogger(__name__)
 
@@ -38,72 +47,93 @@ def _import_llama() -> Any:
 
 
 class LlamaChat:
-    """A GGUF chat model. ``generate`` runs only on the model's worker thread."""
+    """A GGUF chat model and its slots. Everything but ``render`` runs on one thread (the engine's)."""
 
     def __init__(self, config: ModelConfig) -> None:
         self.config = config
         path = Path(config.source)
         if not config.source or not path.is_file():
             raise LoadError(f"no GGUF file at {config.source or '(unset)'}")
-        fit = estimate(config, probe(with_torch=False))
+        hardware = probe(with_torch=False)
+        fit = estimate(config, hardware)
         if fit.memory_short:
             # Refused up front: llama.cpp would try anyway and exhaust the machine or be killed.
             raise LoadError(f"{path.name} will not fit: {fit.memory_short}")
-        llama_cpp = _import_llama()
-        self._lib = llama_cpp
-        try:
-            self._llm: Any = llama_cpp.Llama(
-                model_path=str(path),
-                n_ctx=config.context_length,
-                n_threads=config.threads,
-                n_threads_batch=config.threads,
-                n_gpu_layers=config.n_gpu_layers,
-                n_batch=512,
-                verbose=False,
+        lib = _import_llama()
+        self._lib = lib
+        self.slots = default_slots(config, hardware)
+        params = lib.llama_model_default_params()
+        params.n_gpu_layers = config.n_gpu_layers if config.n_gpu_layers >= 0 else 1_000_000
+        self._model = lib.llama_model_load_from_file(str(path).encode(), params)
+        if not self._model:
+            raise LoadError(_explain_load_failure(RuntimeError("llama.cpp could not load the model"), config))
+        context = lib.llama_context_default_params()
+        # Each slot has a region of the KV cache as long as one request's context.
+        context.n_ctx = config.context_length * self.slots
+        context.n_batch = context.n_ubatch = N_BATCH
+        context.n_seq_max = self.slots
+        context.kv_unified = False
+        context.no_perf = True
+        if config.threads:
+            context.n_threads = context.n_threads_batch = config.threads
+        self._ctx = lib.llama_init_from_model(self._model, context)
+        if not self._ctx:
+            lib.llama_model_free(self._model)
+            raise LoadError(
+                _explain_load_failure(RuntimeError("llama.cpp could not allocate the context"), config)
             )
-        except Exception as exc:
-            raise LoadError(_explain_load_failure(exc, config)) from exc
-        template = self._llm.metadata.get("tokenizer.chat_template")
+        self._vocab = lib.llama_model_get_vocab(self._model)
+        template = lib.llama_model_chat_template(self._model, None)
         if not template:
+            self.close()
             raise LoadError(f"{path.name} has no chat template in its metadata")
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter  # noqa: PLC0415
 
         self._formatter = Jinja2ChatFormatter(
-            template=template,
-            eos_token=self._token_text(self._llm.token_eos()),
-            bos_token=self._token_text(self._llm.token_bos()),
+            template=template.decode("utf-8"),
+            eos_token=self._token_text(lib.llama_vocab_eos(self._vocab)),
+            bos_token=self._token_text(lib.llama_vocab_bos(self._vocab)),
             add_generation_prompt=True,
         )
-        self._vocab = self._llm._model.vocab
+        self._add_bos = bool(lib.llama_vocab_get_add_bos(self._vocab))
+        self._scheduler: Scheduler | None = Scheduler(
+            lib, self._ctx, self._vocab, self.slots, N_BATCH, config.context_length
+        )
 
     def _token_text(self, token: int) -> str:
         if token < 0:
             return ""
-        return (
-            bytes(self._llm._model.token_get_text(token)).decode("utf-8", errors="ignore")
-            if isinstance(self._llm._model.token_get_text(token), bytes)
-            else str(self._llm._model.token_get_text(token))
-        )
+        text = self._lib.llama_vocab_get_text(self._vocab, token)
+        return text.decode("utf-8", errors="ignore") if isinstance(text, bytes) else str(text or "")
 
     @property
     def context_length(self) -> int:
-        return int(self._llm.n_ctx())
+        return self.config.context_length
+
+    def tokenize(self, text: str, *, add_bos: bool) -> list[int]:
+        data = text.encode("utf-8")
+        size = len(data) + 8
+        while True:
+            tokens = (self._lib.llama_token * size)()
+            count = self._lib.llama_tokenize(self._vocab, data, len(data), tokens, size, add_bos, True)
+            if count >= 0:
+                return list(tokens[:count])
+            size = -count
 
     def render(self, messages: Sequence[Message]) -> Prompt:
         turns: list[Any] = [
             {"role": m.role, "content": m.content, **({"name": m.name} if m.name else {})} for m in messages
         ]
         rendered = self._formatter(messages=turns)
-        tokens = self._llm.tokenize(
-            rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special, special=True
-        )
+        tokens = self.tokenize(rendered.prompt, add_bos=self._add_bos and not rendered.added_special)
         return Prompt(tokens=tuple(tokens), text=rendered.prompt)
 
     def check_sampling(self, sampling: Sampling) -> None:
         """Refuse (InvalidRequest) what ``generate`` could not run: a JSON schema it cannot turn into a grammar."""
         self._grammar(sampling)
 
-    def _grammar(self, sampling: Sampling) -> Any:
+    def _grammar(self, sampling: Sampling) -> str | None:
+        """The GBNF grammar (root rule ``root``) that constrains the output, if any."""
         if sampling.json_schema is None:
             return None
         try:
@@ -122,93 +152,59 @@ class LlamaChat:
                 param="response_format",
             )
         self._lib.llama_sampler_free(trial)
-        from llama_cpp.llama_grammar import LlamaGrammar  # noqa: PLC0415
+        return text
 
-        return LlamaGrammar.from_string(text, verbose=False)
+    def _grammar_rules(self, sampling: Sampling) -> tuple[str, str] | None:
+        grammar = self._grammar(sampling)
+        return None if grammar is None else (grammar, "root")
 
-    def _logits_processor(self, sampling: Sampling) -> Any:
-        if not sampling.logit_bias:
-            return None
-        import numpy as np  # noqa: PLC0415
+    # -- generation, several requests together (the engine process's one thread) ---------------------
+    @property
+    def scheduler(self) -> Scheduler:
+        if self._scheduler is None:
+            raise EngineFailureError("the model was closed")
+        return self._scheduler
 
-        n_vocab = self._llm.n_vocab()
-        bias = {t: b for t, b in sampling.logit_bias.items() if 0 <= t < n_vocab}
+    @property
+    def busy(self) -> bool:
+        return self.scheduler.busy
 
-        def apply(_ids: Any, scores: Any) -> Any:
-            for token, value in bias.items():
-                scores[token] = -np.inf if value <= -100 else scores[token] + value
-            return scores
+    def start(self, request_id: str, prompt: Prompt, sampling: Sampling) -> None:
+        self.scheduler.start(request_id, prompt, sampling, self._grammar_rules(sampling))
 
-        return self._lib.LogitsProcessorList([apply])
+    def cancel(self, request_id: str) -> None:
+        self.scheduler.cancel(request_id)
+
+    def step(self) -> list[Event]:
+        return self.scheduler.step()
 
     def generate(self, prompt: Prompt, sampling: Sampling, should_stop: ShouldStop) -> Iterator[Piece]:
-        llm = self._llm
-        cached = _common_prefix(llm._input_ids[: llm.n_tokens].tolist(), prompt.tokens)
-        if cached >= len(prompt.tokens):
-            cached = len(prompt.tokens) - 1  # the last prompt token is always evaluated again
-        # The seed outlives the request inside Llama: set it every time, or one seeded request would make
-        # every later unseeded one repeat it. LLAMA_DEFAULT_SEED asks llama.cpp for a fresh random seed.
-        random_seed = self._lib.LLAMA_DEFAULT_SEED
-        llm.set_seed(random_seed if sampling.seed is None else sampling.seed % random_seed)
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        scanner = StopScanner(sampling.stop)
-        generated: list[int] = []
-        unsent = 0
-        finish = "length"
-        previous = list(prompt.tokens)
-        first = True
-        stream = llm.generate(
-            list(prompt.tokens),
-            temp=sampling.temperature,
-            top_p=sampling.top_p,
-            top_k=0 if sampling.temperature > 0 else 40,
-            min_p=0.0,
-            repeat_penalty=1.0,
-            presence_penalty=sampling.presence_penalty,
-            frequency_penalty=sampling.frequency_penalty,
-            grammar=self._grammar(sampling),
-            logits_processor=self._logits_processor(sampling),
-            reset=True,
-        )
-        try:
-            for token in stream:
-                if self._lib.llama_vocab_is_eog(self._vocab, token):
-                    finish = "stop"
-                    break
-                generated.append(token)
-                unsent += 1
-                text = decoder.decode(llm.detokenize([token], prev_tokens=previous))
-                previous.append(token)
-                safe = scanner.feed(text)
-                if scanner.stopped:
-                    finish = "stop"
-                    if safe or unsent:
-                        yield Piece(safe, unsent, cached_tokens=cached if first else 0)
-                        unsent, first = 0, False
-                    break
-                if safe:
-                    yield Piece(safe, unsent, cached_tokens=cached if first else 0)
-                    unsent, first = 0, False
-                if len(generated) >= sampling.max_tokens or should_stop():
-                    break
-        finally:
-            stream.close()
-        tail = scanner.flush() + decoder.decode(b"", final=True)
-        yield Piece(tail, unsent, finish_reason=finish, cached_tokens=cached if first else 0)  # type: ignore[arg-type]
+        """One request on its own (the doctor's check): start it and step until it ends."""
+        self.start("one", prompt, sampling)
+        while True:
+            if should_stop():
+                self.cancel("one")
+            for _, event in self.step():
+                if isinstance(event, EngineFailureError):
+                    raise event
+                yield event
+                if event.finish_reason is not None:
+                    return
 
     def close(self) -> None:
-        llm, self._llm = self._llm, None
-        if llm is not None:
-            llm.close()
+        if getattr(self, "_scheduler", None) is not None:
+            self.scheduler.close()
+            self._scheduler = None
+        if getattr(self, "_ctx", None):
+            self._lib.llama_free(self._ctx)
+            self._ctx = None
+        if getattr(self, "_model", None):
+            self._lib.llama_model_free(self._model)
+            self._model = None
 
 
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
+N_BATCH = 512
+"""Tokens per decode step: every generating request's next token, then prompt tokens up to this many."""
 
 
 def _explain_load_failure(exc: BaseException, config: ModelConfig) -> str:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import importlib.util
+import logging
 import os
 import platform
 import re
@@ -165,6 +166,9 @@ def load() -> BackendReport:
     Raises ``BackendError`` when no CPU variant can run here."""
     import llama_cpp  # noqa: F401, PLC0415  (loads libllama and libggml: only in processes that run llama.cpp)
 
+    # llama-cpp-python prints llama.cpp's log at the level of its own logger, by default every line of
+    # every model load; only errors are worth the operator's eyes.
+    logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
     folder = library_dir()
     ggml = _ggml(folder)
     found = variants(folder)

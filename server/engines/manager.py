@@ -188,7 +188,12 @@ class ModelManager:
                 return self.status(name)
             slot.backend = backend
             # An upstream schedules its own work; local engines get their worker thread.
-            slot.worker = None if isinstance(backend, UpstreamModel) else ModelWorker(name, self._max_queue)
+            # A model that generates several requests together gets a worker per slot.
+            slot.worker = (
+                None
+                if isinstance(backend, UpstreamModel)
+                else ModelWorker(name, self._max_queue, parallel=int(getattr(backend, "slots", 1)))
+            )
             slot.load_seconds = time.monotonic() - started
             slot.state = "loaded"
         log.info("model %s loaded in %.2f s", name, slot.load_seconds)

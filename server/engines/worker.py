@@ -1,8 +1,9 @@
-"""One worker thread per model, fed by a queue that is fair across keys.
+"""A model's worker threads, fed by a queue that is fair across keys.
 
-Jobs wait in one first-in-first-out line per key and the worker takes from the lines in turn, so a key
-that floods the queue delays only its own requests. A job whose client goes away leaves the queue, or,
-if it is running, stops at the next token.
+Jobs wait in one first-in-first-out line per key and the workers take from the lines in turn, so a key
+that floods the queue delays only its own requests. A model that generates several requests together has
+one worker per slot: admission to the slots is this queue. A job whose client goes away leaves the queue,
+or, if it is running, stops at the next token.
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ class _Inbox:
         return self._items.popleft()
 
 
-@dataclass
+@dataclass(eq=False)  # each job is itself: compared and hashed by identity
 class _Job(Generic[T]):
     key: str
     work: Work[T]
@@ -97,20 +98,25 @@ class QueueStats:
 
 
 class ModelWorker:
-    """Runs one model's jobs on one thread, in fair order across keys."""
+    """Runs one model's jobs, ``parallel`` at a time, in fair order across keys."""
 
-    def __init__(self, name: str, max_queue: int) -> None:
+    def __init__(self, name: str, max_queue: int, parallel: int = 1) -> None:
         self.name = name
         self.max_queue = max_queue
+        self.parallel = parallel
         self._lock = threading.Condition()
         self._lines: OrderedDict[str, deque[_Job[Any]]] = OrderedDict()
         self._waiting = 0
-        self._current: _Job[Any] | None = None
+        self._running: set[_Job[Any]] = set()
         self._closed = False
         self._served = 0
         self._total_wait = 0.0
-        self._thread = threading.Thread(target=self._loop, name=f"model:{name}", daemon=True)
-        self._thread.start()
+        self._threads = [
+            threading.Thread(target=self._loop, name=f"model:{name}:{slot}", daemon=True)
+            for slot in range(parallel)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     async def run(
         self, key: str, work: Work[T], discard: Callable[[T], None] | None = None
@@ -200,7 +206,7 @@ class ModelWorker:
             if line:
                 self._lines[key] = line
             job.started_at = time.monotonic()
-            self._current = job
+            self._running.add(job)
             self._served += 1
             self._total_wait += job.started_at - job.enqueued_at
             return job
@@ -219,14 +225,14 @@ class ModelWorker:
             finally:
                 job.emit(_END)
                 with self._lock:
-                    self._current = None
+                    self._running.discard(job)
 
     def stats(self) -> QueueStats:
         with self._lock:
             moment = time.monotonic()
             oldest = min((line[0].enqueued_at for line in self._lines.values()), default=moment)
             return QueueStats(
-                running=1 if self._current is not None else 0,
+                running=len(self._running),
                 waiting=self._waiting,
                 waiting_keys=len(self._lines),
                 longest_wait_s=moment - oldest,
@@ -241,7 +247,9 @@ class ModelWorker:
             for line in self._lines.values():
                 for job in line:
                     job.cancelled.set()
-            if self._current is not None:
-                self._current.cancelled.set()
+            for job in self._running:
+                job.cancelled.set()
             self._lock.notify_all()
-        self._thread.join(timeout)
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))

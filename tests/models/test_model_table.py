@@ -12,7 +12,7 @@ import pytest
 
 from server.config import BUILTIN, ModelConfig, default_models
 from server.gguf import GGUFError, architecture, read_metadata
-from server.gpu import Device, Hardware, estimate, probe
+from server.gpu import Device, Hardware, default_slots, estimate, probe
 from server.services import Services, settings_from_store
 from tests.conftest import Live, fake_models
 
@@ -92,8 +92,12 @@ def test_gguf_metadata_and_memory_estimate() -> None:
     assert arch == {"layers": 30, "trained_context": 8192, "kv_width": 384}
     hardware = Hardware(True, True, (), 24 * 2**30, 16 * 2**30, ())
     fit = estimate(smol.model_copy(update={"n_gpu_layers": -1, "context_length": 8192}), hardware)
-    kv = 2 * 8192 * 30 * 384
-    assert fit.gpu_bytes == Path(smol.source).stat().st_size + kv and fit.cpu_bytes == 0
+    kv = 2 * 8192 * 30 * 384  # one request's context
+    # 8 requests at once: their caches (1.5 GiB) fit in a quarter of the 16 GiB free, many times over.
+    assert fit.gpu_bytes == Path(smol.source).stat().st_size + 8 * kv and fit.cpu_bytes == 0
+    assert "8 requests at once" in fit.message
+    one = estimate(smol.model_copy(update={"n_gpu_layers": -1, "parallel": 1}), hardware)
+    assert one.gpu_bytes == Path(smol.source).stat().st_size + kv
     small_gpu = Hardware(True, True, (Device("tiny", 2**27, 2**26),), 24 * 2**30, 16 * 2**30, ())
     tight = estimate(smol.model_copy(update={"n_gpu_layers": -1}), small_gpu)
     assert tight.fits is False and "offload fewer layers" in tight.message
@@ -105,6 +109,12 @@ def test_gguf_metadata_and_memory_estimate() -> None:
         smol.model_copy(update={"n_gpu_layers": -1}), Hardware(False, False, (), 2**34, 2**33, ())
     )
     assert cpu_only.gpu_bytes == 0 and cpu_only.fits is True
+    # Unset, the requests generated at once follow the memory: their caches take at most a quarter of it.
+    little = Hardware(False, False, (), 2**32, 2**30, ())  # 1 GiB available
+    assert default_slots(smol.model_copy(update={"context_length": 8192}), little) == 1  # 180 MiB each
+    assert default_slots(smol.model_copy(update={"context_length": 2048}), little) == 5  # 45 MiB each
+    assert default_slots(smol.model_copy(update={"context_length": 512}), little) == 8  # at most 8
+    assert default_slots(smol.model_copy(update={"parallel": 3}), little) == 3  # the operator's choice
 
 
 def test_a_damaged_gguf_is_refused_by_the_metadata_reader(tmp_path: Path) -> None:
