@@ -169,6 +169,13 @@ class ModelDialog(QDialog):
         self.threads = QSpinBox(self)
         self.threads.setRange(0, 256)
         self.threads.setSpecialValueText("Automatic")
+        self.parallel = QSpinBox(self)
+        self.parallel.setRange(0, 64)
+        self.parallel.setSpecialValueText("Automatic")
+        self.parallel.setToolTip(
+            "Requests generated at once, decoded together, each with the whole context length; "
+            "Automatic: as many as fit in a quarter of the free memory, up to 8"
+        )
         self.reasoning = QCheckBox("Thinks in <think> blocks (returned as reasoning_content)", self)
         self.max_batch = QSpinBox(self)
         self.max_batch.setRange(1, 4096)
@@ -178,7 +185,15 @@ class ModelDialog(QDialog):
             price.setRange(0, 1_000_000)
             price.setDecimals(4)
             price.setSuffix(" per 1M tokens")
-        for box in (self.preset, self.kind, self.engine, self.gpu_layers, self.context, self.threads):
+        for box in (
+            self.preset,
+            self.kind,
+            self.engine,
+            self.gpu_layers,
+            self.context,
+            self.threads,
+            self.parallel,
+        ):
             box.setSizePolicy(QSizePolicy.Policy.Minimum, QSizePolicy.Policy.Fixed)  # never cut short
         self.estimate = WrappedLabel(self)
         self.estimate.setText("Estimating…")
@@ -205,7 +220,7 @@ class ModelDialog(QDialog):
         self.browse_button.clicked.connect(self.browse)
         for edit in (self.source, self.name):
             edit.textChanged.connect(self._changed)
-        for spin in (self.gpu_layers, self.context):
+        for spin in (self.gpu_layers, self.context, self.parallel):
             spin.valueChanged.connect(self._changed)
         self.use_gpu.toggled.connect(self._changed)
         self.kind.currentIndexChanged.connect(self._kind_changed)
@@ -241,6 +256,7 @@ class ModelDialog(QDialog):
         form.addRow("", self.use_gpu)
         form.addRow(_label("Con&text length:", self.context, self), self.context)
         form.addRow(_label("&Threads:", self.threads, self), self.threads)
+        form.addRow(_label("P&arallel requests:", self.parallel, self), self.parallel)
         form.addRow("", self.reasoning)
         form.addRow(_label("Inputs per re&quest:", self.max_batch, self), self.max_batch)
         form.addRow(_label("&Input price:", self.price_in, self), self.price_in)
@@ -264,6 +280,7 @@ class ModelDialog(QDialog):
         self.use_gpu.setChecked(config.n_gpu_layers != 0)
         self.context.setValue(config.context_length)
         self.threads.setValue(config.threads or 0)
+        self.parallel.setValue(config.parallel or 0)
         self.reasoning.setChecked(config.reasoning)
         self.max_batch.setValue(config.max_batch)
         self.price_in.setValue(config.price_input_per_million)
@@ -307,6 +324,7 @@ class ModelDialog(QDialog):
         form.setRowVisible(self.gpu_layers, engine == "llama.cpp")
         form.setRowVisible(self.use_gpu, engine == "sentence-transformers")
         form.setRowVisible(self.threads, local)
+        form.setRowVisible(self.parallel, engine == "llama.cpp")
         self._kind_changed()
         self._changed()
 
@@ -369,6 +387,7 @@ class ModelDialog(QDialog):
             else self.gpu_layers.value(),
             "context_length": self.context.value(),
             "threads": self.threads.value() or None,
+            "parallel": (self.parallel.value() or None) if engine == "llama.cpp" else None,
             "reasoning": kind == "chat" and self.reasoning.isChecked(),
             "max_batch": self.max_batch.value(),
             "price_input_per_million": self.price_in.value(),

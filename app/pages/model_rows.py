@@ -25,6 +25,7 @@ COLUMNS = (
     "Engine",
     "Size",
     "Context",
+    "Parallel",
     "GPU layers",
     "Threads",
     "Price in / out (per 1M)",
@@ -121,6 +122,16 @@ def gpu_text(config: ModelConfig) -> str:
     return "–"
 
 
+def parallel_text(row: ModelRow) -> str:
+    """Requests generated at once: what the loaded engine runs, else what is configured."""
+    if row.config.engine != "llama.cpp":
+        return "–"
+    slots = (row.status.engine_info or {}).get("slots")
+    if slots:
+        return str(slots)
+    return str(row.config.parallel) if row.config.parallel else "Automatic"
+
+
 def queue_text(status: ModelStatus) -> str:
     if status.replicas:
         return f"{sum(r.outstanding for r in status.replicas)} in flight"
@@ -162,6 +173,7 @@ def cells(row: ModelRow, whole: bool = False) -> tuple[str, ...]:
         config.engine,
         size_text(row.size),
         f"{config.context_length:,}",
+        parallel_text(row),
         gpu_text(config),
         (str(config.threads) if config.threads else "Automatic") if local else "–",
         f"{config.price_input_per_million:g} / {config.price_output_per_million:g}",

@@ -82,6 +82,14 @@ class Scheduler:
     def busy(self) -> bool:
         return bool(self._waiting) or any(slot.request is not None for slot in self.slots)
 
+    def progress(self) -> dict[str, tuple[int, int]]:
+        """Each running request's tokens generated so far and prompt tokens still to evaluate."""
+        return {
+            slot.request.request_id: (slot.generated, len(slot.pending))
+            for slot in self.slots
+            if slot.request is not None
+        }
+
     def start(
         self, request_id: str, prompt: Prompt, sampling: Sampling, grammar: tuple[str, str] | None
     ) -> None:

@@ -142,9 +142,12 @@ def test_add_load_unload_reload_change_remove_and_the_table_survives_a_restart(
     assert dialog.source.text() == SMOL.source
     dialog.context.setValue(2048)
     dialog.threads.setValue(1)
+    assert dialog.parallel.isVisibleTo(dialog) and dialog.parallel.text() == "Automatic"
+    dialog.parallel.setValue(3)
     with qtbot.waitSignal(page.model_loaded, timeout=60_000):
         click(qtbot, dialog.ok_button)
     assert page.cell("smol", "State") == "Loaded"
+    assert page.cell("smol", "Parallel") == "3"  # as the engine reports it
     assert re.fullmatch(r"\d+ MB", page.cell("smol", "Size"))
     assert (page.cell("smol", "Context"), page.cell("smol", "Threads")) == ("2,048", "1")
     assert page.cell("smol", "Memory") == "Fits"
