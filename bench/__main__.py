@@ -25,7 +25,7 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from bench import embedded, gateway, ledger, window  # noqa: E402
+from bench import batching, embedded, gateway, ledger, window  # noqa: E402
 from bench.context import Context  # noqa: E402
 from bench.machine import machine_facts  # noqa: E402
 from bench.procs import ROOT  # noqa: E402
@@ -33,6 +33,7 @@ from bench.report import render_markdown, render_text, targets  # noqa: E402
 
 SECTIONS: dict[str, Callable[[Context], dict[str, Any]]] = {
     "embedded": embedded.run,
+    "batching": batching.run,
     "gateway": gateway.run,
     "ledger": ledger.run,
     "usage_page": window.usage,

@@ -71,6 +71,7 @@ class Client:
         payload = json.dumps(body).encode()
         first: float | None = None
         chunks = 0
+        parts: list[str] = []
         usage_tokens: int | None = None
         try:
             response, started = self._send(path, payload)
@@ -92,10 +93,12 @@ class Client:
                 if isinstance(usage, dict) and usage.get("completion_tokens") is not None:
                     usage_tokens = int(usage["completion_tokens"])
                 for choice in event.get("choices") or []:
-                    if (choice.get("delta") or {}).get("content"):
+                    content = (choice.get("delta") or {}).get("content")
+                    if content:
                         if first is None:
                             first = time.perf_counter()
                         chunks += 1
+                        parts.append(content)
         except (OSError, http.client.HTTPException):
             self.close()
             raise
@@ -107,4 +110,5 @@ class Client:
             "tokens_from": "usage" if usage_tokens is not None else "chunks",
             "chunks": chunks,
             "started": started,
+            "text": "".join(parts),
         }

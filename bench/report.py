@@ -205,6 +205,62 @@ def tables(results: dict[str, Any]) -> list[Table]:
         out.append(
             Table("Embedded models", ["status"], [[str(embedded.get("skipped") or embedded.get("error"))]])
         )
+    batching = sections.get("batching", {})
+    if "loads" in batching:
+        labels = {"api": "the appliance", "llama_server": "llama-server"}
+        rows = [
+            [
+                labels[system],
+                clients,
+                fmt(r.get("aggregate_tok_s")),
+                fmt(r.get("ttft_ms_p50"), 0),
+                fmt(r.get("ttft_ms_p95"), 0),
+                fmt(r.get("fastest_over_slowest"), 2),
+                fmt(r.get("errors"), 0),
+            ]
+            for clients in batching["loads"]["api"]
+            for system, by_clients in batching["loads"].items()
+            for r in [by_clients[clients]]
+        ]
+        rows += [
+            [
+                labels[system],
+                "8 second turns",
+                "-",
+                fmt(r.get("ttft_ms_p50"), 0),
+                fmt(r.get("ttft_ms_p95"), 0),
+                "-",
+                fmt(r.get("errors"), 0),
+            ]
+            for system, r in batching["second_turn"].items()
+        ]
+        out.append(
+            Table(
+                f"Many clients at once: SmolLM2, {batching['threads']} thread{'s' if batching['threads'] != 1 else ''}, "
+                f"{batching['slots']} slots of {batching['context']:,} tokens, up to {batching['max_tokens']} tokens "
+                "streamed per client at temperature 0",
+                [
+                    "system",
+                    "clients",
+                    "aggregate tok/s",
+                    "TTFT p50 ms",
+                    "TTFT p95 ms",
+                    "fastest/slowest",
+                    "errors",
+                ],
+                rows,
+                "llama-server: llama.cpp's own server built from the source in the locked llama-cpp-python with the "
+                "same CPU flags (-np 8 -c 32768). aggregate: every client's tokens / (first request to last byte), "
+                "median of the rounds; TTFT percentiles over every request of the run; fastest/slowest: the clients' "
+                "tokens/s, median of the rounds. Second turns: 8 two-turn conversations, the second turns sent together.",
+            )
+        )
+    elif batching:
+        out.append(
+            Table(
+                "Many clients at once", ["status"], [[str(batching.get("skipped") or batching.get("error"))]]
+            )
+        )
     gateway = sections.get("gateway", {})
     if "closed" in gateway:
         rows = []
@@ -623,6 +679,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             "not measured",
             str(ledger.get("error", "not run")),
         )
+    _batching_targets(s.get("batching", {}), add)
     usage = s.get("usage_page", {})
     worst = _get(usage, "widget", "worst_range_redraw_ms")
     if finite(worst):
@@ -648,6 +705,53 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             str(_get(s, "window", "todo") or _get(s, "window", "errors") or "not run"),
         )
     return out
+
+
+def _batching_targets(batching: dict[str, Any], add: Any) -> None:
+    """Many clients at once against llama-server, on the same machine in the same run."""
+    names = (
+        "aggregate tok/s ≥ 90% of llama-server's at 4, 8 and 16 clients",
+        "TTFT p95 ≤ 1.5× llama-server's at 8 clients",
+        "fastest/slowest client ≤ 1.3× at 8 clients",
+        "second-turn TTFT of interleaved conversations ≤ 1.2× llama-server's",
+    )
+    loads = batching.get("loads")
+    if not loads:
+        for name in names:
+            add(
+                name, None, "not measured", str(batching.get("skipped") or batching.get("error") or "not run")
+            )
+        return
+    api, ref = loads["api"], loads["llama_server"]
+    ratios = {
+        c: _get(api, c, "aggregate_tok_s") / _get(ref, c, "aggregate_tok_s")
+        for c in ("4", "8", "16")
+        if c in api
+    }
+    add(
+        names[0],
+        len(ratios) == 3 and all(finite(r) and r >= 0.9 for r in ratios.values()),
+        ", ".join(f"{c}: {r:.1%}" for c, r in ratios.items()),
+    )
+    p95 = _get(api, "8", "ttft_ms_p95") / _get(ref, "8", "ttft_ms_p95") if "8" in api else math.nan
+    add(
+        names[1],
+        finite(p95) and p95 <= 1.5,
+        f"×{fmt(p95, 2)} ({fmt(_get(api, '8', 'ttft_ms_p95'), 0)} ms vs {fmt(_get(ref, '8', 'ttft_ms_p95'), 0)} ms)",
+    )
+    spread = _get(api, "8", "fastest_over_slowest") if "8" in api else math.nan
+    add(
+        names[2],
+        finite(spread) and spread <= 1.3,
+        f"×{fmt(spread, 2)} (llama-server ×{fmt(_get(ref, '8', 'fastest_over_slowest'), 2)})",
+    )
+    turns = batching["second_turn"]
+    second = turns["api"]["ttft_ms_p50"] / turns["llama_server"]["ttft_ms_p50"]
+    add(
+        names[3],
+        finite(second) and second <= 1.2,
+        f"×{fmt(second, 2)} (p50 {fmt(turns['api']['ttft_ms_p50'], 0)} ms vs {fmt(turns['llama_server']['ttft_ms_p50'], 0)} ms)",
+    )
 
 
 def header(results: dict[str, Any]) -> str:

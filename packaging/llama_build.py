@@ -85,7 +85,8 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _download_source(version: str, hashes: set[str], into: Path) -> Path:
+def download_source(version: str, hashes: set[str], into: Path) -> Path:
+    """The locked source package, downloaded into ``into`` and checked against the lock's hashes."""
     subprocess.run(
         [
             sys.executable,
@@ -136,7 +137,7 @@ def build(lock: Path, extra_args: str = "") -> Path:
         check_wheel(cached[0])
         return cached[0]
     with tempfile.TemporaryDirectory(prefix="aisp-llama-") as work:
-        source = _download_source(version, hashes, Path(work) / "source")
+        source = download_source(version, hashes, Path(work) / "source")
         environment = dict(os.environ, CMAKE_ARGS=" ".join(args))
         # Compile with every core the machine has, as llama.cpp's own builds do.
         environment.setdefault("CMAKE_BUILD_PARALLEL_LEVEL", str(os.cpu_count() or 2))

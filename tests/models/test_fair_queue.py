@@ -82,3 +82,33 @@ def test_queue_statistics_show_waiting_requests(make_live: Callable[..., Live]) 
 
     asyncio.run(scenario())
     assert seen[0] >= 2
+
+
+def test_a_model_with_slots_runs_that_many_requests_at_once_admitted_fairly(
+    make_live: Callable[..., Live],
+) -> None:
+    chat, embed = fake_models(delay="0.05")
+    live = make_live(models=(chat.model_copy(update={"parallel": 3}), embed))
+    flooder, polite = live.new_key("flooder"), live.new_key("polite")
+    finished: list[tuple[str, float]] = []
+    running: list[int] = []
+
+    async def scenario() -> list[int]:
+        async with httpx.AsyncClient(base_url=live.base_url, timeout=60) as http:
+            flood = [asyncio.ensure_future(_timed(http, flooder, f"f{i}", finished)) for i in range(9)]
+            await asyncio.sleep(0.1)
+            stats = live.services.models.status("fake-chat").queue
+            assert stats is not None
+            running.append(stats.running)
+            polite_one = asyncio.ensure_future(_timed(http, polite, "polite", finished))
+            return list(await asyncio.gather(*flood, polite_one))
+
+    started = time.monotonic()
+    statuses = asyncio.run(scenario())
+    elapsed = time.monotonic() - started
+    assert set(statuses) == {200}
+    assert running == [3]
+    # Ten requests of five 50 ms tokens, three at a time: four rounds of about 0.25 s, not ten.
+    assert elapsed < 2.0, elapsed
+    order = [tag for tag, _ in sorted(finished, key=lambda item: item[1])]
+    assert order.index("polite") <= 5, order  # it takes the next free slot, ahead of the flood's rest
