@@ -28,6 +28,17 @@ class ConfigError(ValueError):
     """Settings that cannot be used; the message names the offending value."""
 
 
+class SamplingPreset(BaseModel):
+    """How a model samples when a request sets neither ``temperature`` nor ``top_p`` (its card's advice)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    temperature: Annotated[float, Field(ge=0, le=2)]
+    top_p: Annotated[float, Field(gt=0, le=1)] = 1.0
+    top_k: Annotated[int, Field(ge=0, le=1000)] = 0
+    min_p: Annotated[float, Field(ge=0, le=1)] = 0.0
+
+
 class ModelConfig(BaseModel):
     """One row of the model table: a served name and where its weights come from."""
 
@@ -54,6 +65,15 @@ class ModelConfig(BaseModel):
     """Cost of one million output tokens."""
     reasoning: bool = False
     """The model thinks inside ``<think>…</think>`` (Qwen3); that text is returned as ``reasoning_content``."""
+    thinking_default: bool = True
+    """For a reasoning model whose template can switch thinking off: think unless a request's
+    ``reasoning_effort`` is ``none`` or ``minimal``. False: think only when a request asks for an effort."""
+    sampling_thinking: SamplingPreset | None = None
+    """Sampling when the model thinks and the request sets no ``temperature`` or ``top_p``."""
+    sampling_direct: SamplingPreset | None = None
+    """Sampling when the model answers without thinking and the request sets no ``temperature`` or ``top_p``."""
+    chat_template: Annotated[str, Field(max_length=4096)] | None = None
+    """A Jinja chat template file used instead of the one in the GGUF (llama.cpp)."""
     owned_by: str = "ai-service-platform"
     """Shown as ``owned_by`` in ``/v1/models``."""
     max_batch: Annotated[int, Field(ge=1, le=4096)] = 256

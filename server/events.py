@@ -6,6 +6,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Literal
 
+from server.engines.base import TokenLogprob, ToolCall
+
 
 @dataclass
 class Meter:
@@ -34,12 +36,23 @@ class Delta:
     index: int
     content: str = ""
     reasoning: str = ""
+    logprobs: tuple[TokenLogprob, ...] = ()
+    """The tokens generated since the last delta, with their log probabilities (when asked for)."""
+
+
+@dataclass(frozen=True)
+class ToolCallDelta:
+    """A complete tool call of one choice, the ``call_index``-th it made."""
+
+    index: int
+    call_index: int
+    call: ToolCall
 
 
 @dataclass(frozen=True)
 class ChoiceEnd:
     index: int
-    finish_reason: Literal["stop", "length"]
+    finish_reason: Literal["stop", "length", "tool_calls"]
 
 
-Event = Delta | ChoiceEnd
+Event = Delta | ToolCallDelta | ChoiceEnd

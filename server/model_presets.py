@@ -48,6 +48,9 @@ PRESETS: tuple[Preset, ...] = (
             "context_length": 32768,
             "threads": None,
             "reasoning": True,
+            # Qwen3's model card: thinking 0.6 / 0.95 / top-k 20, without thinking 0.7 / 0.8 / top-k 20.
+            "sampling_thinking": {"temperature": 0.6, "top_p": 0.95, "top_k": 20, "min_p": 0.0},
+            "sampling_direct": {"temperature": 0.7, "top_p": 0.8, "top_k": 20, "min_p": 0.0},
             "price_input_per_million": 0.0,
             "price_output_per_million": 0.0,
         },

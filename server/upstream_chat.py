@@ -28,6 +28,8 @@ class Remote:
     estimated_input: int
     stream: bool = True
     """Whether the client streams; a client that does not is served by one non-streamed upstream call."""
+    json_schema: dict[str, Any] | None = None
+    """The answer's JSON schema, relayed as ``response_format`` (``{}``: any JSON object)."""
 
 
 def estimate_input(messages: list[Message]) -> int:
@@ -65,12 +67,14 @@ def body(remote: Remote, sampling: Sampling, n: int, stream: bool = True) -> dic
         value["frequency_penalty"] = sampling.frequency_penalty
     if sampling.logit_bias:
         value["logit_bias"] = {str(k): v for k, v in sampling.logit_bias.items()}
-    if sampling.json_schema is not None:
+    if remote.json_schema is not None:
         value["response_format"] = (
             {"type": "json_object"}
-            if not sampling.json_schema
-            else {"type": "json_schema", "json_schema": {"name": "output", "schema": sampling.json_schema}}
+            if not remote.json_schema
+            else {"type": "json_schema", "json_schema": {"name": "output", "schema": remote.json_schema}}
         )
+    if sampling.top_k:
+        value["top_k"] = sampling.top_k  # vLLM and llama.cpp's server take it beside OpenAI's parameters
     return value
 
 

@@ -13,27 +13,27 @@ from starlette.responses import Response
 from server import chat
 from server.api.billing import Bill, admit
 from server.api.http import JSON, EventStream, read_json, services, until_disconnected
+from server.engines.base import Message, ToolCall
 from server.errors import APIError, InvalidRequest, ModelNotFound
-from server.events import Delta, Meter
+from server.events import Delta, Meter, ToolCallDelta
 from server.keys import KeyRecord
 from server.protocol import chat as wire
 from server.protocol.wire import SSE_DONE, sse_data
+from server.tool_calls import Tool
 
 router = APIRouter()
 
 
 def _refuse_unsupported(req: wire.ChatCompletionRequest) -> None:
-    if req.logprobs:
-        raise InvalidRequest("logprobs are not supported by this server.", param="logprobs")
-    if req.top_logprobs:
+    if req.top_logprobs is not None and not req.logprobs:
+        raise InvalidRequest("top_logprobs requires logprobs to be true.", param="top_logprobs")
+    if req.functions or req.function_call is not None:
         raise InvalidRequest(
-            "top_logprobs requires logprobs, which this server does not support.", param="top_logprobs"
+            "functions and function_call are the deprecated form of tools: send tools and tool_choice.",
+            param="functions" if req.functions else "function_call",
         )
-    if req.tools or req.functions:
-        raise InvalidRequest(
-            "Tool calling is not supported by this server's models.",
-            param="tools" if req.tools else "functions",
-        )
+    if req.tool_choice is not None and not req.tools and req.tool_choice != "none":
+        raise InvalidRequest("tool_choice needs tools to choose from.", param="tool_choice")
     if req.modalities and "audio" in req.modalities or req.audio is not None:
         raise InvalidRequest("This server is text-only: audio output is not supported.", param="modalities")
     if req.web_search_options is not None:
@@ -61,30 +61,73 @@ def _max_tokens(req: wire.ChatCompletionRequest) -> tuple[int | None, str]:
     return req.max_tokens, "max_tokens"
 
 
-async def prepare_chat(request: Request, req: wire.ChatCompletionRequest, key: KeyRecord) -> chat.Prepared:
+def _messages(req: wire.ChatCompletionRequest) -> tuple[Message, ...]:
+    return tuple(
+        chat.message(
+            m.role,
+            m.text,
+            name=m.name,
+            tool_calls=tuple(
+                ToolCall(id=c.id, name=c.function.name, arguments=c.function.arguments)
+                for c in m.tool_calls or ()
+            ),
+            tool_call_id=m.tool_call_id,
+        )
+        for m in req.messages
+    )
+
+
+def _tool_choice(req: wire.ChatCompletionRequest) -> str:
+    choice = req.tool_choice
+    if choice is None:
+        return "auto"
+    return choice if isinstance(choice, str) else choice.function.name
+
+
+def ask(req: wire.ChatCompletionRequest) -> chat.Ask:
+    """The request as generation sees it."""
     _refuse_unsupported(req)
-    if not key.may_use(req.model):
-        raise ModelNotFound(req.model)
-    stop = (req.stop,) if isinstance(req.stop, str) else tuple(req.stop or ())
     max_tokens, max_param = _max_tokens(req)
-    return await chat.prepare(
-        services(request).models,
-        req.model,
-        chat.to_messages([(m.role, m.text, m.name) for m in req.messages]),
+    return chat.Ask(
+        messages=_messages(req),
         max_tokens=max_tokens,
-        max_tokens_param=max_param,
         temperature=req.temperature,
         top_p=req.top_p,
-        stop=stop,
+        stop=(req.stop,) if isinstance(req.stop, str) else tuple(req.stop or ()),
         seed=req.seed,
         presence_penalty=req.presence_penalty,
         frequency_penalty=req.frequency_penalty,
         logit_bias={int(k): v for k, v in (req.logit_bias or {}).items()},
         json_schema=_json_schema(req),
+        tools=tuple(
+            Tool(t.function.name, t.function.description or "", t.function.parameters or {"type": "object"})
+            for t in req.tools or ()
+        ),
+        tool_choice=_tool_choice(req),
+        parallel_tool_calls=req.parallel_tool_calls is not False,
+        effort=req.reasoning_effort,
+        logprobs=(req.top_logprobs or 0) if req.logprobs else None,
         n=req.n or 1,
-        upstream=services(request).upstream,
         stream=bool(req.stream),
+        params={"max_tokens": max_param},
     )
+
+
+async def prepare_chat(request: Request, req: wire.ChatCompletionRequest, key: KeyRecord) -> chat.Prepared:
+    asked = ask(req)
+    if not key.may_use(req.model):
+        raise ModelNotFound(req.model)
+    return await chat.prepare(services(request).models, req.model, asked, upstream=services(request).upstream)
+
+
+def _logprob_entries(entries: Any) -> list[dict[str, Any]]:
+    return [
+        {
+            **wire.token_logprob(entry.token, entry.bytes, entry.logprob),
+            "top_logprobs": [wire.token_logprob(t, b, lp) for t, b, lp in entry.top],
+        }
+        for entry in entries
+    ]
 
 
 @router.post("/v1/chat/completions")
@@ -129,9 +172,14 @@ async def create_chat_completion(request: Request) -> Response:
         wire.choice(
             i,
             wire.assistant_message(
-                collected.contents[i], collected.reasonings[i] if prepared.config.reasoning else None
+                collected.contents[i],
+                collected.reasonings[i] if prepared.config.reasoning else None,
+                [wire.tool_call(c.id, c.name, c.arguments) for c in collected.tool_calls[i]],
             ),
             collected.finish_reasons[i],
+            wire.logprobs(_logprob_entries(collected.logprobs[i]))
+            if prepared.sampling.logprobs is not None
+            else None,
         )
         for i in range(prepared.n)
     ]
@@ -172,7 +220,13 @@ async def _stream(
                     delta["reasoning_content"] = event.reasoning
                 if event.content:
                     delta["content"] = event.content
-                yield frame([wire.chunk_choice(event.index, delta)])
+                logprobs = wire.logprobs(_logprob_entries(event.logprobs)) if event.logprobs else None
+                yield frame([wire.chunk_choice(event.index, delta, logprobs_=logprobs)])
+            elif isinstance(event, ToolCallDelta):
+                call = wire.tool_call_delta(
+                    event.call_index, event.call.id, event.call.name, event.call.arguments
+                )
+                yield frame([wire.chunk_choice(event.index, {"tool_calls": [call]})])
             else:
                 yield frame([wire.chunk_choice(event.index, {}, event.finish_reason)])
         await bill.settle()

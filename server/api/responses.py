@@ -14,7 +14,7 @@ from server import chat
 from server.api.billing import Bill, admit
 from server.api.http import JSON, EventStream, new_id, read_json, services, until_disconnected
 from server.errors import APIError, InvalidRequest, ModelNotFound
-from server.events import ChoiceEnd, Meter
+from server.events import ChoiceEnd, Delta, Meter
 from server.keys import KeyRecord
 from server.protocol import responses as wire
 from server.protocol.wire import sse_event
@@ -69,20 +69,17 @@ async def create_response(request: Request) -> Response:
     if req.instructions:
         turns.insert(0, ("system", req.instructions, None))
     turns += [(item.role, item.text, None) for item in items]
-    prepared = await chat.prepare(
-        svc.models,
-        req.model,
-        chat.to_messages(turns),
+    asked = chat.Ask(
+        messages=tuple(chat.message(role, text, name=name) for role, text, name in turns),
         max_tokens=req.max_output_tokens,
-        max_tokens_param="max_output_tokens",
-        messages_param="input",
-        json_schema_param="text.format",
         temperature=req.temperature,
         top_p=req.top_p,
         json_schema=_json_schema(req),
-        upstream=svc.upstream,
+        effort=req.reasoning.effort if req.reasoning is not None else None,
         stream=bool(req.stream),
+        params={"messages": "input", "max_tokens": "max_output_tokens", "format": "text.format"},
     )
+    prepared = await chat.prepare(svc.models, req.model, asked, upstream=svc.upstream)
     request_id: str = request.state.request_id
     response_id = "resp_" + request_id.removeprefix("req_")
     input_items = [wire.input_item(item.id or new_id("msg_"), item) for item in items]
@@ -200,6 +197,8 @@ class _Run:
                 if isinstance(event, ChoiceEnd):
                     finish = event.finish_reason
                     continue
+                if not isinstance(event, Delta):
+                    continue  # tool calls: the Responses API's function tools are not offered yet
                 if event.reasoning:
                     if not reasoning:
                         yield self.event(

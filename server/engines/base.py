@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from server.config import ModelConfig
 
@@ -21,12 +21,46 @@ FinishReason = Literal["stop", "length"]
 
 
 @dataclass(frozen=True)
+class ToolCall:
+    """A call of one of the client's functions, as a model made it (or as the client replays it)."""
+
+    id: str
+    name: str
+    arguments: str
+    """The arguments as JSON text, as the model wrote them."""
+
+
+@dataclass(frozen=True)
 class Message:
     """One text-only conversation turn, as the chat template sees it."""
 
     role: Literal["system", "user", "assistant", "tool"]
     content: str
     name: str | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
+    """For an assistant turn: the functions it called."""
+    tool_call_id: str | None = None
+    """For a tool turn: the call it answers."""
+
+
+@dataclass(frozen=True)
+class Template:
+    """What the chat template is given besides the messages."""
+
+    tools: tuple[dict[str, Any], ...] = ()
+    """The functions the model may call, as OpenAI's tool objects (``{"type": "function", "function": …}``)."""
+    thinking: bool | None = None
+    """``enable_thinking`` for templates with that switch (Qwen3); None leaves the template's default."""
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a chat model's template can render."""
+
+    tools: bool = False
+    """It renders the ``tools`` it is given (a template that ignores them cannot be asked to call any)."""
+    thinking_switch: bool = False
+    """It renders differently with ``enable_thinking`` off."""
 
 
 @dataclass(frozen=True)
@@ -36,13 +70,18 @@ class Sampling:
     max_tokens: int
     temperature: float = 1.0
     top_p: float = 1.0
+    top_k: int = 0
+    """Sample from the ``top_k`` likeliest tokens only (0: all)."""
+    min_p: float = 0.0
     stop: tuple[str, ...] = ()
     seed: int | None = None
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     logit_bias: dict[int, float] = field(default_factory=dict)
-    json_schema: dict[str, object] | None = None
-    """Constrain the output to this JSON schema (``{}`` means any JSON object)."""
+    grammar: str | None = None
+    """A GBNF grammar (root rule ``root``) the output must follow: a JSON schema's, tool calls'."""
+    logprobs: int | None = None
+    """Report each generated token's log probability and this many alternatives (None: none)."""
 
 
 @dataclass(frozen=True)
@@ -57,6 +96,16 @@ class Prompt:
 
 
 @dataclass(frozen=True)
+class TokenLogprob:
+    """One generated token, its log probability, and its likeliest alternatives at that position."""
+
+    token: str
+    bytes: tuple[int, ...]
+    logprob: float
+    top: tuple[tuple[str, tuple[int, ...], float], ...] = ()
+
+
+@dataclass(frozen=True)
 class Piece:
     """Generated text and the exact number of tokens it took; the last piece carries the finish reason."""
 
@@ -64,6 +113,8 @@ class Piece:
     tokens: int
     finish_reason: FinishReason | None = None
     cached_tokens: int = 0
+    logprobs: tuple[TokenLogprob, ...] = ()
+    """One entry per token the piece took, when the request asked for them."""
 
 
 ShouldStop = Callable[[], bool]
@@ -77,7 +128,10 @@ class ChatBackend(Protocol):
     @property
     def context_length(self) -> int: ...
 
-    def render(self, messages: Sequence[Message]) -> Prompt:
+    @property
+    def capabilities(self) -> Capabilities: ...
+
+    def render(self, messages: Sequence[Message], template: Template | None = None) -> Prompt:
         """Apply the model's chat template and tokenize; safe to call from any thread."""
         ...
 

@@ -16,6 +16,7 @@ From the child: ``("ready", info)`` or ``("load_error", reason)`` first; then ``
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import queue
 import threading
@@ -125,7 +126,17 @@ def serve(connection: Connection, config: dict[str, Any], engine: str) -> None:
         return
     stepped: BatchedChat = backend if hasattr(backend, "step") else GeneratorSteps(backend)  # type: ignore[assignment]
     slots = int(getattr(backend, "slots", model.parallel or 1))
-    send("ready", {"context_length": backend.context_length, "slots": slots, "pid": os.getpid(), **info})
+    capabilities = dataclasses.asdict(backend.capabilities)
+    send(
+        "ready",
+        {
+            "context_length": backend.context_length,
+            "slots": slots,
+            "capabilities": capabilities,
+            "pid": os.getpid(),
+            **info,
+        },
+    )
     inbox: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
     threading.Thread(
         target=_read, args=(connection, backend, send, inbox), name="engine-reader", daemon=True
@@ -196,7 +207,7 @@ def _read(
 def _answer(backend: ChatBackend, send: _Sender, kind: str, request_id: str, args: list[Any]) -> None:
     try:
         if kind == "render":
-            value: Any = backend.render(args[0])
+            value: Any = backend.render(args[0], args[1])
         elif kind == "check":
             backend.check_sampling(args[0])
             value = None

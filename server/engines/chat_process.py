@@ -13,7 +13,16 @@ from typing import Any
 
 from server.config import ModelConfig
 from server.engines import chat_child
-from server.engines.base import EngineFailureError, Message, Piece, Prompt, Sampling, ShouldStop
+from server.engines.base import (
+    Capabilities,
+    EngineFailureError,
+    Message,
+    Piece,
+    Prompt,
+    Sampling,
+    ShouldStop,
+    Template,
+)
 from server.engines.supervisor import Supervisor
 from server.errors import InvalidRequest
 
@@ -47,8 +56,12 @@ class ProcessChat:
             raise InvalidRequest(reply[2], param=reply[3], code=reply[4])
         raise EngineFailureError(str(reply[2]))
 
-    def render(self, messages: Sequence[Message]) -> Prompt:
-        return self._value(self.supervisor.call("render", list(messages)))  # type: ignore[no-any-return]
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(**self.supervisor.info.get("capabilities", {}))
+
+    def render(self, messages: Sequence[Message], template: Template | None = None) -> Prompt:
+        return self._value(self.supervisor.call("render", list(messages), template or Template()))  # type: ignore[no-any-return]
 
     def check_sampling(self, sampling: Sampling) -> None:
         self._value(self.supervisor.call("check", sampling))

@@ -4,13 +4,15 @@ The chat model answers with the words of the last user message (one token per wo
 ``reply``; its ``source`` tunes it: ``delay=0.01`` seconds per token, ``fail_at=5`` raises after five
 tokens, ``load_delay=2`` takes that long to load, ``think=1`` wraps a thought in ``<think>…</think>`` first, ``repeat=1`` repeats until the
 token limit, ``process=1`` runs it in an engine process of its own (as llama.cpp runs), where
-``crash_at=3`` kills that process with a segmentation fault after three tokens and ``abort_at=3`` aborts it.
+``crash_at=3`` kills that process with a segmentation fault after three tokens and ``abort_at=3`` aborts it;
+``call=lookup`` answers with a call of the function ``lookup`` in the markup tool-calling models write.
 The embedder hashes character trigrams, so similar texts get similar vectors.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 import signal
@@ -18,7 +20,17 @@ import time
 from collections.abc import Iterator, Sequence
 
 from server.config import ModelConfig
-from server.engines.base import Embeddings, EngineFailureError, Message, Piece, Prompt, Sampling, ShouldStop
+from server.engines.base import (
+    Capabilities,
+    Embeddings,
+    EngineFailureError,
+    Message,
+    Piece,
+    Prompt,
+    Sampling,
+    ShouldStop,
+    Template,
+)
 from server.engines.stops import StopScanner
 
 
@@ -41,6 +53,7 @@ class FakeChat:
         self.think = settings.get("think") == "1"
         self.repeat = settings.get("repeat") == "1"
         self.reply = settings.get("reply")
+        self.call = settings.get("call")
         self.crash_at = int(settings.get("crash_at", "-1"))
         self.abort_at = int(settings.get("abort_at", "-1"))
         time.sleep(float(settings.get("load_delay", "0")))  # a model that takes its time to load
@@ -52,16 +65,30 @@ class FakeChat:
     def context_length(self) -> int:
         return self.config.context_length
 
-    def render(self, messages: Sequence[Message]) -> Prompt:
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(tools=True, thinking_switch=True)
+
+    def render(self, messages: Sequence[Message], template: Template | None = None) -> Prompt:
         words: list[str] = []
+        for tool in (template or Template()).tools:
+            words += ["<tool>", str(tool["function"]["name"])]
         for message in messages:
             words += [f"<{message.role}>", *message.content.split()]
+            words += [f"<call:{call.name}>" for call in message.tool_calls]
         words.append("<assistant>")
         return Prompt(tokens=tuple(_token_id(w) for w in words), text=" ".join(words))
 
     def _words(self, prompt: Prompt) -> list[str]:
         last_user = prompt.text.rsplit("<user>", 1)[-1].replace("<assistant>", "").split()
         words = self.reply.split("_") if self.reply else [w for w in last_user if not w.startswith("<")]
+        if self.call:  # a tool call, in the markup tool-calling models write (one token a piece)
+            arguments = json.dumps({"words": len(words)})
+            words = [
+                "<tool_call>\n",
+                f'{{"name": "{self.call}", "arguments": {arguments}}}',
+                "\n</tool_call>",
+            ]
         words = words or ["…"]
         if self.think:
             words = ["<think>", "Let", "me", "think.", "</think>", *words]

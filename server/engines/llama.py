@@ -8,6 +8,7 @@ reused by the next request that starts the same way (reported as cached tokens).
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 from server.config import ModelConfig
 from server.engines import llama_backends
 from server.engines.base import (
+    Capabilities,
     EngineFailureError,
     Event,
     LoadError,
@@ -24,8 +26,8 @@ from server.engines.base import (
     Prompt,
     Sampling,
     ShouldStop,
+    Template,
 )
-from server.engines.grammar import JSON_OBJECT_GRAMMAR, SchemaError, json_schema_grammar
 from server.engines.llama_slots import Scheduler
 from server.errors import InvalidRequest
 from server.gpu import default_slots, estimate, probe
@@ -83,18 +85,20 @@ class LlamaChat:
                 _explain_load_failure(RuntimeError("llama.cpp could not allocate the context"), config)
             )
         self._vocab = lib.llama_model_get_vocab(self._model)
-        template = lib.llama_model_chat_template(self._model, None)
-        if not template:
-            self.close()
-            raise LoadError(f"{path.name} has no chat template in its metadata")
+        template = self._template_text(path)
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter  # noqa: PLC0415
 
-        self._formatter = Jinja2ChatFormatter(
-            template=template.decode("utf-8"),
-            eos_token=self._token_text(lib.llama_vocab_eos(self._vocab)),
-            bos_token=self._token_text(lib.llama_vocab_bos(self._vocab)),
-            add_generation_prompt=True,
-        )
+        try:
+            self._formatter = Jinja2ChatFormatter(
+                template=template,
+                eos_token=self._token_text(lib.llama_vocab_eos(self._vocab)),
+                bos_token=self._token_text(lib.llama_vocab_bos(self._vocab)),
+                add_generation_prompt=True,
+            )
+        except Exception as exc:  # a template Jinja cannot parse: the operator's to fix
+            self.close()
+            raise LoadError(f"the chat template of {config.name} does not parse: {exc}") from exc
+        self._capabilities = self._probe_template()
         self._add_bos = bool(lib.llama_vocab_get_add_bos(self._vocab))
         self._scheduler: Scheduler | None = Scheduler(
             lib, self._ctx, self._vocab, self.slots, N_BATCH, config.context_length
@@ -120,39 +124,69 @@ class LlamaChat:
                 return list(tokens[:count])
             size = -count
 
-    def render(self, messages: Sequence[Message]) -> Prompt:
-        turns: list[Any] = [
-            {"role": m.role, "content": m.content, **({"name": m.name} if m.name else {})} for m in messages
-        ]
-        rendered = self._formatter(messages=turns)
-        tokens = self.tokenize(rendered.prompt, add_bos=self._add_bos and not rendered.added_special)
-        return Prompt(tokens=tuple(tokens), text=rendered.prompt)
+    def _template_text(self, path: Path) -> str:
+        """The chat template: the model table's file, else the GGUF's own."""
+        if self.config.chat_template:
+            try:
+                return Path(self.config.chat_template).read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                self.close()
+                raise LoadError(f"cannot read the chat template {self.config.chat_template}: {exc}") from exc
+        template = self._lib.llama_model_chat_template(self._model, None)
+        if not template:
+            self.close()
+            raise LoadError(f"{path.name} has no chat template in its metadata")
+        return str(template.decode("utf-8"))
+
+    def _probe_template(self) -> Capabilities:
+        """What the template renders: tools it is given, and a switch for thinking."""
+        probe = [Message(role="user", content="hello")]
+        tool = {"type": "function", "function": {"name": "probe_tool_7f3a", "parameters": {"type": "object"}}}
+        try:
+            tools = "probe_tool_7f3a" in self._text(probe, Template(tools=(tool,)))
+            switch = self._text(probe, Template(thinking=False)) != self._text(probe, Template(thinking=True))
+        except Exception:  # a template that fails on these features has neither
+            return Capabilities()
+        return Capabilities(tools=tools, thinking_switch=switch)
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self._capabilities
+
+    def _text(self, messages: Sequence[Message], template: Template) -> str:
+        extra: dict[str, Any] = {}
+        if template.thinking is not None:
+            extra["enable_thinking"] = template.thinking
+        turns: Any = [_turn(m) for m in messages]
+        tools: Any = list(template.tools) or None
+        rendered = self._formatter(messages=turns, tools=tools, **extra)
+        self._added_special = rendered.added_special
+        return str(rendered.prompt)
+
+    def render(self, messages: Sequence[Message], template: Template | None = None) -> Prompt:
+        try:
+            text = self._text(messages, template or Template())
+        except Exception as exc:  # the template raised (raise_exception) or failed on these messages
+            raise InvalidRequest(
+                f"The model's chat template cannot render these messages: {exc}", param="messages"
+            ) from exc
+        tokens = self.tokenize(text, add_bos=self._add_bos and not self._added_special)
+        return Prompt(tokens=tuple(tokens), text=text)
 
     def check_sampling(self, sampling: Sampling) -> None:
         """Refuse (InvalidRequest) what ``generate`` could not run: a JSON schema it cannot turn into a grammar."""
         self._grammar(sampling)
 
     def _grammar(self, sampling: Sampling) -> str | None:
-        """The GBNF grammar (root rule ``root``) that constrains the output, if any."""
-        if sampling.json_schema is None:
+        """The GBNF grammar (root rule ``root``) that constrains the output, if any, once llama.cpp has
+        accepted it: a grammar it refuses (too many repetitions) would crash the engine in the sampler."""
+        if sampling.grammar is None:
             return None
-        try:
-            text = json_schema_grammar(sampling.json_schema) if sampling.json_schema else JSON_OBJECT_GRAMMAR
-        except SchemaError as exc:
-            raise InvalidRequest(
-                f"The JSON schema in response_format cannot be used: {str(exc)[:300]}",
-                param="response_format",
-            ) from exc
-        # llama-cpp-python adds the grammar sampler without checking that llama.cpp could parse the grammar,
-        # and a grammar it refuses (too many repetitions) crashes the process: try it on its own first.
-        trial = self._lib.llama_sampler_init_grammar(self._vocab, text.encode("utf-8"), b"root")
+        trial = self._lib.llama_sampler_init_grammar(self._vocab, sampling.grammar.encode("utf-8"), b"root")
         if not trial:
-            raise InvalidRequest(
-                "The JSON schema in response_format is too complex for this model's grammar engine.",
-                param="response_format",
-            )
+            raise InvalidRequest("The output's constraints are too complex for this model's grammar engine.")
         self._lib.llama_sampler_free(trial)
-        return text
+        return sampling.grammar
 
     def _grammar_rules(self, sampling: Sampling) -> tuple[str, str] | None:
         grammar = self._grammar(sampling)
@@ -205,6 +239,34 @@ class LlamaChat:
 
 N_BATCH = 512
 """Tokens per decode step: every generating request's next token, then prompt tokens up to this many."""
+
+
+def _turn(message: Message) -> dict[str, Any]:
+    """A message as chat templates expect it (OpenAI's shape, arguments parsed where they are JSON)."""
+    turn: dict[str, Any] = {"role": message.role, "content": message.content}
+    if message.name:
+        turn["name"] = message.name
+    if message.tool_calls:
+        turn["tool_calls"] = [
+            {
+                "id": call.id,
+                "type": "function",
+                "function": {"name": call.name, "arguments": _arguments(call.arguments)},
+            }
+            for call in message.tool_calls
+        ]
+    if message.tool_call_id:
+        turn["tool_call_id"] = message.tool_call_id
+    return turn
+
+
+def _arguments(text: str) -> Any:
+    """Templates render arguments given as an object with ``tojson``; as text they go in as written."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text
+    return value if isinstance(value, dict) else text
 
 
 def _explain_load_failure(exc: BaseException, config: ModelConfig) -> str:

@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import codecs
 import ctypes
+import math
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from server.engines.base import EngineFailureError, Event, FinishReason, Piece, Prompt, Sampling
+import numpy as np
+
+from server.engines.base import EngineFailureError, Event, FinishReason, Piece, Prompt, Sampling, TokenLogprob
 from server.engines.stops import StopScanner
 
 PENALTY_WINDOW = 64
@@ -57,6 +60,8 @@ class _Slot:
     cancelled: bool = False
     logits_index: int = -1
     admitted_at: float = 0.0
+    logprobs: list[TokenLogprob] = field(default_factory=list)
+    """Log probabilities of the tokens generated since the last piece (when the request asked)."""
 
 
 class Scheduler:
@@ -173,8 +178,13 @@ class Scheduler:
         if sampling.temperature <= 0:
             lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_greedy())
         else:
+            # In llama.cpp's own order: top-k, top-p, min-p, then the temperature.
+            if sampling.top_k > 0:
+                lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_top_k(sampling.top_k))
             if sampling.top_p < 1.0:
                 lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_top_p(sampling.top_p, 1))
+            if sampling.min_p > 0.0:
+                lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_min_p(sampling.min_p, 1))
             lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_temp(sampling.temperature))
             seed = lib.LLAMA_DEFAULT_SEED if sampling.seed is None else sampling.seed % lib.LLAMA_DEFAULT_SEED
             lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_dist(seed))
@@ -236,6 +246,8 @@ class Scheduler:
         assert request is not None and slot.scanner is not None
         token = self._lib.llama_sampler_sample(slot.sampler, self._ctx, slot.logits_index)
         slot.used_at = self._tick()
+        if request.sampling.logprobs is not None:
+            slot.logprobs.append(self._logprob(slot.logits_index, token, request.sampling.logprobs))
         if self._lib.llama_vocab_is_eog(self._vocab, token):
             return [self._end(slot, "stop")]
         slot.tokens.append(token)  # evaluated at the next step (its KV entry is written then)
@@ -255,9 +267,34 @@ class Scheduler:
         return events
 
     def _piece(self, slot: _Slot, text: str, finish: FinishReason | None = None) -> Piece:
-        piece = Piece(text, slot.unsent, finish_reason=finish, cached_tokens=slot.cached if slot.first else 0)
+        piece = Piece(
+            text,
+            slot.unsent,
+            finish_reason=finish,
+            cached_tokens=slot.cached if slot.first else 0,
+            logprobs=tuple(slot.logprobs),
+        )
         slot.unsent, slot.first = 0, False
+        slot.logprobs.clear()
         return piece
+
+    def _logprob(self, index: int, token: int, alternatives: int) -> TokenLogprob:
+        """The model's log probability of ``token`` at batch position ``index`` (before any sampler changed
+        the distribution, as OpenAI reports them), and the likeliest ``alternatives``."""
+        row = np.ctypeslib.as_array(self._lib.llama_get_logits_ith(self._ctx, index), shape=(self._n_vocab,))
+        peak = float(row.max())
+        total = peak + math.log(float(np.exp(row - peak).sum()))
+
+        def entry(tok: int) -> tuple[str, tuple[int, ...], float]:
+            raw = self._token_bytes(tok)
+            return raw.decode("utf-8", errors="replace"), tuple(raw), float(row[tok]) - total
+
+        top: tuple[tuple[str, tuple[int, ...], float], ...] = ()
+        if alternatives:
+            best = np.argpartition(-row, alternatives)[:alternatives]
+            top = tuple(entry(int(t)) for t in best[np.argsort(-row[best])])
+        text, raw, logprob = entry(token)
+        return TokenLogprob(text, raw, logprob, top)
 
     def _end(self, slot: _Slot, finish: FinishReason) -> Event:
         """The request's last piece (what was held back, and the tokens not yet counted); the slot is free."""

@@ -55,6 +55,26 @@ def content_text(content: str | list[dict[str, Any]] | None) -> str:
     return "\n".join(p.get("text") or p.get("refusal") or "" for p in content)
 
 
+FunctionName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+MAX_TOOLS = 128
+MAX_ARGUMENTS = 1_048_576
+
+
+class CalledFunction(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+    name: Annotated[str, Field(min_length=1, max_length=256)]
+    arguments: Annotated[str, Field(max_length=MAX_ARGUMENTS)]
+
+
+class ToolCallItem(BaseModel):
+    """A tool call the assistant made, as a client replays it in the history."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+    id: Annotated[str, Field(min_length=1, max_length=256)]
+    type: Literal["function"] = "function"
+    function: CalledFunction
+
+
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="allow", strict=True)
 
@@ -62,7 +82,7 @@ class ChatMessage(BaseModel):
     content: Any = Field(default=None, validate_default=True)
     name: Annotated[str, Field(max_length=256)] | None = None
     tool_call_id: Annotated[str, Field(max_length=256)] | None = None
-    tool_calls: Annotated[list[dict[str, Any]], Field(max_length=128)] | None = None
+    tool_calls: Annotated[list[ToolCallItem], Field(max_length=MAX_TOOLS)] | None = None
     refusal: str | None = None
 
     @field_validator("content")
@@ -138,6 +158,38 @@ class JsonSchemaFormat(BaseModel):
         return None if value is None else check_json_schema(value)
 
 
+class FunctionSpec(BaseModel):
+    model_config = Strict
+    name: FunctionName
+    description: Annotated[str, Field(max_length=16384)] | None = None
+    parameters: dict[str, Any] | None = None
+    strict: StrictBool | None = None
+
+    @field_validator("parameters")
+    @classmethod
+    def _bounded(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        return None if value is None else check_json_schema(value)
+
+
+class ToolSpec(BaseModel):
+    """A function the model may call (the only kind of tool this server runs: text only)."""
+
+    model_config = Strict
+    type: Literal["function"]
+    function: FunctionSpec
+
+
+class NamedFunction(BaseModel):
+    model_config = Strict
+    name: FunctionName
+
+
+class NamedToolChoice(BaseModel):
+    model_config = Strict
+    type: Literal["function"]
+    function: NamedFunction
+
+
 class ResponseFormat(BaseModel):
     model_config = Strict
     type: Literal["text", "json_object", "json_schema"]
@@ -183,8 +235,8 @@ class ChatCompletionRequest(BaseModel):
     stream_options: StreamOptions | None = None
     temperature: Temperature | None = None
     top_p: Annotated[float, Field(ge=0, le=1)] | None = None
-    tools: Annotated[list[dict[str, Any]], Field(max_length=128)] | None = None
-    tool_choice: str | dict[str, Any] | None = None
+    tools: Annotated[list[ToolSpec], Field(max_length=MAX_TOOLS)] | None = None
+    tool_choice: Literal["auto", "none", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: StrictBool | None = None
     user: Annotated[str, Field(max_length=512)] | None = None
     safety_identifier: Annotated[str, Field(max_length=512)] | None = None
@@ -227,11 +279,37 @@ def usage(
     }
 
 
-def assistant_message(content: str, reasoning: str | None) -> dict[str, Any]:
-    message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": None, "annotations": []}
+def assistant_message(
+    content: str, reasoning: str | None, tool_calls: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "content": content if content or not tool_calls else None,
+        "refusal": None,
+        "annotations": [],
+    }
+    if tool_calls:
+        message["tool_calls"] = tool_calls
     if reasoning is not None:
         message["reasoning_content"] = reasoning
     return message
+
+
+def tool_call(call_id: str, name: str, arguments: str) -> dict[str, Any]:
+    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+
+
+def tool_call_delta(index: int, call_id: str, name: str, arguments: str) -> dict[str, Any]:
+    """A whole call in one stream chunk (the SDKs assemble chunks by ``index``)."""
+    return {"index": index, **tool_call(call_id, name, arguments)}
+
+
+def token_logprob(token: str, raw: tuple[int, ...], logprob: float) -> dict[str, Any]:
+    return {"token": token, "logprob": logprob, "bytes": list(raw)}
+
+
+def logprobs(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"content": entries, "refusal": None}
 
 
 def completion(
@@ -248,8 +326,10 @@ def completion(
     }
 
 
-def choice(index: int, message: dict[str, Any], finish_reason: str) -> dict[str, Any]:
-    return {"index": index, "message": message, "logprobs": None, "finish_reason": finish_reason}
+def choice(
+    index: int, message: dict[str, Any], finish_reason: str, logprobs_: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    return {"index": index, "message": message, "logprobs": logprobs_, "finish_reason": finish_reason}
 
 
 def chunk(
@@ -272,5 +352,10 @@ def chunk(
     return value
 
 
-def chunk_choice(index: int, delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
-    return {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+def chunk_choice(
+    index: int,
+    delta: dict[str, Any],
+    finish_reason: str | None = None,
+    logprobs_: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    return {"index": index, "delta": delta, "logprobs": logprobs_, "finish_reason": finish_reason}

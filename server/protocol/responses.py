@@ -56,6 +56,12 @@ class TextConfig(BaseModel):
     verbosity: Literal["low", "medium", "high"] | None = None
 
 
+class ReasoningConfig(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+    effort: Literal["none", "minimal", "low", "medium", "high", "xhigh"] | None = None
+    summary: Literal["auto", "concise", "detailed"] | None = None
+
+
 class ResponseRequest(BaseModel):
     model_config = Strict
 
@@ -81,7 +87,7 @@ class ResponseRequest(BaseModel):
     tool_choice: Literal["none", "auto"] | None = None
     parallel_tool_calls: StrictBool | None = None
     truncation: Literal["auto", "disabled"] | None = None
-    reasoning: dict[str, Any] | None = None
+    reasoning: ReasoningConfig | None = None
     include: Annotated[list[str], Field(max_length=16)] | None = None
     background: Literal[False] | None = None
     service_tier: Annotated[str, Field(max_length=32)] | None = None

@@ -117,6 +117,9 @@ def test_unknown_routes_and_methods(api: httpx.Client) -> None:
 SCHEMA_PARAM = "response_format.json_schema.schema"
 
 
+TOOL = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+
+
 def schema_format(schema: dict[str, Any]) -> dict[str, Any]:
     return {"type": "json_schema", "json_schema": {"name": "answer", "schema": schema}}
 
@@ -166,8 +169,13 @@ CHAT_CASES: list[tuple[dict[str, Any], str | None, str | None]] = [
     ({"response_format": schema_format(nested(40))}, SCHEMA_PARAM, "nested"),
     ({"logit_bias": {"dog": 1}}, "logit_bias", "token"),
     ({"logit_bias": {"5": 101}}, "logit_bias.5", None),
-    ({"logprobs": True}, "logprobs", "not supported"),
-    ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools", "not supported"),
+    ({"top_logprobs": 3}, "top_logprobs", "requires logprobs"),
+    ({"logprobs": True, "top_logprobs": 21}, "top_logprobs", None),
+    ({"tool_choice": "required"}, "tool_choice", "needs tools"),
+    ({"tools": [TOOL], "tool_choice": {"type": "function", "function": {"name": "g"}}}, "tool_choice", "'g'"),
+    ({"tools": [{"type": "function", "function": {"name": "bad name"}}]}, "tools[0].function.name", None),
+    ({"tools": [{"type": "custom", "custom": {"name": "f"}}]}, "tools[0].type", None),
+    ({"functions": [{"name": "f"}]}, "functions", "tools"),
     ({"modalities": ["text", "audio"]}, "modalities", "text-only"),
     ({"user": 42}, "user", "string"),
     ({"user": "u" * 513}, "user", None),

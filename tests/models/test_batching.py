@@ -15,6 +15,7 @@ import pytest
 from server.config import ModelConfig, default_models
 from server.engines.base import EngineFailureError, Message, Piece, Prompt, Sampling
 from server.engines.llama import N_BATCH, LlamaChat
+from server.tool_calls import output_grammar
 from tests.conftest import Live
 
 pytestmark = pytest.mark.slow
@@ -87,7 +88,8 @@ def test_each_request_keeps_its_own_grammar_and_stop_sequences(engine: LlamaChat
         "required": ["name", "age"],
         "additionalProperties": False,
     }
-    constrained = Sampling(max_tokens=60, temperature=0.0, json_schema=schema)
+    grammar = output_grammar(schema=schema, tools=(), require_call=False, parallel=False, thinking=False)
+    constrained = Sampling(max_tokens=60, temperature=0.0, grammar=grammar)
     question = ask(engine, "Tell me about your favourite colour.")
     plain = text(list(engine.generate(question, GREEDY, lambda: False)))
     word = plain.split()[3]  # stop where the answer would say its fourth word
