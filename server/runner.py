@@ -119,6 +119,7 @@ class ServerThread:
             create_app(services=self.services),
             header_timeout_s=settings.header_timeout_s,
             max_connections=settings.max_connections,
+            max_connections_per_address=settings.max_connections_per_address,
             log_config=None,
             access_log=False,
             server_header=False,
