@@ -263,9 +263,13 @@ class Limiter:
 
 
 class AuthThrottle:
-    """Slows down guessing: an address with too many failed authentications waits before trying again.
+    """Slows down guessing: once an address has failed to authenticate too often, its failures are answered
+    429 with ``Retry-After`` rather than 401, until they age out of the window.
 
-    Counted per address, so a flood from one machine never locks out valid keys used from others.
+    Only failures are throttled: a valid key is never refused, whichever address it comes from and however
+    many bad keys that address sent (every process of the machine shares 127.0.0.1, and one forgotten
+    script with a revoked key must not lock the others out). Counted per address, so a flood from one
+    machine changes nothing for the others.
     """
 
     def __init__(self, max_failures: int = 20, window_s: float = 60.0, max_addresses: int = 10_000) -> None:
@@ -275,25 +279,8 @@ class AuthThrottle:
         self._failures: dict[str, deque[float]] = {}
         self._lock = threading.Lock()
 
-    def check(self, address: str) -> None:
-        """Raise ``RateLimited`` if this address is throttled."""
-        now = time.monotonic()
-        with self._lock:
-            failures = self._failures.get(address)
-            if failures is None:
-                return
-            while failures and failures[0] <= now - self.window_s:
-                failures.popleft()
-            if not failures:
-                del self._failures[address]
-                return
-            if len(failures) >= self.max_failures:
-                raise RateLimited(
-                    "Too many failed authentication attempts from your address; try again later.",
-                    retry_after=failures[0] + self.window_s - now,
-                )
-
     def failed(self, address: str) -> None:
+        """Count a failed authentication; raise ``RateLimited`` if the address has failed too often."""
         now = time.monotonic()
         with self._lock:
             if address not in self._failures and len(self._failures) >= self.max_addresses:
@@ -301,6 +288,14 @@ class AuthThrottle:
                 oldest = min(self._failures, key=lambda a: self._failures[a][-1] if self._failures[a] else 0)
                 del self._failures[oldest]
             failures = self._failures.setdefault(address, deque())
+            while failures and failures[0] <= now - self.window_s:
+                failures.popleft()
+            throttled = len(failures) >= self.max_failures
             failures.append(now)
             while len(failures) > self.max_failures:
                 failures.popleft()
+            if throttled:
+                raise RateLimited(
+                    "Too many failed authentication attempts from your address; try again later.",
+                    retry_after=failures[0] + self.window_s - now,
+                )

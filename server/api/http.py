@@ -120,13 +120,11 @@ async def exception_response(request: Request, exc: Exception) -> Response:
 async def require_key(request: Request) -> KeyRecord:
     """The key behind ``Authorization: Bearer …``; every protected route depends on this."""
     svc = services(request)
-    client = request.scope.get("client")
-    address = client[0] if client else "unknown"
-    svc.auth_throttle.check(address)
     try:
         return _authenticate(request, svc)
     except Unauthenticated:
-        svc.auth_throttle.failed(address)
+        client = request.scope.get("client")
+        svc.auth_throttle.failed(client[0] if client else "unknown")  # raises once it has failed too often
         raise
 
 
