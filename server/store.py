@@ -16,6 +16,8 @@ from typing import Any
 
 import peewee as pw
 
+from server.redaction import redact_keys
+
 log = logging.getLogger(__name__)
 
 
@@ -31,7 +33,7 @@ def _unchanged(value: None) -> None:
 sqlite3.register_adapter(bool, int)
 sqlite3.register_adapter(type(None), _unchanged)
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 PRAGMAS: dict[str, object] = {
     "journal_mode": "wal",
@@ -205,7 +207,24 @@ _V3 = (
     'DROP INDEX "usage_record_key_id"',
 )
 
-MIGRATIONS: dict[int, tuple[str, ...]] = {1: _V1, 2: _V2, 3: _V3}
+_LEAKED = "{column} LIKE '%aisp-%' AND redact_keys({column}) != {column}"
+
+_V4 = (
+    # A rejected request's row used to keep whatever its body had in "model", a key too: such rows (and
+    # their roll-ups) now name no model, and keys pasted into stored conversations are redacted.
+    "INSERT INTO usage_hourly (hour, key_id, model, endpoint, requests, input_tokens, output_tokens, cost) "
+    "SELECT hour, key_id, '', endpoint, SUM(requests), SUM(input_tokens), SUM(output_tokens), SUM(cost) "
+    f"FROM usage_hourly WHERE {_LEAKED.format(column='model')} GROUP BY hour, key_id, endpoint "
+    "ON CONFLICT (hour, key_id, model, endpoint) DO UPDATE SET "
+    "requests = requests + excluded.requests, input_tokens = input_tokens + excluded.input_tokens, "
+    "output_tokens = output_tokens + excluded.output_tokens, cost = cost + excluded.cost",
+    f"DELETE FROM usage_hourly WHERE {_LEAKED.format(column='model')}",
+    f"UPDATE usage_record SET model = '' WHERE {_LEAKED.format(column='model')}",
+    "UPDATE stored_response SET input_items = redact_keys(input_items), body = redact_keys(body) "
+    "WHERE input_items LIKE '%aisp-%' OR body LIKE '%aisp-%'",
+)
+
+MIGRATIONS: dict[int, tuple[str, ...]] = {1: _V1, 2: _V2, 3: _V3, 4: _V4}
 """Schema version → the statements that bring the previous version to it. Written out, never derived
 from the models, so that a step means the same thing forever."""
 
@@ -220,6 +239,7 @@ class Store:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.db = pw.SqliteDatabase(str(path), pragmas=PRAGMAS, check_same_thread=False, timeout=10)
+        self.db.register_function(redact_keys, "redact_keys", 1)  # for migrations (see _V4)
         self.tables = _define(self.db)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -238,6 +258,8 @@ class Store:
                     f"the database {self.path} has schema version {current}, newer than this "
                     f"program's {SCHEMA_VERSION}: upgrade the program"
                 )
+            # What a step removes (a key a client sent, see _V4) is overwritten, not left in free space.
+            self.db.execute_sql("PRAGMA secure_delete = ON")
             for version in range(current + 1, SCHEMA_VERSION + 1):
                 with self.db.atomic():
                     for statement in MIGRATIONS[version]:

@@ -43,6 +43,7 @@ from typing import Any, Literal
 
 from server.config import ModelConfig
 from server.errors import StorageFailure
+from server.redaction import redact_keys
 from server.store import PRAGMAS, Store, disk_error
 
 log = logging.getLogger(__name__)
@@ -507,6 +508,7 @@ def ledger_rows(
     cursor = store.db.execute_sql(sql, (since or 0.0, until if until is not None else 1e18))
     for row in cursor:
         record = dict(zip(LEDGER_COLUMNS, row, strict=True))
+        record["model"] = redact_keys(record["model"])  # however old the row, no key leaves in an export
         for flag in ("stream", "client_disconnected", "exact"):
             record[flag] = bool(record[flag])
         yield record

@@ -124,9 +124,17 @@ def record_rejection(request: Request, status: int) -> None:
         UsageEntry(
             request_id=request.state.request_id,
             key_id=key.id,
-            model=str(getattr(request.state, "model", "") or "")[:128],
+            model=configured_model(services, getattr(request.state, "model", None)),
             endpoint=endpoint,
             status="rejected",
             http_status=status,
         )
     )
+
+
+def configured_model(services: Services, name: object) -> str:
+    """``name`` if it names a model of the table, else "": what a client put in ``model`` is stored only
+    once it is known to be a model's name (a rejected body's ``model`` can hold anything, a key too)."""
+    if not isinstance(name, str) or not name:
+        return ""
+    return name if any(config.name == name for config in services.models.configs()) else ""
