@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from server.config import Settings, load_settings, storable_models, stored_values
+from server.datadir import protect
 from server.engines.manager import Factory, ModelManager
 from server.engines.upstream import UpstreamClient
 from server.keys import KeyService, load_or_create_secret
@@ -52,8 +53,9 @@ class Services:
 
     @classmethod
     def open(cls, settings: Settings, *, engines: Mapping[str, Factory] | None = None) -> Services:
-        """Open the data directory (creating it), migrate the store, and start loading the models."""
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        """Open the data directory (creating it, private to its user), migrate the store, and start loading
+        the models."""
+        protect(settings.data_dir)  # the user's alone, whatever an older version left
         store = Store(settings.database_path)
         secret = load_or_create_secret(settings.secret_path)
         models = ModelManager(settings.models, max_queue=settings.max_queue, engines=engines)

@@ -16,6 +16,7 @@ from typing import Any
 
 import peewee as pw
 
+from server.datadir import create_private
 from server.redaction import redact_keys
 
 log = logging.getLogger(__name__)
@@ -242,7 +243,7 @@ class Store:
         self.db.register_function(redact_keys, "redact_keys", 1)  # for migrations (see _V4)
         self.tables = _define(self.db)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            create_private(path)  # before SQLite creates it world-readable (its log and index files follow)
             self.migrate()
         except (OSError, pw.OperationalError) as exc:
             raise StoreUnavailable(
