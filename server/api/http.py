@@ -14,7 +14,6 @@ from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
-from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
@@ -198,7 +197,11 @@ async def _read_body(receive: Receive, limit: int) -> bytes:
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            raise ClientDisconnect()
+            # The client left, or the connection refused what it sent (a malformed chunk): a bad request
+            # like any other, with its ledger row, rather than an unexpected error.
+            raise InvalidRequest(
+                "The request body ended before it was complete, or was malformed.", code="invalid_body"
+            )
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
