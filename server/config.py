@@ -186,6 +186,9 @@ class Settings(BaseModel):
     max_connections_per_address: Annotated[int, Field(ge=1, le=100_000)] = 128
     """Open HTTP connections from one client address at most (``AISP_MAX_CONNECTIONS_PER_ADDRESS``): at
     the cap that address's oldest idle connection makes room, or the new one is answered 503."""
+    model_wait_s: Annotated[float, Field(ge=0, le=3600)] = 60.0
+    """Seconds a request for a model that is still loading waits for it (``AISP_MODEL_WAIT_S``) before it
+    is answered 503 with ``Retry-After``; 0 answers at once."""
     upstream_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 120.0
     """Seconds an upstream engine may stay silent before its request fails (``AISP_UPSTREAM_TIMEOUT_S``)."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -247,6 +250,7 @@ ENVIRONMENT: dict[str, str] = {
     "AISP_BODY_TIMEOUT_S": "body_timeout_s",
     "AISP_MAX_CONNECTIONS": "max_connections",
     "AISP_MAX_CONNECTIONS_PER_ADDRESS": "max_connections_per_address",
+    "AISP_MODEL_WAIT_S": "model_wait_s",
     "AISP_UPSTREAM_TIMEOUT_S": "upstream_timeout_s",
     "AISP_LOG_LEVEL": "log_level",
     "AISP_LOAD_MODELS": "load_models",

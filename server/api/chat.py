@@ -13,6 +13,7 @@ from starlette.responses import Response
 from server import chat
 from server.api.billing import Bill, admit
 from server.api.http import JSON, EventStream, read_json, services, until_disconnected
+from server.api.models import model_loaded
 from server.errors import APIError, InvalidRequest, ModelNotFound
 from server.events import Delta, Meter
 from server.keys import KeyRecord
@@ -65,6 +66,7 @@ async def prepare_chat(request: Request, req: wire.ChatCompletionRequest, key: K
     _refuse_unsupported(req)
     if not key.may_use(req.model):
         raise ModelNotFound(req.model)
+    await model_loaded(request, req.model)
     stop = (req.stop,) if isinstance(req.stop, str) else tuple(req.stop or ())
     max_tokens, max_param = _max_tokens(req)
     return await chat.prepare(

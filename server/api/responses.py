@@ -13,6 +13,7 @@ from starlette.responses import Response
 from server import chat
 from server.api.billing import Bill, admit
 from server.api.http import JSON, EventStream, new_id, read_json, services, until_disconnected
+from server.api.models import model_loaded
 from server.errors import APIError, InvalidRequest, ModelNotFound
 from server.events import ChoiceEnd, Meter
 from server.keys import KeyRecord
@@ -62,6 +63,7 @@ async def create_response(request: Request) -> Response:
     req = await read_json(request, wire.ResponseRequest)
     if not key.may_use(req.model):
         raise ModelNotFound(req.model)
+    await model_loaded(request, req.model)
     if req.stream_options is not None and not req.stream:
         raise InvalidRequest("stream_options is only allowed when stream is true.", param="stream_options")
     items = req.items()
