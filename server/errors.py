@@ -165,3 +165,12 @@ class StorageFailure(APIError):
     type = "server_error"
     code = "storage_unavailable"
     retry_after_s = 10
+
+
+class ServerStopping(APIError):
+    """503: the server stopped while the request ran; what was generated until then is billed."""
+
+    status = 503
+    type = "server_error"
+    code = "server_stopped"
+    retry_after_s = 5

@@ -16,6 +16,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
 from server.config import ModelConfig
 from server.errors import QuotaExceeded, RateLimited
@@ -53,8 +54,9 @@ def period_end(period: BudgetPeriod, at: float) -> float | None:
 
 
 _RESERVE = (
-    'INSERT INTO "budget_reservation" ("key_id", "unit", "amount", "boot", "created_at") '
-    "SELECT ?1, ?2, ?3, ?4, ?5 WHERE "
+    'INSERT INTO "budget_reservation" ("key_id", "unit", "amount", "boot", "created_at", "request_id", '
+    '"model", "endpoint", "stream") '
+    "SELECT ?1, ?2, ?3, ?4, ?5, ?8, ?9, ?10, ?11 WHERE "
     '(SELECT COALESCE(SUM(CASE ?2 WHEN \'tokens\' THEN "tokens" ELSE "cost" END), 0) FROM "key_spend_daily" '
     'WHERE "key_id" = ?1 AND "day" >= ?6) '
     '+ (SELECT COALESCE(SUM("amount"), 0) FROM "budget_reservation" WHERE "key_id" = ?1 AND "unit" = ?2) '
@@ -113,14 +115,26 @@ class Limiter:
         self._keys: dict[str, _KeyWindow] = {}
 
     def release_orphans(self) -> int:
-        """Release reservations held by processes that are gone (called once at start-up)."""
+        """Release reservations held by processes that are gone (called once at start-up, once what they
+        had used is billed: see ``inflight.recover``)."""
         cursor = self._store.db.execute_sql(
             'DELETE FROM "budget_reservation" WHERE "boot" != ?', (self.boot,)
         )
         return int(cursor.rowcount)
 
-    def admit(self, key: KeyRecord, model: ModelConfig, input_tokens: int, max_output: int) -> Admission:
-        """Let the request in, or raise ``RateLimited`` / ``QuotaExceeded``."""
+    def admit(
+        self,
+        key: KeyRecord,
+        model: ModelConfig,
+        input_tokens: int,
+        max_output: int,
+        *,
+        request_id: str | None = None,
+        endpoint: str = "",
+        stream: bool = False,
+    ) -> Admission:
+        """Let the request in, or raise ``RateLimited`` / ``QuotaExceeded``. A budget's reservation names the
+        request (``request_id``, ``endpoint``, ``stream``): if the process dies, the next start bills it."""
         limits = key.limits
         estimate = input_tokens + max_output
         now = time.monotonic()
@@ -128,7 +142,13 @@ class Limiter:
             window = self._keys.setdefault(key.id, _KeyWindow())
             self._prune(window, now)
             self._check_rates(limits, window, estimate, now)
-            reservation = self._reserve(key, model, input_tokens, max_output) if limits.has_budget else None
+            reservation = (
+                self._reserve(
+                    key, model, input_tokens, max_output, (request_id, model.name, endpoint, stream)
+                )
+                if limits.has_budget
+                else None
+            )
             stamp = [now, float(estimate)]
             window.events.append(stamp)
             window.tokens += estimate
@@ -169,7 +189,9 @@ class Limiter:
                     retry_after=wait,
                 )
 
-    def _reserve(self, key: KeyRecord, model: ModelConfig, input_tokens: int, max_output: int) -> int:
+    def _reserve(
+        self, key: KeyRecord, model: ModelConfig, input_tokens: int, max_output: int, request: tuple[Any, ...]
+    ) -> int:
         limits = key.limits
         assert limits.budget_unit and limits.budget_period and limits.budget_amount is not None
         if limits.budget_unit == "tokens":
@@ -180,7 +202,7 @@ class Limiter:
         start = period_start(limits.budget_period, wall)
         cursor = self._store.db.execute_sql(
             _RESERVE,
-            (key.id, limits.budget_unit, amount, self.boot, wall, int(start), limits.budget_amount),
+            (key.id, limits.budget_unit, amount, self.boot, wall, int(start), limits.budget_amount, *request),
         )
         if cursor.rowcount != 1:
             state = self.budget(key)

@@ -130,13 +130,25 @@ def _define(db: pw.SqliteDatabase) -> Tables:
             indexes = ((("key_id", "day"), True),)
 
     class BudgetReservation(Base):
-        """Worst-case spend held for a request in flight; removed with the request's ledger row."""
+        """A request in flight: the worst-case spend held for it (none without a budget), and what it has
+        used as last checkpointed; removed with the request's ledger row, or turned into one at the next
+        start if the process died first."""
 
         key_id = pw.CharField(max_length=32, index=True)
         unit = pw.CharField(max_length=8)
         amount = pw.FloatField()
         boot = pw.CharField(max_length=32)
         created_at = pw.FloatField()
+        request_id = pw.CharField(max_length=64, null=True, unique=True)
+        model = pw.CharField(max_length=128, default="")
+        endpoint = pw.CharField(max_length=64, default="")
+        stream = pw.BooleanField(default=False)
+        input_tokens = pw.IntegerField(default=0)
+        output_tokens = pw.IntegerField(default=0)
+        cached_tokens = pw.IntegerField(default=0)
+        reasoning_tokens = pw.IntegerField(default=0)
+        ttft_ms = pw.FloatField(null=True)
+        checkpointed_at = pw.FloatField(null=True)
 
     class StoredResponse(Base):
         response_id = pw.CharField(max_length=64, unique=True)
@@ -223,6 +235,20 @@ _V4 = (
     f"UPDATE usage_record SET model = '' WHERE {_LEAKED.format(column='model')}",
     "UPDATE stored_response SET input_items = redact_keys(input_items), body = redact_keys(body) "
     "WHERE input_items LIKE '%aisp-%' OR body LIKE '%aisp-%'",
+    # A request in flight keeps in its reservation (one of nothing, from its first checkpoint, when its key
+    # has no budget) what it has used as last checkpointed: a process that dies leaves them behind, and the
+    # next start bills them.
+    'ALTER TABLE "budget_reservation" ADD COLUMN "request_id" VARCHAR(64)',
+    'ALTER TABLE "budget_reservation" ADD COLUMN "model" VARCHAR(128) NOT NULL DEFAULT \'\'',
+    'ALTER TABLE "budget_reservation" ADD COLUMN "endpoint" VARCHAR(64) NOT NULL DEFAULT \'\'',
+    'ALTER TABLE "budget_reservation" ADD COLUMN "stream" INTEGER NOT NULL DEFAULT 0',
+    'ALTER TABLE "budget_reservation" ADD COLUMN "input_tokens" INTEGER NOT NULL DEFAULT 0',
+    'ALTER TABLE "budget_reservation" ADD COLUMN "output_tokens" INTEGER NOT NULL DEFAULT 0',
+    'ALTER TABLE "budget_reservation" ADD COLUMN "cached_tokens" INTEGER NOT NULL DEFAULT 0',
+    'ALTER TABLE "budget_reservation" ADD COLUMN "reasoning_tokens" INTEGER NOT NULL DEFAULT 0',
+    'ALTER TABLE "budget_reservation" ADD COLUMN "ttft_ms" REAL',
+    'ALTER TABLE "budget_reservation" ADD COLUMN "checkpointed_at" REAL',
+    'CREATE UNIQUE INDEX "budget_reservation_request_id" ON "budget_reservation" ("request_id")',
 )
 
 MIGRATIONS: dict[int, tuple[str, ...]] = {1: _V1, 2: _V2, 3: _V3, 4: _V4}

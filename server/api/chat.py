@@ -112,7 +112,10 @@ async def create_chat_completion(request: Request) -> Response:
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
         body = _stream(prepared, meter, bill, key, completion_id, created, include_usage)
         return EventStream(
-            body, headers={"x-request-id": request_id}, on_close=lambda: bill.abandon(disconnected=True)
+            body,
+            headers={"x-request-id": request_id},
+            on_close=lambda: bill.abandon(disconnected=True),
+            error_frame=lambda error: sse_data(error.body()) + SSE_DONE,
         )
     try:
         collected = await until_disconnected(

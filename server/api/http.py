@@ -27,6 +27,7 @@ from server.errors import (
     NotFound,
     PayloadTooLarge,
     RequestTimeout,
+    ServerStopping,
     StorageFailure,
     Unauthenticated,
     UnsupportedMediaType,
@@ -223,6 +224,7 @@ class DisconnectGuard:
 
     def __init__(self, scope: Scope, receive: Receive) -> None:
         self._signal: DisconnectSignal | None = scope.get("extensions", {}).get(DISCONNECT_EXTENSION)
+        self._state: dict[str, Any] = scope.get("state", {})
         self._receive = receive
         self.disconnected = False
         self._task: asyncio.Task[Any] | None = None
@@ -254,10 +256,18 @@ class DisconnectGuard:
             self._signal.remove(self._left)
         if self._watcher is not None:
             self._watcher.cancel()
-        if kind is None or not issubclass(kind, asyncio.CancelledError) or not self.disconnected:
+        if kind is None or not issubclass(kind, asyncio.CancelledError):
             return False
         assert self._task is not None
-        return self._task.uncancel() == 0  # cancelled by someone else as well (shutting down): not ours
+        if self.disconnected:
+            return self._task.uncancel() == 0  # cancelled by someone else as well (shutting down): not ours
+        flight = self._state.get("flight")
+        if flight is not None and flight.stopped and self._task.uncancel() == 0:
+            # Ended by the server stopping (``InFlight.stop_all``): billed by now; the client is told why.
+            raise ServerStopping(
+                "The server stopped while this request ran; what was generated until then is billed."
+            ) from error
+        return False
 
 
 class EventStream(Response):
@@ -273,6 +283,7 @@ class EventStream(Response):
         body: AsyncIterator[bytes],
         headers: dict[str, str] | None = None,
         on_close: Callable[[], None] | None = None,
+        error_frame: Callable[[APIError], bytes] | None = None,
     ) -> None:
         self.status_code = 200
         self.background = None
@@ -287,16 +298,28 @@ class EventStream(Response):
         ]
         self._body = body
         self._on_close = on_close
+        self._error_frame = error_frame
+        """The stream's last event when it is cut short by the server stopping."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        start = {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+        started = False
         try:
             async with DisconnectGuard(scope, receive):
-                await send(
-                    {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
-                )
+                await send(start)
+                started = True
                 async for chunk in self._body:
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except ServerStopping as stopped:
+            # The generation has stopped and is billed: the client gets an event that says why, and the end.
+            if not started:
+                await send(start)
+            if self._error_frame is not None:
+                await send(
+                    {"type": "http.response.body", "body": self._error_frame(stopped), "more_body": True}
+                )
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
         except OSError:
             pass  # the connection broke while sending: the same as a disconnect
         finally:

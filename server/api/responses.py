@@ -105,6 +105,7 @@ async def create_response(request: Request) -> Response:
             run.stream(),
             headers={"x-request-id": request_id},
             on_close=lambda: run.bill.abandon(disconnected=True),
+            error_frame=run.failure,
         )
     try:
         collected = await until_disconnected(request, chat.collect(chat.run(prepared, meter, key.id), 1))
@@ -267,15 +268,20 @@ class _Run:
             yield self.event(kind, response=body)
         except APIError as error:
             self.bill.abandon(disconnected=False, http_status=error.status)
-            failed = self.body(
-                "failed", [], error={"code": _response_error_code(error), "message": error.message}
-            )
-            yield self.event("error", code=error.code, message=error.message, param=error.param)
-            yield self.event("response.failed", response=failed)
+            yield self.failure(error)
         except BaseException:
             await events.aclose()  # stop generating before billing, so every token made is counted
             self.bill.abandon(disconnected=True)
             raise
+
+    def failure(self, error: APIError) -> bytes:
+        """The events that end a response that failed."""
+        failed = self.body(
+            "failed", [], error={"code": _response_error_code(error), "message": error.message}
+        )
+        return self.event("error", code=error.code, message=error.message, param=error.param) + self.event(
+            "response.failed", response=failed
+        )
 
     def _close_reasoning(self, reasoning: list[str]) -> list[bytes]:
         if not reasoning:
