@@ -18,7 +18,9 @@ from typing import Any
 
 import httpx
 
+from server.inflight import LOOK_S
 from server.keys import KeyLimits
+from tests.conftest import Live, fake_models
 from tests.security.conftest import ServerProcess, fake_model_table
 
 SLOW = "delay=0.01,repeat=1"
@@ -193,3 +195,53 @@ def test_requests_in_flight_at_kill_9_are_billed_at_the_next_start(
     assert spent == billed
     assert "billed 4 requests" in server.log()
     assert server.stop() == 0
+
+
+def test_requests_that_end_leave_no_checkpoint_behind(make_live: Callable[..., Live]) -> None:
+    """Requests long enough to be checkpointed, ending every way (completed, cut by their client) while the
+    checkpointer runs: each has one row, and no checkpoint survives it (a restart bills nothing more)."""
+    chat, embed = fake_models(delay="0.01", repeat="1")
+    models = (chat, embed, *(chat.model_copy(update={"name": name}) for name in MODELS[1:]))
+    live = make_live(models=models)
+    budget = KeyLimits(budget_unit="tokens", budget_amount=1e9, budget_period="day")
+    keys = [live.key, live.new_key("budgeted", limits=budget)]
+
+    def one(n: int) -> None:
+        body = _chat(n % 2 == 0, MODELS[n % len(MODELS)]) | {"max_tokens": 90 + n}
+        headers = {"Authorization": f"Bearer {keys[n % 2]}"}
+        with httpx.Client(base_url=live.url, headers=headers, timeout=60) as client:
+            if not body["stream"]:
+                assert client.post("/v1/chat/completions", json=body).status_code == 200
+                return
+            with client.stream("POST", "/v1/chat/completions", json=body) as response:
+                for number, _ in enumerate(response.iter_lines()):
+                    if n % 4 == 0 and number == 70:
+                        return  # the client leaves, after the first checkpoint
+    database = live.services.settings.database_path
+    seen: set[str] = set()  # requests seen checkpointed while they ran
+    running = threading.Event()
+    running.set()
+
+    def watch() -> None:
+        while running.is_set():
+            sql = "SELECT request_id FROM budget_reservation WHERE output_tokens > 0"
+            seen.update(row[0] for row in _rows(database, sql))
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    threads = [threading.Thread(target=one, args=(n,)) for n in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    running.clear()
+    watcher.join(10)
+    assert len(seen) >= 8, f"only {len(seen)} requests were checkpointed"
+    deadline = time.monotonic() + 10
+    while len(live.services.inflight) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    live.services.ledger.flush()
+    time.sleep(3 * LOOK_S)  # a checkpoint started before its request ended has landed by now
+    assert _rows(database, "SELECT COUNT(*), COUNT(DISTINCT request_id) FROM usage_record") == [(12, 12)]
+    assert _rows(database, "SELECT COUNT(*) FROM budget_reservation") == [(0,)]
