@@ -59,12 +59,6 @@ class ConnectionTable:
         self._by_address: dict[str, dict[GuardedHttpToolsProtocol, None]] = {}
         self._count = 0
 
-    def __len__(self) -> int:
-        return self._count
-
-    def count(self, address: str) -> int:
-        return len(self._by_address.get(address, ()))
-
     def add(self, connection: GuardedHttpToolsProtocol) -> str | None:
         """Take in a new connection; or why it is refused (a message for the client)."""
         address = connection.address
@@ -72,8 +66,8 @@ class ConnectionTable:
         if len(mine) >= self.max_per_address and not self._evict(mine):
             return "Too many open connections from your address."
         if self._count >= self.max_connections:
-            largest = max(self._by_address.values(), key=len)
-            if not self._evict(largest):
+            holders = sorted(self._by_address.values(), key=len, reverse=True)
+            if not any(self._evict(connections) for connections in holders):
                 return "The server has too many open connections."
         self._by_address.setdefault(address, {})[connection] = None
         self._count += 1

@@ -220,5 +220,10 @@ def recover(store: Store, ledger: Ledger, boot: str, models: Iterable[ModelConfi
             )
         )
     if left:
-        ledger.flush()
+        try:
+            ledger.flush()
+        except TimeoutError:  # a full disk: the rows wait in memory, written when the store recovers
+            log.warning(
+                "the rows of %d interrupted requests wait to be written: %s", len(left), ledger.last_error
+            )
     return len(left)

@@ -217,6 +217,7 @@ def test_requests_that_end_leave_no_checkpoint_behind(make_live: Callable[..., L
                 for number, _ in enumerate(response.iter_lines()):
                     if n % 4 == 0 and number == 70:
                         return  # the client leaves, after the first checkpoint
+
     database = live.services.settings.database_path
     seen: set[str] = set()  # requests seen checkpointed while they ran
     running = threading.Event()
