@@ -204,7 +204,17 @@ class Settings(BaseModel):
     body_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
     """Seconds a client has to send a request body (``AISP_BODY_TIMEOUT_S``); slower gets 408."""
     max_connections: Annotated[int, Field(ge=1, le=100_000)] = 512
-    """Open HTTP connections at most (``AISP_MAX_CONNECTIONS``); more are closed at once."""
+    """Open HTTP connections at most (``AISP_MAX_CONNECTIONS``); at the cap an idle one makes room, or the
+    new one is answered 503."""
+    max_connections_per_address: Annotated[int, Field(ge=1, le=100_000)] = 128
+    """Open HTTP connections from one client address at most (``AISP_MAX_CONNECTIONS_PER_ADDRESS``): at
+    the cap that address's oldest idle connection makes room, or the new one is answered 503."""
+    shutdown_grace_s: Annotated[float, Field(ge=0, le=600)] = 5.0
+    """Seconds a stopping server lets running requests finish (``AISP_SHUTDOWN_GRACE_S``); those still
+    running then are ended, each billed for what it used (status ``server_stopped``)."""
+    model_wait_s: Annotated[float, Field(ge=0, le=3600)] = 60.0
+    """Seconds a request for a model that is still loading waits for it (``AISP_MODEL_WAIT_S``) before it
+    is answered 503 with ``Retry-After``; 0 answers at once."""
     upstream_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 120.0
     """Seconds an upstream engine may stay silent before its request fails (``AISP_UPSTREAM_TIMEOUT_S``)."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -265,6 +275,9 @@ ENVIRONMENT: dict[str, str] = {
     "AISP_HEADER_TIMEOUT_S": "header_timeout_s",
     "AISP_BODY_TIMEOUT_S": "body_timeout_s",
     "AISP_MAX_CONNECTIONS": "max_connections",
+    "AISP_MAX_CONNECTIONS_PER_ADDRESS": "max_connections_per_address",
+    "AISP_SHUTDOWN_GRACE_S": "shutdown_grace_s",
+    "AISP_MODEL_WAIT_S": "model_wait_s",
     "AISP_UPSTREAM_TIMEOUT_S": "upstream_timeout_s",
     "AISP_LOG_LEVEL": "log_level",
     "AISP_LOAD_MODELS": "load_models",

@@ -2,8 +2,10 @@
 and protocol errors answered in the OpenAI error envelope.
 
 uvicorn times out idle keep-alive connections but not a client that trickles its request headers a byte
-at a time; on a LAN that client could hold connections open for ever. Built on uvicorn's httptools
-protocol (the C parser: most of a small request's cost is parsing when the parser is pure Python).
+at a time, nor one whose request body is still arriving when its answer has been sent (uvicorn drops that
+body as it comes, and every piece of it cancels the idle timeout): on a LAN either could hold connections
+open for ever. Built on uvicorn's httptools protocol (the C parser: most of a small request's cost is
+parsing when the parser is pure Python).
 """
 
 from __future__ import annotations
@@ -24,11 +26,70 @@ MAX_HEADER_BYTES = 64 * 1024
 class GuardedConfig(uvicorn.Config):
     """uvicorn's configuration plus the guard's bounds (from ``Settings``)."""
 
-    def __init__(self, *args: Any, header_timeout_s: float, max_connections: int, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        header_timeout_s: float,
+        max_connections: int,
+        max_connections_per_address: int | None = None,
+        **kwargs: Any,
+    ) -> None:
         kwargs["http"] = GuardedHttpToolsProtocol
         super().__init__(*args, **kwargs)
         self.header_timeout_s = header_timeout_s
         self.max_connections = max_connections
+        self.connection_table = ConnectionTable(
+            max_connections, max_connections_per_address or max_connections
+        )
+
+
+class ConnectionTable:
+    """The server's open connections by client address, within a cap per address and one overall.
+
+    At a cap, the oldest connection that has no request being answered (an idle keep-alive, or a client
+    still sending its headers) is closed to make room, from the new connection's own address or, at the
+    overall cap, from the address holding the most: a host that opens connections and sends nothing can
+    take no more than its share, and cannot keep anyone out. Only when every connection in the way is
+    answering a request is the new one refused.
+    """
+
+    def __init__(self, max_connections: int, max_per_address: int) -> None:
+        self.max_connections = max_connections
+        self.max_per_address = min(max_per_address, max_connections)
+        self._by_address: dict[str, dict[GuardedHttpToolsProtocol, None]] = {}
+        self._count = 0
+
+    def add(self, connection: GuardedHttpToolsProtocol) -> str | None:
+        """Take in a new connection; or why it is refused (a message for the client)."""
+        address = connection.address
+        mine = self._by_address.get(address, {})
+        if len(mine) >= self.max_per_address and not self._evict(mine):
+            return "Too many open connections from your address."
+        if self._count >= self.max_connections:
+            holders = sorted(self._by_address.values(), key=len, reverse=True)
+            if not any(self._evict(connections) for connections in holders):
+                return "The server has too many open connections."
+        self._by_address.setdefault(address, {})[connection] = None
+        self._count += 1
+        return None
+
+    def remove(self, connection: GuardedHttpToolsProtocol) -> None:
+        mine = self._by_address.get(connection.address)
+        if mine is None or connection not in mine:
+            return
+        del mine[connection]
+        self._count -= 1
+        if not mine:
+            del self._by_address[connection.address]
+
+    def _evict(self, connections: dict[GuardedHttpToolsProtocol, None]) -> bool:
+        """Close the oldest of ``connections`` that answers no request; whether there was one."""
+        victim = next((c for c in connections if not c.busy), None)
+        if victim is None:
+            return False
+        self.remove(victim)
+        victim.evict()
+        return True
 
 
 def _envelope(message: str, code: str) -> bytes:
@@ -121,8 +182,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def __init__(self, config: GuardedConfig, *args: Any, **kwargs: Any) -> None:
         super().__init__(config, *args, **kwargs)
         self._header_timeout = config.header_timeout_s
-        self._max_connections = config.max_connections
+        self._table = config.connection_table
+        self.address = ""
         self._header_timer: asyncio.TimerHandle | None = None
+        self._drain_timer: asyncio.TimerHandle | None = None
         self._discarding = False
         self._in_headers = True  # until the first request's headers are complete
         self._header_bytes = 0
@@ -131,12 +194,23 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(CoalescingTransport(transport, self.loop))  # type: ignore[arg-type]
-        if len(self.connections) > self._max_connections:
-            self._reply(
-                503, "Service Unavailable", "The server has too many open connections.", "server_busy"
-            )
+        self.address = self.client[0] if self.client else ""
+        refused = self._table.add(self)
+        if refused is not None:
+            self._reply(503, "Service Unavailable", refused, "server_busy", retry_after=1)
             return
         self._arm()
+
+    @property
+    def busy(self) -> bool:
+        """A request on this connection is being answered (or waits its turn behind one)."""
+        return bool(self.pipeline) or (self.cycle is not None and not self.cycle.response_complete)
+
+    def evict(self) -> None:
+        """Close this idle connection to make room for another (see :class:`ConnectionTable`)."""
+        self._disarm()
+        self._discarding = True
+        self.transport.close()
 
     def _arm(self) -> None:
         self._disarm()
@@ -206,13 +280,42 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
+        if self._drain_timer is not None:
+            # The rest of a body nobody read has arrived in time: the connection is idle again.
+            self._drain_timer.cancel()
+            self._drain_timer = None
+            self.timeout_keep_alive_task = self.loop.call_later(
+                self.timeout_keep_alive, self.timeout_keep_alive_handler
+            )
+            return
         for cycle, signal in reversed(self._signals):
             if cycle is self.cycle:
                 signal.body_arrived = True
                 break
 
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        cycle = self.cycle
+        if (
+            cycle is not None
+            and cycle.response_complete
+            and cycle.more_body
+            and not self.transport.is_closing()
+        ):
+            # Answered before its body arrived (refused, or a route that reads none): what is still on its
+            # way is read and dropped, for no longer than headers may take; then the connection closes.
+            self._drain_timer = self.loop.call_later(self._header_timeout, self._body_too_slow)
+
+    def _body_too_slow(self) -> None:
+        self._drain_timer = None
+        self.transport.close()
+
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        self._table.remove(self)
+        if self._drain_timer is not None:
+            self._drain_timer.cancel()
+            self._drain_timer = None
         super().connection_lost(exc)
         signals, self._signals = self._signals, []
         for cycle, signal in signals:
@@ -222,15 +325,18 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def send_400_response(self, msg: str) -> None:
         self._reply(400, "Bad Request", msg, "invalid_http_request")
 
-    def _reply(self, status: int, reason: str, message: str, code: str) -> None:
+    def _reply(
+        self, status: int, reason: str, message: str, code: str, retry_after: int | None = None
+    ) -> None:
         if self._discarding:
             return
         self._discarding = True
         self._disarm()
         body = _envelope(message, code)
+        retry = f"retry-after: {retry_after}\r\n" if retry_after is not None else ""
         self.transport.write(
             f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n"
-            "connection: close\r\n\r\n".encode()
+            f"{retry}connection: close\r\n\r\n".encode()
             + body
         )
         # Linger briefly, reading and dropping what the client still sends, so that closing does not

@@ -10,6 +10,8 @@ class APIError(Exception):
     status: int = 500
     type: str = "server_error"
     code: str | None = None
+    retry_after_s: int | None = None
+    """For a failure that passes by itself: the seconds a client should wait, sent as ``Retry-After``."""
 
     def __init__(
         self,
@@ -25,6 +27,8 @@ class APIError(Exception):
         if code is not None:
             self.code = code
         self.headers = headers or {}
+        if self.retry_after_s is not None:
+            self.headers.setdefault("Retry-After", str(self.retry_after_s))
 
     def body(self) -> dict[str, dict[str, str | None]]:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
@@ -126,6 +130,7 @@ class ModelUnavailable(APIError):
     status = 503
     type = "server_error"
     code = "model_not_ready"
+    retry_after_s = 5
 
 
 class EngineFailure(APIError):
@@ -143,6 +148,7 @@ class EngineCrashed(APIError):
     status = 503
     type = "server_error"
     code = "engine_crashed"
+    retry_after_s = 5
 
     def __init__(self, model: str, reason: str, *, down: bool = False) -> None:
         if down:
@@ -171,3 +177,13 @@ class StorageFailure(APIError):
     status = 503
     type = "server_error"
     code = "storage_unavailable"
+    retry_after_s = 10
+
+
+class ServerStopping(APIError):
+    """503: the server stopped while the request ran; what was generated until then is billed."""
+
+    status = 503
+    type = "server_error"
+    code = "server_stopped"
+    retry_after_s = 5

@@ -16,6 +16,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
 from server.config import ModelConfig
 from server.errors import QuotaExceeded, RateLimited
@@ -53,8 +54,9 @@ def period_end(period: BudgetPeriod, at: float) -> float | None:
 
 
 _RESERVE = (
-    'INSERT INTO "budget_reservation" ("key_id", "unit", "amount", "boot", "created_at") '
-    "SELECT ?1, ?2, ?3, ?4, ?5 WHERE "
+    'INSERT INTO "budget_reservation" ("key_id", "unit", "amount", "boot", "created_at", "request_id", '
+    '"model", "endpoint", "stream") '
+    "SELECT ?1, ?2, ?3, ?4, ?5, ?8, ?9, ?10, ?11 WHERE "
     '(SELECT COALESCE(SUM(CASE ?2 WHEN \'tokens\' THEN "tokens" ELSE "cost" END), 0) FROM "key_spend_daily" '
     'WHERE "key_id" = ?1 AND "day" >= ?6) '
     '+ (SELECT COALESCE(SUM("amount"), 0) FROM "budget_reservation" WHERE "key_id" = ?1 AND "unit" = ?2) '
@@ -113,14 +115,26 @@ class Limiter:
         self._keys: dict[str, _KeyWindow] = {}
 
     def release_orphans(self) -> int:
-        """Release reservations held by processes that are gone (called once at start-up)."""
+        """Release reservations held by processes that are gone (called once at start-up, once what they
+        had used is billed: see ``inflight.recover``)."""
         cursor = self._store.db.execute_sql(
             'DELETE FROM "budget_reservation" WHERE "boot" != ?', (self.boot,)
         )
         return int(cursor.rowcount)
 
-    def admit(self, key: KeyRecord, model: ModelConfig, input_tokens: int, max_output: int) -> Admission:
-        """Let the request in, or raise ``RateLimited`` / ``QuotaExceeded``."""
+    def admit(
+        self,
+        key: KeyRecord,
+        model: ModelConfig,
+        input_tokens: int,
+        max_output: int,
+        *,
+        request_id: str | None = None,
+        endpoint: str = "",
+        stream: bool = False,
+    ) -> Admission:
+        """Let the request in, or raise ``RateLimited`` / ``QuotaExceeded``. A budget's reservation names the
+        request (``request_id``, ``endpoint``, ``stream``): if the process dies, the next start bills it."""
         limits = key.limits
         estimate = input_tokens + max_output
         now = time.monotonic()
@@ -128,7 +142,13 @@ class Limiter:
             window = self._keys.setdefault(key.id, _KeyWindow())
             self._prune(window, now)
             self._check_rates(limits, window, estimate, now)
-            reservation = self._reserve(key, model, input_tokens, max_output) if limits.has_budget else None
+            reservation = (
+                self._reserve(
+                    key, model, input_tokens, max_output, (request_id, model.name, endpoint, stream)
+                )
+                if limits.has_budget
+                else None
+            )
             stamp = [now, float(estimate)]
             window.events.append(stamp)
             window.tokens += estimate
@@ -169,7 +189,9 @@ class Limiter:
                     retry_after=wait,
                 )
 
-    def _reserve(self, key: KeyRecord, model: ModelConfig, input_tokens: int, max_output: int) -> int:
+    def _reserve(
+        self, key: KeyRecord, model: ModelConfig, input_tokens: int, max_output: int, request: tuple[Any, ...]
+    ) -> int:
         limits = key.limits
         assert limits.budget_unit and limits.budget_period and limits.budget_amount is not None
         if limits.budget_unit == "tokens":
@@ -180,7 +202,7 @@ class Limiter:
         start = period_start(limits.budget_period, wall)
         cursor = self._store.db.execute_sql(
             _RESERVE,
-            (key.id, limits.budget_unit, amount, self.boot, wall, int(start), limits.budget_amount),
+            (key.id, limits.budget_unit, amount, self.boot, wall, int(start), limits.budget_amount, *request),
         )
         if cursor.rowcount != 1:
             state = self.budget(key)
@@ -263,9 +285,13 @@ class Limiter:
 
 
 class AuthThrottle:
-    """Slows down guessing: an address with too many failed authentications waits before trying again.
+    """Slows down guessing: once an address has failed to authenticate too often, its failures are answered
+    429 with ``Retry-After`` rather than 401, until they age out of the window.
 
-    Counted per address, so a flood from one machine never locks out valid keys used from others.
+    Only failures are throttled: a valid key is never refused, whichever address it comes from and however
+    many bad keys that address sent (every process of the machine shares 127.0.0.1, and one forgotten
+    script with a revoked key must not lock the others out). Counted per address, so a flood from one
+    machine changes nothing for the others.
     """
 
     def __init__(self, max_failures: int = 20, window_s: float = 60.0, max_addresses: int = 10_000) -> None:
@@ -275,25 +301,8 @@ class AuthThrottle:
         self._failures: dict[str, deque[float]] = {}
         self._lock = threading.Lock()
 
-    def check(self, address: str) -> None:
-        """Raise ``RateLimited`` if this address is throttled."""
-        now = time.monotonic()
-        with self._lock:
-            failures = self._failures.get(address)
-            if failures is None:
-                return
-            while failures and failures[0] <= now - self.window_s:
-                failures.popleft()
-            if not failures:
-                del self._failures[address]
-                return
-            if len(failures) >= self.max_failures:
-                raise RateLimited(
-                    "Too many failed authentication attempts from your address; try again later.",
-                    retry_after=failures[0] + self.window_s - now,
-                )
-
     def failed(self, address: str) -> None:
+        """Count a failed authentication; raise ``RateLimited`` if the address has failed too often."""
         now = time.monotonic()
         with self._lock:
             if address not in self._failures and len(self._failures) >= self.max_addresses:
@@ -301,6 +310,14 @@ class AuthThrottle:
                 oldest = min(self._failures, key=lambda a: self._failures[a][-1] if self._failures[a] else 0)
                 del self._failures[oldest]
             failures = self._failures.setdefault(address, deque())
+            while failures and failures[0] <= now - self.window_s:
+                failures.popleft()
+            throttled = len(failures) >= self.max_failures
             failures.append(now)
             while len(failures) > self.max_failures:
                 failures.popleft()
+            if throttled:
+                raise RateLimited(
+                    "Too many failed authentication attempts from your address; try again later.",
+                    retry_after=failures[0] + self.window_s - now,
+                )

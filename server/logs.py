@@ -3,15 +3,8 @@
 from __future__ import annotations
 
 import logging
-import re
 
-_KEY = re.compile(r"aisp-[0-9A-Za-z]{8,}")
-_BEARER = re.compile(r"(?i)(bearer\s+)\S+")
-
-
-def redact(text: str) -> str:
-    """Replace anything that looks like a key or a bearer token."""
-    return _BEARER.sub(r"\1[redacted]", _KEY.sub("aisp-[redacted]", text))
+from server.redaction import redact
 
 
 class RedactSecrets(logging.Filter):

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from server.errors import NotFound
+from server.redaction import redact_keys
 from server.store import Store, now
 
 MAX_CHAIN = 256
@@ -37,8 +38,9 @@ class ResponseStore:
             created_at=now(),
             model=body["model"],
             previous_response_id=body.get("previous_response_id"),
-            input_items=json.dumps(input_items),
-            body=json.dumps(body),
+            # A key a client pasted into a conversation is not kept with it.
+            input_items=redact_keys(json.dumps(input_items)),
+            body=redact_keys(json.dumps(body)),
         ).on_conflict_replace().execute()
 
     def get(self, key_id: str, response_id: str) -> Stored:

@@ -7,6 +7,7 @@ The window keeps the GUI thread for painting; the server never blocks it and is 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import ipaddress
 import logging
@@ -59,6 +60,10 @@ class ServerStatus:
     """Why the usage ledger cannot be written right now (a full disk…); rows wait in memory meanwhile."""
 
 
+STOP_WAIT_S = 10.0
+"""How long stopping waits, once the requests still running were ended, for their rows and the thread."""
+
+
 class ServerStartError(RuntimeError):
     """The server could not start listening (the port is taken, the address is not ours…)."""
 
@@ -73,6 +78,7 @@ class ServerThread:
         self.port = settings.port if port is None else port
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._socket: socket.socket | None = None
         self.error: str | None = None
 
@@ -119,13 +125,16 @@ class ServerThread:
             create_app(services=self.services),
             header_timeout_s=settings.header_timeout_s,
             max_connections=settings.max_connections,
+            max_connections_per_address=settings.max_connections_per_address,
             log_config=None,
             access_log=False,
             server_header=False,
             proxy_headers=False,  # no proxy stands in front: X-Forwarded-For must not move the auth throttle
             lifespan="on",
             timeout_keep_alive=15,
-            timeout_graceful_shutdown=5,
+            # Past the grace, :meth:`stop` ends the requests still running itself (billing each): uvicorn's
+            # own cancelling comes only if that does not end them, still well before stop stops waiting.
+            timeout_graceful_shutdown=settings.shutdown_grace_s + STOP_WAIT_S / 2,
             h11_max_incomplete_event_size=64 * 1024,
         )
         server = uvicorn.Server(config)
@@ -136,6 +145,7 @@ class ServerThread:
         def run() -> None:
             loop = new_event_loop()
             asyncio.set_event_loop(loop)
+            self._loop = loop
             try:
                 loop.run_until_complete(server.serve(sockets=[self._socket] if self._socket else None))
             except BaseException as exc:  # reported to the window, which shows it
@@ -157,18 +167,33 @@ class ServerThread:
             raise ServerStartError(self.error or f"the server did not start within {timeout:.0f} s")
         log.info("serving on %s", self.url)
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop accepting, let streams end (within a grace period), and join the thread."""
-        server, thread = self._server, self._thread
+    def stop(self, timeout: float = STOP_WAIT_S) -> None:
+        """Stop accepting, let requests end within the grace period (``shutdown_grace_s``), then end those
+        still running, each with its ledger row (``server_stopped``, exact), and join the thread."""
+        server, thread, loop = self._server, self._thread, self._loop
         if server is not None:
             server.should_exit = True
         if thread is not None:
+            thread.join(self.services.settings.shutdown_grace_s)
+            if thread.is_alive() and loop is not None and server is not None:
+                with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nothing is left to end
+                    loop.call_soon_threadsafe(self._end_requests, server)
             thread.join(timeout)
         if self._socket is not None:
             self._socket.close()
             self._socket = None
         self._server = None
         self._thread = None
+        self._loop = None
+
+    def _end_requests(self, server: uvicorn.Server) -> None:
+        """On the server's loop, past the grace: the requests admitted are ended and billed (their handlers
+        stop the engines and write their rows); the others (a body still arriving, a model still loading)
+        are cancelled."""
+        ended = self.services.inflight.stop_all()
+        for task in list(server.server_state.tasks):
+            if task not in ended:
+                task.cancel()
 
     def status(self) -> ServerStatus:
         return ServerStatus(

@@ -12,8 +12,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from server.config import Settings, load_settings, storable_models, stored_values
+from server.datadir import protect
 from server.engines.manager import Factory, ModelManager
 from server.engines.upstream import UpstreamClient
+from server.inflight import InFlight, recover
 from server.keys import KeyService, load_or_create_secret
 from server.limits import AuthThrottle, Limiter
 from server.responses import ResponseStore
@@ -49,26 +51,37 @@ class Services:
     auth_throttle: AuthThrottle
     upstream: UpstreamClient
     """The HTTP session to upstream engines; opened and closed on the server's event loop."""
+    inflight: InFlight
+    """The requests being served, checkpointed; ended with their rows when the server stops."""
 
     @classmethod
     def open(cls, settings: Settings, *, engines: Mapping[str, Factory] | None = None) -> Services:
-        """Open the data directory (creating it), migrate the store, and start loading the models."""
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        """Open the data directory (creating it, private to its user), migrate the store, and start loading
+        the models."""
+        protect(settings.data_dir)  # the user's alone, whatever an older version left
         store = Store(settings.database_path)
         secret = load_or_create_secret(settings.secret_path)
         models = ModelManager(settings.models, max_queue=settings.max_queue, engines=engines)
+        ledger = Ledger(store)
+        limiter = Limiter(store)
         services = cls(
             settings=settings,
             store=store,
             keys=KeyService(store, secret),
-            ledger=Ledger(store),
+            ledger=ledger,
             models=models,
             responses=ResponseStore(store),
-            limiter=Limiter(store),
+            limiter=limiter,
             auth_throttle=AuthThrottle(),
             upstream=UpstreamClient(models.upstreams, read_timeout_s=settings.upstream_timeout_s),
+            inflight=InFlight(store, limiter.boot),
         )
-        released = services.limiter.release_orphans()
+        recovered = recover(store, ledger, limiter.boot, settings.models)
+        if recovered:
+            log.warning(
+                "billed %d requests a previous run was serving when it ended (interrupted)", recovered
+            )
+        released = limiter.release_orphans()
         if released:
             log.warning("released %d budget reservations left by a previous run", released)
         if settings.load_models:
@@ -91,6 +104,7 @@ class Services:
 
     def close(self) -> None:
         """Finish writing the ledger, unload the models and close the store."""
+        self.inflight.close()
         self.ledger.close()
         self.models.close()
         self.store.close()

@@ -16,6 +16,9 @@ from typing import Any
 
 import peewee as pw
 
+from server.datadir import create_private
+from server.redaction import redact_keys
+
 log = logging.getLogger(__name__)
 
 
@@ -31,7 +34,7 @@ def _unchanged(value: None) -> None:
 sqlite3.register_adapter(bool, int)
 sqlite3.register_adapter(type(None), _unchanged)
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 PRAGMAS: dict[str, object] = {
     "journal_mode": "wal",
@@ -127,13 +130,25 @@ def _define(db: pw.SqliteDatabase) -> Tables:
             indexes = ((("key_id", "day"), True),)
 
     class BudgetReservation(Base):
-        """Worst-case spend held for a request in flight; removed with the request's ledger row."""
+        """A request in flight: the worst-case spend held for it (none without a budget), and what it has
+        used as last checkpointed; removed with the request's ledger row, or turned into one at the next
+        start if the process died first."""
 
         key_id = pw.CharField(max_length=32, index=True)
         unit = pw.CharField(max_length=8)
         amount = pw.FloatField()
         boot = pw.CharField(max_length=32)
         created_at = pw.FloatField()
+        request_id = pw.CharField(max_length=64, null=True, unique=True)
+        model = pw.CharField(max_length=128, default="")
+        endpoint = pw.CharField(max_length=64, default="")
+        stream = pw.BooleanField(default=False)
+        input_tokens = pw.IntegerField(default=0)
+        output_tokens = pw.IntegerField(default=0)
+        cached_tokens = pw.IntegerField(default=0)
+        reasoning_tokens = pw.IntegerField(default=0)
+        ttft_ms = pw.FloatField(null=True)
+        checkpointed_at = pw.FloatField(null=True)
 
     class StoredResponse(Base):
         response_id = pw.CharField(max_length=64, unique=True)
@@ -205,7 +220,38 @@ _V3 = (
     'DROP INDEX "usage_record_key_id"',
 )
 
-MIGRATIONS: dict[int, tuple[str, ...]] = {1: _V1, 2: _V2, 3: _V3}
+_LEAKED = "{column} LIKE '%aisp-%' AND redact_keys({column}) != {column}"
+
+_V4 = (
+    # A rejected request's row used to keep whatever its body had in "model", a key too: such rows (and
+    # their roll-ups) now name no model, and keys pasted into stored conversations are redacted.
+    "INSERT INTO usage_hourly (hour, key_id, model, endpoint, requests, input_tokens, output_tokens, cost) "
+    "SELECT hour, key_id, '', endpoint, SUM(requests), SUM(input_tokens), SUM(output_tokens), SUM(cost) "
+    f"FROM usage_hourly WHERE {_LEAKED.format(column='model')} GROUP BY hour, key_id, endpoint "
+    "ON CONFLICT (hour, key_id, model, endpoint) DO UPDATE SET "
+    "requests = requests + excluded.requests, input_tokens = input_tokens + excluded.input_tokens, "
+    "output_tokens = output_tokens + excluded.output_tokens, cost = cost + excluded.cost",
+    f"DELETE FROM usage_hourly WHERE {_LEAKED.format(column='model')}",
+    f"UPDATE usage_record SET model = '' WHERE {_LEAKED.format(column='model')}",
+    "UPDATE stored_response SET input_items = redact_keys(input_items), body = redact_keys(body) "
+    "WHERE input_items LIKE '%aisp-%' OR body LIKE '%aisp-%'",
+    # A request in flight keeps in its reservation (one of nothing, from its first checkpoint, when its key
+    # has no budget) what it has used as last checkpointed: a process that dies leaves them behind, and the
+    # next start bills them.
+    'ALTER TABLE "budget_reservation" ADD COLUMN "request_id" VARCHAR(64)',
+    'ALTER TABLE "budget_reservation" ADD COLUMN "model" VARCHAR(128) NOT NULL DEFAULT \'\'',
+    'ALTER TABLE "budget_reservation" ADD COLUMN "endpoint" VARCHAR(64) NOT NULL DEFAULT \'\'',
+    'ALTER TABLE "budget_reservation" ADD COLUMN "stream" INTEGER NOT NULL DEFAULT 0',
+    'ALTER TABLE "budget_reservation" ADD COLUMN "input_tokens" INTEGER NOT NULL DEFAULT 0',
+    'ALTER TABLE "budget_reservation" ADD COLUMN "output_tokens" INTEGER NOT NULL DEFAULT 0',
+    'ALTER TABLE "budget_reservation" ADD COLUMN "cached_tokens" INTEGER NOT NULL DEFAULT 0',
+    'ALTER TABLE "budget_reservation" ADD COLUMN "reasoning_tokens" INTEGER NOT NULL DEFAULT 0',
+    'ALTER TABLE "budget_reservation" ADD COLUMN "ttft_ms" REAL',
+    'ALTER TABLE "budget_reservation" ADD COLUMN "checkpointed_at" REAL',
+    'CREATE UNIQUE INDEX "budget_reservation_request_id" ON "budget_reservation" ("request_id")',
+)
+
+MIGRATIONS: dict[int, tuple[str, ...]] = {1: _V1, 2: _V2, 3: _V3, 4: _V4}
 """Schema version → the statements that bring the previous version to it. Written out, never derived
 from the models, so that a step means the same thing forever."""
 
@@ -220,9 +266,10 @@ class Store:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.db = pw.SqliteDatabase(str(path), pragmas=PRAGMAS, check_same_thread=False, timeout=10)
+        self.db.register_function(redact_keys, "redact_keys", 1)  # for migrations (see _V4)
         self.tables = _define(self.db)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            create_private(path)  # before SQLite creates it world-readable (its log and index files follow)
             self.migrate()
         except (OSError, pw.OperationalError) as exc:
             raise StoreUnavailable(
@@ -238,6 +285,8 @@ class Store:
                     f"the database {self.path} has schema version {current}, newer than this "
                     f"program's {SCHEMA_VERSION}: upgrade the program"
                 )
+            # What a step removes (a key a client sent, see _V4) is overwritten, not left in free space.
+            self.db.execute_sql("PRAGMA secure_delete = ON")
             for version in range(current + 1, SCHEMA_VERSION + 1):
                 with self.db.atomic():
                     for statement in MIGRATIONS[version]:

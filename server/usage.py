@@ -43,11 +43,14 @@ from typing import Any, Literal
 
 from server.config import ModelConfig
 from server.errors import StorageFailure
+from server.redaction import redact_keys
 from server.store import PRAGMAS, Store, disk_error
 
 log = logging.getLogger(__name__)
 
-Status = Literal["completed", "disconnected", "failed", "rejected"]
+Status = Literal["completed", "disconnected", "failed", "rejected", "server_stopped", "interrupted"]
+"""``server_stopped``: ended because the server stopped (exact counts); ``interrupted``: the process died
+while it ran, billed at the next start from its last checkpoint (estimated)."""
 
 
 def cost_of(config: ModelConfig | None, input_tokens: int, output_tokens: int) -> float:
@@ -82,6 +85,8 @@ class UsageEntry:
     created_at: float = field(default_factory=time.time)
     reservation_id: int | None = None
     """The budget reservation this row settles; it is removed in the same transaction."""
+    checkpointed: bool = False
+    """A checkpoint of the request may be among the reservations: removed, by request id, with the row."""
 
     @property
     def total_tokens(self) -> int:
@@ -157,6 +162,7 @@ _SPEND = (
     "ON CONFLICT (key_id, day) DO UPDATE SET tokens = tokens + excluded.tokens, cost = cost + excluded.cost"
 )
 _UNRESERVE = "DELETE FROM budget_reservation WHERE id IN (SELECT value FROM json_each(?))"
+_UNCHECKPOINT = "DELETE FROM budget_reservation WHERE request_id IN (SELECT value FROM json_each(?))"
 COMMIT_WAIT_S = 10.0
 WAL_AUTOCHECKPOINT = 1000
 """SQLite's default: a commit that leaves the write-ahead log longer than this many pages checkpoints it."""
@@ -466,6 +472,9 @@ class Ledger:
             reserved = [e.reservation_id for e in rows if e.reservation_id is not None]
             if reserved:
                 cursor.execute(_UNRESERVE, (json.dumps(reserved),))
+            checkpointed = [e.request_id for e in rows if e.checkpointed]
+            if checkpointed:
+                cursor.execute(_UNCHECKPOINT, (json.dumps(checkpointed),))
             inserted = 0
             for sql, params in _chunks(rows):
                 cursor.execute(sql, params)
@@ -507,6 +516,7 @@ def ledger_rows(
     cursor = store.db.execute_sql(sql, (since or 0.0, until if until is not None else 1e18))
     for row in cursor:
         record = dict(zip(LEDGER_COLUMNS, row, strict=True))
+        record["model"] = redact_keys(record["model"])  # however old the row, no key leaves in an export
         for flag in ("stream", "client_disconnected", "exact"):
             record[flag] = bool(record[flag])
         yield record

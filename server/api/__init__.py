@@ -113,7 +113,9 @@ def create_app(
 
     @app.get("/health", include_in_schema=False)
     async def health() -> Response:
-        return JSON({"status": "ok"})
+        # Serving, and each model's state: "loading" until every model has loaded (or failed to).
+        states = {config.name: state for config, _, state in services.models.states()}
+        return JSON({"status": "loading" if "loading" in states.values() else "ok", "models": states})
 
     @app.get("/v1/openapi.json", include_in_schema=False, dependencies=[Depends(require_key)])
     async def openapi() -> Response:

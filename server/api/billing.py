@@ -6,12 +6,14 @@ short by a disconnect or a failure is queued for the ledger without waiting (nob
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 from fastapi import Request
 
 from server.config import ModelConfig
 from server.events import Meter
+from server.inflight import Flight, InFlight
 from server.keys import KeyRecord
 from server.limits import Admission, Limiter
 from server.services import Services
@@ -31,9 +33,14 @@ class Bill:
     endpoint: str
     stream: bool
     meter: Meter
+    inflight: InFlight
+    flight: Flight
     settled: bool = False
 
     def _entry(self, status: Status, http_status: int, disconnected: bool) -> UsageEntry:
+        checkpointed = self.inflight.end(self.flight)
+        if self.flight.stopped and status != "completed":
+            status, http_status, disconnected = "server_stopped", 503, False
         m = self.meter
         free = status == "failed" and m.output_tokens == 0  # failures before the first token cost nothing
         return UsageEntry(
@@ -54,6 +61,7 @@ class Bill:
             client_disconnected=disconnected,
             reservation_id=self.admission.reservation_id,
             exact=m.exact,
+            checkpointed=checkpointed,
         )
 
     async def settle(self) -> None:
@@ -89,18 +97,26 @@ def admit(
     """Check the key's limits for this request (reserving its worst-case budget) and open its bill."""
     services: Services = request.scope["app"].services
     request.state.model = model.name
-    admission = services.limiter.admit(key, model, input_tokens, max_output)
+    request_id: str = request.state.request_id
+    admission = services.limiter.admit(
+        key, model, input_tokens, max_output, request_id=request_id, endpoint=endpoint, stream=stream
+    )
     request.state.billed = True  # from here on the bill writes the request's one ledger row
+    flight = Flight(request_id, key.id, model.name, endpoint, stream, meter, asyncio.current_task())
+    services.inflight.admit(flight)
+    request.state.flight = flight  # the request's guard ends it cleanly if the server stops it
     return Bill(
         services.ledger,
         services.limiter,
         admission,
-        request.state.request_id,
+        request_id,
         key,
         model,
         endpoint,
         stream,
         meter,
+        services.inflight,
+        flight,
     )
 
 
@@ -124,9 +140,17 @@ def record_rejection(request: Request, status: int) -> None:
         UsageEntry(
             request_id=request.state.request_id,
             key_id=key.id,
-            model=str(getattr(request.state, "model", "") or "")[:128],
+            model=configured_model(services, getattr(request.state, "model", None)),
             endpoint=endpoint,
             status="rejected",
             http_status=status,
         )
     )
+
+
+def configured_model(services: Services, name: object) -> str:
+    """``name`` if it names a model of the table, else "": what a client put in ``model`` is stored only
+    once it is known to be a model's name (a rejected body's ``model`` can hold anything, a key too)."""
+    if not isinstance(name, str) or not name:
+        return ""
+    return name if any(config.name == name for config in services.models.configs()) else ""

@@ -13,6 +13,7 @@ from starlette.responses import Response
 from server import chat
 from server.api.billing import Bill, admit
 from server.api.http import JSON, EventStream, read_json, services, until_disconnected
+from server.api.models import model_loaded
 from server.engines.base import Message, ToolCall
 from server.errors import APIError, InvalidRequest, ModelNotFound
 from server.events import Delta, Meter, ToolCallDelta
@@ -117,6 +118,7 @@ async def prepare_chat(request: Request, req: wire.ChatCompletionRequest, key: K
     asked = ask(req)
     if not key.may_use(req.model):
         raise ModelNotFound(req.model)
+    await model_loaded(request, req.model)
     return await chat.prepare(services(request).models, req.model, asked, upstream=services(request).upstream)
 
 
@@ -153,7 +155,10 @@ async def create_chat_completion(request: Request) -> Response:
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
         body = _stream(prepared, meter, bill, key, completion_id, created, include_usage)
         return EventStream(
-            body, headers={"x-request-id": request_id}, on_close=lambda: bill.abandon(disconnected=True)
+            body,
+            headers={"x-request-id": request_id},
+            on_close=lambda: bill.abandon(disconnected=True),
+            error_frame=lambda error: sse_data(error.body()) + SSE_DONE,
         )
     try:
         collected = await until_disconnected(

@@ -10,6 +10,7 @@ from starlette.responses import Response
 
 from server.api.billing import admit
 from server.api.http import JSON, read_json, services, until_disconnected
+from server.api.models import model_loaded
 from server.config import ModelConfig
 from server.engines.base import EmbeddingBackend, Embeddings, EngineCrashedError, EngineFailureError
 from server.engines.upstream import UpstreamFailure, UpstreamModel
@@ -28,6 +29,7 @@ async def create_embeddings(request: Request) -> Response:
     req = await read_json(request, wire.EmbeddingRequest)
     if not key.may_use(req.model):
         raise ModelNotFound(req.model)
+    await model_loaded(request, req.model)
     backend, worker, config = services(request).models.get(req.model, "embedding")
     if isinstance(backend, UpstreamModel):
         return await _embed_upstream(request, key, req, backend, config)

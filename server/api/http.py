@@ -14,7 +14,6 @@ from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
-from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
@@ -28,6 +27,7 @@ from server.errors import (
     NotFound,
     PayloadTooLarge,
     RequestTimeout,
+    ServerStopping,
     StorageFailure,
     Unauthenticated,
     UnsupportedMediaType,
@@ -120,13 +120,11 @@ async def exception_response(request: Request, exc: Exception) -> Response:
 async def require_key(request: Request) -> KeyRecord:
     """The key behind ``Authorization: Bearer …``; every protected route depends on this."""
     svc = services(request)
-    client = request.scope.get("client")
-    address = client[0] if client else "unknown"
-    svc.auth_throttle.check(address)
     try:
         return _authenticate(request, svc)
     except Unauthenticated:
-        svc.auth_throttle.failed(address)
+        client = request.scope.get("client")
+        svc.auth_throttle.failed(client[0] if client else "unknown")  # raises once it has failed too often
         raise
 
 
@@ -200,7 +198,11 @@ async def _read_body(receive: Receive, limit: int) -> bytes:
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            raise ClientDisconnect()
+            # The client left, or the connection refused what it sent (a malformed chunk): a bad request
+            # like any other, with its ledger row, rather than an unexpected error.
+            raise InvalidRequest(
+                "The request body ended before it was complete, or was malformed.", code="invalid_body"
+            )
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
@@ -222,6 +224,7 @@ class DisconnectGuard:
 
     def __init__(self, scope: Scope, receive: Receive) -> None:
         self._signal: DisconnectSignal | None = scope.get("extensions", {}).get(DISCONNECT_EXTENSION)
+        self._state: dict[str, Any] = scope.get("state", {})
         self._receive = receive
         self.disconnected = False
         self._task: asyncio.Task[Any] | None = None
@@ -253,10 +256,18 @@ class DisconnectGuard:
             self._signal.remove(self._left)
         if self._watcher is not None:
             self._watcher.cancel()
-        if kind is None or not issubclass(kind, asyncio.CancelledError) or not self.disconnected:
+        if kind is None or not issubclass(kind, asyncio.CancelledError):
             return False
         assert self._task is not None
-        return self._task.uncancel() == 0  # cancelled by someone else as well (shutting down): not ours
+        if self.disconnected:
+            return self._task.uncancel() == 0  # cancelled by someone else as well (shutting down): not ours
+        flight = self._state.get("flight")
+        if flight is not None and flight.stopped and self._task.uncancel() == 0:
+            # Ended by the server stopping (``InFlight.stop_all``): billed by now; the client is told why.
+            raise ServerStopping(
+                "The server stopped while this request ran; what was generated until then is billed."
+            ) from error
+        return False
 
 
 class EventStream(Response):
@@ -272,6 +283,7 @@ class EventStream(Response):
         body: AsyncIterator[bytes],
         headers: dict[str, str] | None = None,
         on_close: Callable[[], None] | None = None,
+        error_frame: Callable[[APIError], bytes] | None = None,
     ) -> None:
         self.status_code = 200
         self.background = None
@@ -286,16 +298,28 @@ class EventStream(Response):
         ]
         self._body = body
         self._on_close = on_close
+        self._error_frame = error_frame
+        """The stream's last event when it is cut short by the server stopping."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        start = {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+        started = False
         try:
             async with DisconnectGuard(scope, receive):
-                await send(
-                    {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
-                )
+                await send(start)
+                started = True
                 async for chunk in self._body:
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except ServerStopping as stopped:
+            # The generation has stopped and is billed: the client gets an event that says why, and the end.
+            if not started:
+                await send(start)
+            if self._error_frame is not None:
+                await send(
+                    {"type": "http.response.body", "body": self._error_frame(stopped), "more_body": True}
+                )
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
         except OSError:
             pass  # the connection broke while sending: the same as a disconnect
         finally:

@@ -1,6 +1,9 @@
-"""``GET /v1/models`` and ``GET /v1/models/{model}``: the loaded models this key may use."""
+"""``GET /v1/models`` and ``GET /v1/models/{model}``: the models this key may use, loaded or loading; and
+waiting for a model that is still loading."""
 
 from __future__ import annotations
+
+import asyncio
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
@@ -12,22 +15,41 @@ from server.protocol import models as wire
 
 router = APIRouter()
 
+LISTED = ("loaded", "restarting", "loading")
+"""The states in which a model is listed: served, or about to be (a request for it waits)."""
+POLL_S = 0.05
+
+
+def _listed(request: Request) -> list[dict[str, object]]:
+    key: KeyRecord = request.state.key
+    return [
+        wire.model_object(c.name, created, c.owned_by, "loading" if state == "loading" else None)
+        for c, created, state in services(request).models.states()
+        if state in LISTED and key.may_use(c.name)
+    ]
+
 
 @router.get("/v1/models")
 async def list_models(request: Request) -> Response:
-    key: KeyRecord = request.state.key
-    served = services(request).models.served()
-    return JSON(
-        wire.model_list(
-            [wire.model_object(c.name, created, c.owned_by) for c, created in served if key.may_use(c.name)]
-        )
-    )
+    return JSON(wire.model_list(_listed(request)))
 
 
 @router.get("/v1/models/{model:path}")
 async def retrieve_model(request: Request, model: str) -> Response:
-    key: KeyRecord = request.state.key
-    for config, created in services(request).models.served():
-        if config.name == model and key.may_use(model):
-            return JSON(wire.model_object(config.name, created, config.owned_by))
+    for listed in _listed(request):
+        if listed["id"] == model:
+            return JSON(listed)
     raise ModelNotFound(model)
+
+
+async def model_loaded(request: Request, name: str) -> None:
+    """Wait while the model ``name`` is loading, for up to ``model_wait_s``: a request made while the server
+    starts is served once its model is ready rather than refused. Whatever state the model is in then,
+    finding it (and the error a client sees if it is not served) is left to the caller."""
+    svc = services(request)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + svc.settings.model_wait_s
+    while loop.time() < deadline and any(
+        config.name == name and state == "loading" for config, _, state in svc.models.states()
+    ):
+        await asyncio.sleep(POLL_S)

@@ -13,6 +13,7 @@ from starlette.responses import Response
 from server import chat
 from server.api.billing import Bill, admit
 from server.api.http import JSON, EventStream, new_id, read_json, services, until_disconnected
+from server.api.models import model_loaded
 from server.errors import APIError, InvalidRequest, ModelNotFound
 from server.events import ChoiceEnd, Delta, Meter
 from server.keys import KeyRecord
@@ -62,6 +63,7 @@ async def create_response(request: Request) -> Response:
     req = await read_json(request, wire.ResponseRequest)
     if not key.may_use(req.model):
         raise ModelNotFound(req.model)
+    await model_loaded(request, req.model)
     if req.stream_options is not None and not req.stream:
         raise InvalidRequest("stream_options is only allowed when stream is true.", param="stream_options")
     items = req.items()
@@ -100,6 +102,7 @@ async def create_response(request: Request) -> Response:
             run.stream(),
             headers={"x-request-id": request_id},
             on_close=lambda: run.bill.abandon(disconnected=True),
+            error_frame=run.failure,
         )
     try:
         collected = await until_disconnected(request, chat.collect(chat.run(prepared, meter, key.id), 1))
@@ -264,15 +267,20 @@ class _Run:
             yield self.event(kind, response=body)
         except APIError as error:
             self.bill.abandon(disconnected=False, http_status=error.status)
-            failed = self.body(
-                "failed", [], error={"code": _response_error_code(error), "message": error.message}
-            )
-            yield self.event("error", code=error.code, message=error.message, param=error.param)
-            yield self.event("response.failed", response=failed)
+            yield self.failure(error)
         except BaseException:
             await events.aclose()  # stop generating before billing, so every token made is counted
             self.bill.abandon(disconnected=True)
             raise
+
+    def failure(self, error: APIError) -> bytes:
+        """The events that end a response that failed."""
+        failed = self.body(
+            "failed", [], error={"code": _response_error_code(error), "message": error.message}
+        )
+        return self.event("error", code=error.code, message=error.message, param=error.param) + self.event(
+            "response.failed", response=failed
+        )
 
     def _close_reasoning(self, reasoning: list[str]) -> list[bytes]:
         if not reasoning:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
+import openai
 import pytest
 from PySide6.QtCore import QTimer
 from PySide6.QtGui import QPalette
@@ -124,6 +125,49 @@ def test_closing_the_window_lets_a_stream_finish_then_stops_everything(
     finally:
         store.close()
     assert row == [(200, "completed")]
+
+
+def test_a_stream_still_running_after_the_grace_is_ended_and_billed_when_the_window_closes(
+    qtbot: QtBot, make_window: Callable[..., MainWindow], sdk: SDK
+) -> None:
+    window = make_window(models=fake_models(delay="0.01", repeat="1"), shutdown_grace_s=0.3)
+    data_dir = window.services.settings.data_dir
+    engine, _, _ = window.services.models.get("fake-chat", "chat")
+    key, record = window.services.keys.create("streamer")
+    client = sdk(window, key, timeout=30)
+    received: list[str] = []
+    ended: list[str] = []
+    first = threading.Event()
+
+    def stream() -> None:
+        chunks = client.chat.completions.create(
+            model="fake-chat", messages=[{"role": "user", "content": "go"}], max_tokens=2000, stream=True
+        )
+        try:
+            for chunk in chunks:
+                if chunk.choices and chunk.choices[0].delta.content:
+                    received.append(chunk.choices[0].delta.content)
+                    first.set()
+        except openai.APIError as exc:  # the server's last event: why the stream ended
+            ended.append(str(exc.code))
+
+    reader = threading.Thread(target=stream)
+    reader.start()
+    assert first.wait(10)
+    with qtbot.waitSignal(window.closed, timeout=20_000):
+        window.close()
+    reader.join(10)
+    assert ended == ["server_stopped"] and 0 < len(received) < 2000
+    store = Store(data_dir / "aisp.sqlite3")
+    try:
+        rows = store.db.execute_sql(
+            "SELECT status, output_tokens, exact FROM usage_record WHERE key_id = ?", (record.id,)
+        ).fetchall()
+    finally:
+        store.close()
+    # Exactly what the engine generated, the tokens it made after the last one was sent included.
+    assert rows == [("server_stopped", engine.generated, 1)]  # type: ignore[union-attr]
+    assert engine.generated >= len(received)  # type: ignore[union-attr]
 
 
 def test_the_console_script_delegates_any_argument_to_the_cli(

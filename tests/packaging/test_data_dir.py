@@ -17,6 +17,7 @@ import pytest
 from server.config import APP_NAME, load_settings
 from server.errors import Unauthenticated
 from server.keys import KeyService, generate_key, hint, load_or_create_secret
+from server.redaction import redact_keys
 from server.store import MIGRATIONS, SCHEMA_VERSION, Store
 from server.usage import ledger_rows
 from tests.packaging.bundle import (
@@ -48,6 +49,7 @@ def _database_at(path: Path, version: int, token: str, digest: str) -> None:
 
     The rows use only the columns of schema 1, which later versions keep."""
     with sqlite3.connect(path) as db:
+        db.create_function("redact_keys", 1, redact_keys)  # as the program's connections have it
         for step in range(1, version + 1):
             for statement in MIGRATIONS[step]:
                 db.execute(statement)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import socket
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -523,3 +524,33 @@ def test_large_and_deep_but_valid_bodies_are_served(server: Target) -> None:
         response = client.post(EMBEDDINGS, json=many)
         assert response.status_code == 200, response.text[:300]
         assert len(response.json()["data"]) == 128
+
+
+def test_a_malformed_chunked_body_is_a_clean_400_with_its_ledger_row(
+    server_process: Callable[..., ServerProcess],
+) -> None:
+    """A chunk one byte longer than what is sent, a chunk size that is not a number, and a client that leaves
+    in the middle of its body: a 400, no error in the log, and a ledger row each, as for any bad request."""
+    process = server_process("chunked")
+    key, record = process.create_key("chunked")
+    process.start()
+    head = (
+        f"POST {CHAT} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n"
+        "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    ).encode()
+    for body in (b"6\r\n{}{}{\r\n0\r\n\r\n", b"zz\r\n{}\r\n0\r\n\r\n"):
+        response = raw(process.port, head + body, timeout=5)
+        assert response.status == 400
+        assert_envelope(response.status, response.body)
+    with socket.create_connection(("127.0.0.1", process.port), timeout=5) as sock:
+        sock.sendall(head + b'40\r\n{"model": ')  # and leaves
+    time.sleep(1.5)  # the protocol lingers half a second before it closes a refused connection
+    assert process.stop() == 0
+    log = process.log()
+    assert "ERROR" not in log and "Traceback" not in log, log[-3000:]
+    with sqlite3.connect(process.data_dir / "aisp.sqlite3") as db:
+        rows = db.execute(
+            "SELECT endpoint, status, http_status FROM usage_record WHERE key_id = ?", (record.id,)
+        ).fetchall()
+    db.close()
+    assert rows == [("chat.completions", "rejected", 400)] * 3

@@ -167,8 +167,30 @@ def test_failed_authentication_is_throttled_per_address(live: Live) -> None:
         statuses = [guesser.get("/v1/models").status_code for _ in range(25)]
         assert statuses[:20] == [401] * 20
         assert set(statuses[20:]) == {429}
-        throttled = guesser.get("/v1/models", headers={"Authorization": f"Bearer {live.key}"})
-        assert throttled.status_code == 429, "a throttled address waits, even with a valid key"
+        throttled = guesser.get("/v1/models")
+        assert_envelope(throttled.status_code, throttled.json())
         assert int(throttled.headers["retry-after"]) >= 1
     with _client(live, "127.0.5.2", {"Authorization": f"Bearer {live.key}"}) as other:
         assert other.get("/v1/models").status_code == 200, "other addresses are not locked out"
+
+
+def test_a_valid_key_works_while_bad_keys_from_its_address_are_throttled(live: Live) -> None:
+    """One forgotten script with a revoked key shares 127.0.0.1 with every local client: its failures are
+    throttled, the valid keys beside it are not."""
+    revoked, record = live.services.keys.create("forgotten")
+    live.services.keys.revoke(record.id)
+    flood = {"Authorization": f"Bearer {revoked}"}
+    valid = {"Authorization": f"Bearer {live.key}"}
+    with _client(live, "127.0.5.3") as client:
+        statuses = []
+        for n in range(60):
+            statuses.append(client.get("/v1/models", headers=flood).status_code)
+            if n % 5 == 0:
+                assert client.get("/v1/models", headers=valid).status_code == 200, f"after {n} failures"
+        assert statuses[:20] == [401] * 20 and set(statuses[20:]) == {429}
+        answer = client.post(
+            "/v1/chat/completions",
+            headers=valid,
+            json={"model": "fake-chat", "messages": [{"role": "user", "content": "still here"}]},
+        )
+        assert answer.status_code == 200

@@ -122,6 +122,47 @@ def _exchange(server: ServerProcess, canary: str) -> list[bytes]:
     return seen
 
 
+def _keys_in_every_field(server: ServerProcess, canary: str) -> list[str]:
+    """The key sent in every field a client controls, valid bodies and invalid ones; the answers may echo
+    it to the client who sent it (a model's reply, "model … does not exist"), and are not kept.
+    Returns the request ids of the bodies refused for their contents."""
+    bearer = {"Authorization": f"Bearer {canary}", "User-Agent": canary, "OpenAI-Organization": canary}
+    refused: list[str] = []
+    with httpx.Client(base_url=server.url, timeout=30, headers=bearer) as client:
+        for path, body in (
+            # The attack: an invalid body whose model is a key (this row used to keep the whole field).
+            ("/v1/chat/completions", {"model": canary, "messages": "not a list"}),
+            ("/v1/chat/completions", {"model": f"x {canary} y", "messages": [], "n": "x"}),
+            ("/v1/embeddings", {"model": canary, "input": 5}),
+            ("/v1/responses", {"model": canary, "input": 5}),
+            # Valid bodies: the key as the model, and in every free-text field.
+            ("/v1/chat/completions", _chat(canary)),
+            (
+                "/v1/chat/completions",
+                _chat("fake-chat", user=canary, metadata={canary: canary}, stop=[canary]),
+            ),
+            (
+                "/v1/chat/completions",
+                {**_chat("fake-chat"), "messages": [{"role": "user", "content": canary}]},
+            ),
+            ("/v1/embeddings", {"model": "fake-embed", "input": [canary], "user": canary}),
+            ("/v1/responses", {"model": "fake-chat", "input": f"remember {canary}", "instructions": canary}),
+            ("/v1/responses", {"model": "fake-chat", "input": "x", "previous_response_id": canary}),
+            (
+                "/v1/responses",
+                {"model": "fake-chat", "input": "x", "metadata": {"k": canary}, "user": canary},
+            ),
+        ):
+            response = client.post(path, json=body, params={"q": canary})
+            if response.status_code == 400:
+                refused.append(response.headers["x-request-id"])
+        client.get(f"/v1/models/{canary}")
+        client.get(f"/v1/responses/{canary}")
+        client.get(f"/{canary}")
+    assert len(refused) >= 4
+    return refused
+
+
 def _chat(model: str, **fields: object) -> dict[str, object]:
     return {"model": model, "messages": [{"role": "user", "content": "hello"}], "max_tokens": 8, **fields}
 
@@ -133,6 +174,7 @@ def test_a_canary_key_leaks_nowhere(server_process: Callable[..., ServerProcess]
     canary, record = server.create_key("canary")
     server.start()
     responses = _exchange(server, canary)
+    refused = _keys_in_every_field(server, canary)
     assert server.stop() == 0
     # Responses.
     _assert_absent(canary, "a response", responses)
@@ -152,6 +194,16 @@ def test_a_canary_key_leaks_nowhere(server_process: Callable[..., ServerProcess]
         connection.close()
     assert record.id in dump and "usage_record" in dump
     _assert_absent(canary, "a database table", [dump])
+    # Each refused body still has its row, naming no model (its "model" named none of ours).
+    connection = sqlite3.connect(server.data_dir / "aisp.sqlite3")
+    try:
+        rows = connection.execute(
+            f"SELECT model, status, http_status FROM usage_record WHERE request_id IN ({','.join('?' * len(refused))})",
+            refused,
+        ).fetchall()
+    finally:
+        connection.close()
+    assert sorted(rows) == [("", "rejected", 400)] * len(refused)
     # Exports: the ledger as CSV and JSON, the key list as JSON.
     exported: list[str] = []
     for args in (

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from server.store import _V1, SCHEMA_VERSION, Store
+from server.keys import generate_key
+from server.store import _V1, MIGRATIONS, SCHEMA_VERSION, Store
 
 
 def _columns(connection: sqlite3.Connection, table: str) -> list[str]:
@@ -60,6 +61,53 @@ def test_a_version_1_database_is_migrated_keeping_its_data(tmp_path: Path) -> No
     assert spend == [("key_1", 86400, 15, 0.25)]
     assert store.integrity_ok()
     store.close()
+
+
+def test_keys_an_older_version_stored_are_scrubbed_by_the_migration(tmp_path: Path) -> None:
+    """Before version 4 a rejected request's row kept whatever its body had in ``model``, a key too."""
+    key = generate_key()
+    path = tmp_path / "old.sqlite3"
+    old = sqlite3.connect(path)
+    for version in (1, 2, 3):
+        for statement in MIGRATIONS[version]:
+            old.execute(statement)
+    ledger = (
+        "INSERT INTO usage_record (request_id, created_at, key_id, model, endpoint, input_tokens, output_tokens, "
+        "total_tokens, cached_tokens, reasoning_tokens, cost, latency_ms, status, http_status, stream, "
+        "client_disconnected, exact) VALUES (?, 7200.5, 'key_1', ?, 'chat.completions', 0, 0, 0, 0, 0, 0, 1.0, "
+        "?, ?, 0, 0, 1)"
+    )
+    old.execute(ledger, ("req_1", key, "rejected", 400))
+    old.execute(ledger, ("req_2", "", "rejected", 404))
+    old.execute(ledger, ("req_3", "m", "completed", 200))
+    hourly = (
+        "INSERT INTO usage_hourly (hour, key_id, model, endpoint, requests, input_tokens, output_tokens, cost) "
+        "VALUES (7200, 'key_1', ?, 'chat.completions', ?, 0, 0, 0)"
+    )
+    old.execute(hourly, (key, 1))
+    old.execute(hourly, ("", 1))
+    old.execute(hourly, ("m", 1))
+    old.execute(
+        "INSERT INTO stored_response (response_id, key_id, created_at, model, input_items, body) "
+        "VALUES ('resp_1', 'key_1', 1.0, 'm', ?, ?)",
+        (f'[{{"content": "my key is {key}"}}]', f'{{"output": "{key}"}}'),
+    )
+    old.execute("PRAGMA user_version = 3")
+    old.commit()
+    old.close()
+
+    store = Store(path)
+    rows = store.db.execute_sql("SELECT request_id, model FROM usage_record ORDER BY request_id").fetchall()
+    assert rows == [("req_1", ""), ("req_2", ""), ("req_3", "m")]
+    hours = store.db.execute_sql("SELECT model, requests FROM usage_hourly ORDER BY model").fetchall()
+    assert hours == [("", 2), ("m", 1)]
+    items, body = store.db.execute_sql("SELECT input_items, body FROM stored_response").fetchone()
+    assert key not in items and key not in body
+    assert items == '[{"content": "my key is aisp-[redacted]"}]' and body == '{"output": "aisp-[redacted]"}'
+    assert store.integrity_ok()
+    store.close()
+    # Not even in the pages' free space, nor in the log.
+    assert key.encode() not in b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.is_file())
 
 
 def test_a_newer_database_is_refused(tmp_path: Path) -> None:
