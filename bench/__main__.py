@@ -84,6 +84,13 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         help="llama.cpp threads for every embedded-chat system (default: the model table's, 2)",
     )
+    parser.add_argument("--chat-gguf", help="the batching section: this GGUF instead of the embedded SmolLM2")
+    parser.add_argument(
+        "--gpu-layers",
+        type=int,
+        default=0,
+        help="the batching section: layers on the GPU (-1: all), both systems",
+    )
     parser.add_argument(
         "--nice",
         type=int,
@@ -122,7 +129,15 @@ def main(argv: list[str] | None = None) -> int:
     logs = args.out / "logs"
     shutil.rmtree(logs, ignore_errors=True)
     logs.mkdir(parents=True)
-    ctx = Context(rounds=rounds, smoke=args.smoke, workdir=workdir, logs=logs, chat_threads=args.chat_threads)
+    ctx = Context(
+        rounds=rounds,
+        smoke=args.smoke,
+        workdir=workdir,
+        logs=logs,
+        chat_threads=args.chat_threads,
+        chat_gguf=args.chat_gguf,
+        gpu_layers=args.gpu_layers,
+    )
     mode = "smoke" if args.smoke else "full"
     results: dict[str, Any] = {
         "schema": 1,

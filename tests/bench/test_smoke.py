@@ -20,6 +20,10 @@ TARGETS = {
     "ledger sustains ≥ 5,000 rows/s without slowing requests",
     "Usage range switch over 1M rows redraws in ≤ 200 ms",
     "first page ≤ 2 s after launch",
+    "aggregate tok/s ≥ 90% of llama-server's at 4, 8 and 16 clients",
+    "TTFT p95 ≤ 1.5× llama-server's at 8 clients",
+    "fastest/slowest client ≤ 1.3× at 8 clients",
+    "second-turn TTFT of interleaved conversations ≤ 1.2× llama-server's",
 }
 
 
