@@ -184,6 +184,9 @@ class Settings(BaseModel):
     """Open HTTP connections at most (``AISP_MAX_CONNECTIONS``); more are closed at once."""
     upstream_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 120.0
     """Seconds an upstream engine may stay silent before its request fails (``AISP_UPSTREAM_TIMEOUT_S``)."""
+    upstream_max_body_bytes: Annotated[int, Field(ge=64 * 1024, le=1024 * 1024 * 1024)] = 64 * 1024 * 1024
+    """The largest whole answer accepted from an upstream engine, in bytes (``AISP_UPSTREAM_MAX_BODY_BYTES``):
+    a non-streamed completion or a batch of embeddings; a larger one fails the request with 502."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     """Log verbosity (``AISP_LOG_LEVEL``)."""
     load_models: bool = True
@@ -243,6 +246,7 @@ ENVIRONMENT: dict[str, str] = {
     "AISP_BODY_TIMEOUT_S": "body_timeout_s",
     "AISP_MAX_CONNECTIONS": "max_connections",
     "AISP_UPSTREAM_TIMEOUT_S": "upstream_timeout_s",
+    "AISP_UPSTREAM_MAX_BODY_BYTES": "upstream_max_body_bytes",
     "AISP_LOG_LEVEL": "log_level",
     "AISP_LOAD_MODELS": "load_models",
 }

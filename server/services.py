@@ -66,7 +66,11 @@ class Services:
             responses=ResponseStore(store),
             limiter=Limiter(store),
             auth_throttle=AuthThrottle(),
-            upstream=UpstreamClient(models.upstreams, read_timeout_s=settings.upstream_timeout_s),
+            upstream=UpstreamClient(
+                models.upstreams,
+                read_timeout_s=settings.upstream_timeout_s,
+                max_body_bytes=settings.upstream_max_body_bytes,
+            ),
         )
         released = services.limiter.release_orphans()
         if released:
