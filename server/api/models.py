@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from starlette.responses import Response
 
-from server.api.http import JSON, services
+from server.api.http import JSON, Key, services
 from server.errors import ModelNotFound
-from server.keys import KeyRecord
 from server.protocol import models as wire
 
-router = APIRouter()
 
-
-@router.get("/v1/models")
-async def list_models(request: Request) -> Response:
-    key: KeyRecord = request.state.key
+async def list_models(request: Request, key: Key) -> Response:
+    """``GET /v1/models``."""
     served = services(request).models.served()
     return JSON(
         wire.model_list(
@@ -24,9 +20,8 @@ async def list_models(request: Request) -> Response:
     )
 
 
-@router.get("/v1/models/{model:path}")
-async def retrieve_model(request: Request, model: str) -> Response:
-    key: KeyRecord = request.state.key
+async def retrieve_model(request: Request, key: Key, model: str) -> Response:
+    """``GET /v1/models/{model}``."""
     for config, created in services(request).models.served():
         if config.name == model and key.may_use(model):
             return JSON(wire.model_object(config.name, created, config.owned_by))
