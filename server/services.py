@@ -96,5 +96,6 @@ class Services:
     def close(self) -> None:
         """Finish writing the ledger, unload the models and close the store."""
         self.ledger.close()
+        self.keys.close()
         self.models.close()
         self.store.close()
