@@ -191,6 +191,9 @@ class Settings(BaseModel):
     """Log verbosity (``AISP_LOG_LEVEL``)."""
     load_models: bool = True
     """Load the model table at start-up (``AISP_LOAD_MODELS``); off serves keys and usage only."""
+    tuning: bool = True
+    """Tune the headless server's and the engines' processes for serving (``AISP_TUNING``), as
+    ``server/tuning.py`` explains setting by setting; off leaves Python's and the libraries' defaults."""
 
     @field_validator("host")
     @classmethod
@@ -249,6 +252,7 @@ ENVIRONMENT: dict[str, str] = {
     "AISP_UPSTREAM_MAX_BODY_BYTES": "upstream_max_body_bytes",
     "AISP_LOG_LEVEL": "log_level",
     "AISP_LOAD_MODELS": "load_models",
+    "AISP_TUNING": "tuning",
 }
 """Environment variable → settings field."""
 
@@ -265,7 +269,7 @@ def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
         if variable not in environ:
             continue
         raw = environ[variable].strip()
-        if field in {"lan", "load_models"}:
+        if field in {"lan", "load_models", "tuning"}:
             if raw.lower() not in _TRUE | _FALSE:
                 raise ConfigError(f"{variable} must be 1 or 0, not {raw!r}")
             values[field] = raw.lower() in _TRUE
