@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
@@ -63,7 +63,7 @@ def test_oversized_bodies_get_413(make_live: Callable[..., Live]) -> None:
         assert declared.status_code == 413
         assert declared.json()["error"]["code"] == "request_too_large"
 
-        def chunks():  # type: ignore[no-untyped-def]
+        def chunks() -> Iterator[bytes]:
             yield b'{"model": "fake-chat", "messages": [{"role": "user", "content": "'
             for _ in range(200):
                 yield b"y" * 1024

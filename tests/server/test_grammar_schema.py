@@ -1,12 +1,13 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from server.engines.llama import MAX_ENUMERATED_RANGE, bounded_integers, schema_grammar
 
 
 def test_small_closed_integer_ranges_become_enums() -> None:
-    schema = {
+    schema: dict[str, Any] = {
         "type": "object",
         "properties": {
             "score": {"type": "integer", "minimum": 0, "maximum": 3},
