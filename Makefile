@@ -91,7 +91,7 @@ package-test: $(PACKAGE_STAMP)  ## build the bundle if its sources changed, then
 lint: $(TEST_STAMP)
 	$(PY) -m ruff check server app tests bench packaging
 	$(PY) -m ruff format --check server app tests bench packaging
-	$(PY) -m mypy server app bench
+	$(PY) -m mypy server app bench tests
 
 clean:
 	rm -rf $(VENV) build dist tests/.envs tests/artifacts bench/.envs bench/results

@@ -32,7 +32,7 @@ from bench.procs import PYTHON, ROOT, child_setup
 from bench.stats import median, median_of_rounds
 from bench.systems import Running, start_gateway, start_llama_server
 from server.config import default_models
-from server.engines.embedder import OPENMP_ENVIRONMENT
+from server.tuning import OPENMP_ENVIRONMENT
 
 MAX_TOKENS = 128
 TOO_SLOW_S = 30.0

@@ -24,6 +24,7 @@ from server.logs import configure_logging
 from server.runner import ServerStartError, ServerThread
 from server.services import Services, settings_from_store
 from server.store import Store, StoreUnavailable
+from server.tuning import apply_to_server
 from server.usage import export
 
 log = logging.getLogger("server.cli")
@@ -150,6 +151,7 @@ def _fmt_time(value: float | None) -> str:
 
 
 def serve(settings: Settings) -> int:
+    apply_to_server(settings.tuning)  # this process only serves: tuned for it (the window's never is)
     services = Services.open(settings)
     thread = ServerThread(services)
     try:

@@ -217,10 +217,16 @@ class Settings(BaseModel):
     is answered 503 with ``Retry-After``; 0 answers at once."""
     upstream_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 120.0
     """Seconds an upstream engine may stay silent before its request fails (``AISP_UPSTREAM_TIMEOUT_S``)."""
+    upstream_max_body_bytes: Annotated[int, Field(ge=64 * 1024, le=1024 * 1024 * 1024)] = 64 * 1024 * 1024
+    """The largest whole answer accepted from an upstream engine, in bytes (``AISP_UPSTREAM_MAX_BODY_BYTES``):
+    a non-streamed completion or a batch of embeddings; a larger one fails the request with 502."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     """Log verbosity (``AISP_LOG_LEVEL``)."""
     load_models: bool = True
     """Load the model table at start-up (``AISP_LOAD_MODELS``); off serves keys and usage only."""
+    tuning: bool = True
+    """Tune the headless server's and the engines' processes for serving (``AISP_TUNING``), as
+    ``server/tuning.py`` explains setting by setting; off leaves Python's and the libraries' defaults."""
 
     @field_validator("host")
     @classmethod
@@ -279,8 +285,10 @@ ENVIRONMENT: dict[str, str] = {
     "AISP_SHUTDOWN_GRACE_S": "shutdown_grace_s",
     "AISP_MODEL_WAIT_S": "model_wait_s",
     "AISP_UPSTREAM_TIMEOUT_S": "upstream_timeout_s",
+    "AISP_UPSTREAM_MAX_BODY_BYTES": "upstream_max_body_bytes",
     "AISP_LOG_LEVEL": "log_level",
     "AISP_LOAD_MODELS": "load_models",
+    "AISP_TUNING": "tuning",
 }
 """Environment variable → settings field."""
 
@@ -297,7 +305,7 @@ def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
         if variable not in environ:
             continue
         raw = environ[variable].strip()
-        if field in {"lan", "load_models"}:
+        if field in {"lan", "load_models", "tuning"}:
             if raw.lower() not in _TRUE | _FALSE:
                 raise ConfigError(f"{variable} must be 1 or 0, not {raw!r}")
             values[field] = raw.lower() in _TRUE

@@ -15,6 +15,7 @@ import os
 import re
 import secrets
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -218,6 +219,14 @@ class KeyService:
         self._secret = secret
         self._table = store.tables.ApiKey
         self._records: dict[str, tuple[tuple[Any, ...], KeyRecord]] = {}
+        self._stamper = ThreadPoolExecutor(max_workers=1, thread_name_prefix="key-last-used")
+        """Writes keys' last-use times: bookkeeping nobody waits for stays off the event loop."""
+        self._stamped: dict[str, float] = {}
+        """When each key's last use was last handed to the stamper (its row may not say so yet)."""
+
+    def close(self) -> None:
+        """Finish writing last-use times (before the store closes)."""
+        self._stamper.shutdown(wait=True)
 
     def digest(self, token: str) -> str:
         return hmac.digest(self._secret, token.encode("ascii"), "sha256").hex()
@@ -335,12 +344,21 @@ class KeyService:
             raise Unauthenticated("This API key has been revoked.")
         if status == "expired":
             raise Unauthenticated("This API key has expired.")
-        if record.last_used_at is None or moment - record.last_used_at >= LAST_USED_RESOLUTION:
-            try:
-                self._update(record.id, last_used_at=moment)
-            except pw.OperationalError as exc:  # a full or read-only disk must not lock every key out
-                log.warning("cannot note when key %s was last used: %s", record.id, exc)
+        if (
+            moment - max(record.last_used_at or 0.0, self._stamped.get(record.id, 0.0))
+            >= LAST_USED_RESOLUTION
+        ):
+            if len(self._stamped) >= RECORD_MEMO_SIZE:
+                self._stamped.clear()
+            self._stamped[record.id] = moment
+            self._stamper.submit(self._stamp, record.id, moment)
         return record
+
+    def _stamp(self, key_id: str, moment: float) -> None:
+        try:
+            self._update(key_id, last_used_at=moment)
+        except pw.PeeweeException as exc:  # a full or read-only disk must not lock every key out
+            log.warning("cannot note when key %s was last used: %s", key_id, exc)
 
     def _update(self, key_id: str, **values: Any) -> None:
         self._table.update(**values).where(self._table.public_id == key_id).execute()

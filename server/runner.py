@@ -12,7 +12,6 @@ import errno
 import ipaddress
 import logging
 import socket
-import sys
 import threading
 from dataclasses import dataclass
 
@@ -21,17 +20,10 @@ import uvicorn
 from server.api import create_app
 from server.connections import GuardedConfig
 from server.engines.manager import ModelStatus
-from server.heap import settle
 from server.services import Services
+from server.tuning import settle
 
 log = logging.getLogger(__name__)
-
-SWITCH_INTERVAL_S = 0.001
-"""The longest a thread that wants the interpreter lock waits while another computes (Python's default is
-5 ms). The event loop rarely gives the lock up of its own accord while it is busy, so under load every
-other thread waits that long each time it comes back from a system call: the ledger's writer, between the
-statements of a transaction that holds SQLite's write lock, during which the loop's own commits cannot
-go through; a model's worker, between tokens. A shorter wait keeps those hand-overs short."""
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
@@ -117,7 +109,6 @@ class ServerThread:
         if self._thread is not None and self._thread.is_alive():
             return
         self.error = None
-        sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_S))
         self._socket = self._bind()
         self.port = self._socket.getsockname()[1]
         settings = self.services.settings
@@ -139,7 +130,7 @@ class ServerThread:
         )
         server = uvicorn.Server(config)
         self._server = server
-        settle()  # what exists now lives as long as the process: out of the collector's full passes
+        settle()  # what exists now lives as long as the process (see server/tuning.py)
         started = threading.Event()
 
         def run() -> None:

@@ -73,7 +73,11 @@ class Services:
             responses=ResponseStore(store),
             limiter=limiter,
             auth_throttle=AuthThrottle(),
-            upstream=UpstreamClient(models.upstreams, read_timeout_s=settings.upstream_timeout_s),
+            upstream=UpstreamClient(
+                models.upstreams,
+                read_timeout_s=settings.upstream_timeout_s,
+                max_body_bytes=settings.upstream_max_body_bytes,
+            ),
             inflight=InFlight(store, limiter.boot),
         )
         recovered = recover(store, ledger, limiter.boot, settings.models)
@@ -106,5 +110,6 @@ class Services:
         """Finish writing the ledger, unload the models and close the store."""
         self.inflight.close()
         self.ledger.close()
+        self.keys.close()
         self.models.close()
         self.store.close()

@@ -22,18 +22,6 @@ from server.redaction import redact_keys
 log = logging.getLogger(__name__)
 
 
-def _unchanged(value: None) -> None:
-    return value
-
-
-# sqlite3 binds True, False and None as 1, 0 and NULL, but only after looking for an adapter for them,
-# which (in CPython's _sqlite) raises and discards an AttributeError for every such parameter. Registered,
-# they are found in its table at once, and bound as before; a ledger row has five of them, and the look-up
-# cost the ledger's writer a quarter of its time per row. (Adapting bool and NoneType, unlike int, float
-# or str, keeps sqlite3's fast path for every other parameter.)
-sqlite3.register_adapter(bool, int)
-sqlite3.register_adapter(type(None), _unchanged)
-
 SCHEMA_VERSION = 4
 
 PRAGMAS: dict[str, object] = {

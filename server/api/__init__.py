@@ -1,7 +1,8 @@
 """The HTTP layer: ``create_app`` builds a FastAPI application around one :class:`Services`.
 
 Handlers are thin: parse and bound the request, find the key, hand the work to the engines, meter it.
-Every error, wherever it is raised, leaves as the OpenAI error envelope.
+Every route is in the one table of :func:`add_routes`; a handler that takes a ``Key`` runs only for a
+valid key. Every error, wherever it is raised, leaves as the OpenAI error envelope.
 """
 
 from __future__ import annotations
@@ -11,17 +12,15 @@ from collections.abc import AsyncIterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
-from fastapi import Depends, FastAPI
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import server
-from server.api import chat, embeddings, models, responses
-from server.api.dispatch import Application
-from server.api.http import JSON, exception_response, new_id, require_key, server_error_response
-from server.api.openapi import openapi_document
+from server.api import chat, embeddings, models, openapi, responses
+from server.api.http import JSON, exception_response, new_id, server_error_response, services
 from server.config import Settings
 from server.engines.manager import Factory
 from server.errors import APIError
@@ -31,7 +30,29 @@ from server.store import StoreError
 log = logging.getLogger(__name__)
 
 PUBLIC_ROUTES: frozenset[tuple[str, str]] = frozenset({("GET", "/health")})
-"""Routes that answer without a key. Every other route depends on ``require_key``."""
+"""Routes that answer without a key. Every other route's handler takes a ``Key``."""
+
+
+async def health(request: Request) -> Response:
+    """``GET /health`` (no key needed): serving, and each model's state; ``loading`` until every model has
+    loaded (or failed to)."""
+    states = {config.name: state for config, _, state in services(request).models.states()}
+    return JSON({"status": "loading" if "loading" in states.values() else "ok", "models": states})
+
+
+def add_routes(app: FastAPI) -> None:
+    """Every route the server answers."""
+    route = app.add_api_route
+    route("/health", health, methods=["GET"], include_in_schema=False)
+    route("/v1/models", models.list_models, methods=["GET"])
+    route("/v1/models/{model:path}", models.retrieve_model, methods=["GET"])
+    route("/v1/chat/completions", chat.create_chat_completion, methods=["POST"])
+    route("/v1/embeddings", embeddings.create_embeddings, methods=["POST"])
+    route("/v1/responses", responses.create_response, methods=["POST"])
+    route("/v1/responses/{response_id}", responses.retrieve_response, methods=["GET"])
+    route("/v1/responses/{response_id}", responses.delete_response, methods=["DELETE"])
+    route("/v1/responses/{response_id}/input_items", responses.list_input_items, methods=["GET"])
+    route("/v1/openapi.json", openapi.serve_document, methods=["GET"], include_in_schema=False)
 
 
 class RequestIds:
@@ -94,7 +115,7 @@ def create_app(
             if owned:
                 opened.close()
 
-    app = Application(
+    app = FastAPI(
         title="AI Service Platform",
         version=server.__version__,
         docs_url=None,
@@ -103,30 +124,12 @@ def create_app(
         lifespan=lifespan,
         redirect_slashes=False,  # a redirect would echo the client's Host header back as a Location
     )
-    app.services = services
+    app.state.services = services
     app.state.json_parser = ThreadPoolExecutor(
         max_workers=1, thread_name_prefix="json-parser"
     )  # see read_json
-
-    for module in (models, chat, embeddings, responses):
-        app.include_router(module.router, dependencies=[Depends(require_key)])
-
-    @app.get("/health", include_in_schema=False)
-    async def health() -> Response:
-        # Serving, and each model's state: "loading" until every model has loaded (or failed to).
-        states = {config.name: state for config, _, state in services.models.states()}
-        return JSON({"status": "loading" if "loading" in states.values() else "ok", "models": states})
-
-    @app.get("/v1/openapi.json", include_in_schema=False, dependencies=[Depends(require_key)])
-    async def openapi() -> Response:
-        served: dict[str, list[str]] = {}
-        for config, _created in services.models.served():
-            served.setdefault(config.kind, []).append(config.name)
-        return JSON(openapi_document(app, served))
-
+    add_routes(app)
     for handled in (APIError, RequestValidationError, HTTPException, StoreError):
         app.add_exception_handler(handled, exception_response)
-
     app.add_middleware(RequestIds)
-    app.serve_directly()
     return app

@@ -1,7 +1,8 @@
 """One ledger row per request, whatever happens to it.
 
 A completed request waits for its row to be committed before its last bytes are sent; a request cut
-short by a disconnect or a failure is queued for the ledger without waiting (nobody is left to wait).
+short by a disconnect or a failure is queued for the ledger without waiting (nobody is left to wait); a
+request refused before its bill was opened leaves a row that costs nothing (:class:`Intake`).
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ from dataclasses import dataclass
 from fastapi import Request
 
 from server.config import ModelConfig
+from server.errors import APIError
 from server.events import Meter
 from server.inflight import Flight, InFlight
 from server.keys import KeyRecord
 from server.limits import Admission, Limiter
+from server.protocol.wire import BodyError
 from server.services import Services
 from server.usage import Ledger, Status, UsageEntry, cost_of
 
@@ -95,13 +98,11 @@ def admit(
     max_output: int,
 ) -> Bill:
     """Check the key's limits for this request (reserving its worst-case budget) and open its bill."""
-    services: Services = request.scope["app"].services
-    request.state.model = model.name
+    services: Services = request.app.state.services
     request_id: str = request.state.request_id
     admission = services.limiter.admit(
         key, model, input_tokens, max_output, request_id=request_id, endpoint=endpoint, stream=stream
     )
-    request.state.billed = True  # from here on the bill writes the request's one ledger row
     flight = Flight(request_id, key.id, model.name, endpoint, stream, meter, asyncio.current_task())
     services.inflight.admit(flight)
     request.state.flight = flight  # the request's guard ends it cleanly if the server stops it
@@ -120,32 +121,57 @@ def admit(
     )
 
 
-ENDPOINTS = {
-    "/v1/chat/completions": "chat.completions",
-    "/v1/embeddings": "embeddings",
-    "/v1/responses": "responses",
-}
+@dataclass
+class Intake:
+    """A request to a metered endpoint from a known key: how it gets its one ledger row.
 
+    The handler opens the request's bill with :meth:`admit`; from then on the bill writes the row. An
+    error that ends the request before that (bad input, an unknown model, a limit) is passed to
+    :meth:`refused`, and leaves a row that costs nothing, so the operator sees who was refused and why.
+    """
 
-def record_rejection(request: Request, status: int) -> None:
-    """A request refused after its key was known (bad input, limits, unknown model): a ledger row that
-    costs nothing, so the operator sees who was refused and why not."""
-    endpoint = ENDPOINTS.get(request.url.path)
-    key: KeyRecord | None = getattr(request.state, "key", None)
-    if endpoint is None or key is None or getattr(request.state, "billed", False):
-        return
-    request.state.billed = True
-    services: Services = request.scope["app"].services
-    services.ledger.submit(
-        UsageEntry(
-            request_id=request.state.request_id,
-            key_id=key.id,
-            model=configured_model(services, getattr(request.state, "model", None)),
-            endpoint=endpoint,
-            status="rejected",
-            http_status=status,
+    request: Request
+    key: KeyRecord
+    endpoint: str
+    model: str = ""
+    """The requested model, once the body is parsed."""
+    bill: Bill | None = None
+
+    def admit(
+        self, model: ModelConfig, *, stream: bool, meter: Meter, input_tokens: int, max_output: int
+    ) -> Bill:
+        """Check the key's limits for this request (reserving its worst-case budget) and open its bill."""
+        self.model = model.name
+        self.bill = admit(
+            self.request,
+            self.key,
+            model,
+            self.endpoint,
+            stream=stream,
+            meter=meter,
+            input_tokens=input_tokens,
+            max_output=max_output,
         )
-    )
+        return self.bill
+
+    def refused(self, error: APIError) -> None:
+        """The request ends with ``error``: recorded as refused, unless its bill is open (and records it)."""
+        if self.bill is not None:
+            return
+        model = self.model
+        if not model and isinstance(error.__cause__, BodyError):
+            model = error.__cause__.model or ""  # a body refused by its parser may still name its model
+        services: Services = self.request.app.state.services
+        services.ledger.submit(
+            UsageEntry(
+                request_id=self.request.state.request_id,
+                key_id=self.key.id,
+                model=configured_model(services, model),
+                endpoint=self.endpoint,
+                status="rejected",
+                http_status=error.status,
+            )
+        )
 
 
 def configured_model(services: Services, name: object) -> str:

@@ -7,12 +7,12 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from starlette.responses import Response
 
 from server import chat
-from server.api.billing import Bill, admit
-from server.api.http import JSON, EventStream, read_json, services, until_disconnected
+from server.api.billing import Bill, Intake
+from server.api.http import JSON, EventStream, Key, read_json, services, until_disconnected
 from server.api.models import model_loaded
 from server.engines.base import Message, ToolCall
 from server.errors import APIError, InvalidRequest, ModelNotFound
@@ -21,8 +21,6 @@ from server.keys import KeyRecord
 from server.protocol import chat as wire
 from server.protocol.wire import SSE_DONE, sse_data
 from server.tool_calls import Tool
-
-router = APIRouter()
 
 
 def _refuse_unsupported(req: wire.ChatCompletionRequest) -> None:
@@ -132,18 +130,24 @@ def _logprob_entries(entries: Any) -> list[dict[str, Any]]:
     ]
 
 
-@router.post("/v1/chat/completions")
-async def create_chat_completion(request: Request) -> Response:
-    key: KeyRecord = request.state.key
+async def create_chat_completion(request: Request, key: Key) -> Response:
+    """``POST /v1/chat/completions``."""
+    intake = Intake(request, key, "chat.completions")
+    try:
+        return await _complete(request, key, intake)
+    except APIError as error:
+        intake.refused(error)
+        raise
+
+
+async def _complete(request: Request, key: KeyRecord, intake: Intake) -> Response:
     req = await read_json(request, wire.ChatCompletionRequest)
+    intake.model = req.model
     prepared = await prepare_chat(request, req, key)
     request_id: str = request.state.request_id
     meter = Meter()
-    bill = admit(
-        request,
-        key,
+    bill = intake.admit(
         prepared.config,
-        "chat.completions",
         stream=bool(req.stream),
         meter=meter,
         input_tokens=prepared.input_tokens,

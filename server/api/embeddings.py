@@ -5,34 +5,41 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from starlette.responses import Response
 
-from server.api.billing import admit
-from server.api.http import JSON, read_json, services, until_disconnected
+from server.api.billing import Intake
+from server.api.http import JSON, Key, read_json, services, until_disconnected
 from server.api.models import model_loaded
 from server.config import ModelConfig
 from server.engines.base import EmbeddingBackend, Embeddings, EngineCrashedError, EngineFailureError
 from server.engines.upstream import UpstreamFailure, UpstreamModel
-from server.errors import EngineCrashed, EngineFailure, InvalidRequest, ModelNotFound, UpstreamError
+from server.errors import APIError, EngineCrashed, EngineFailure, InvalidRequest, ModelNotFound, UpstreamError
 from server.events import Meter
 from server.keys import KeyRecord
 from server.protocol import embeddings as wire
 from server.upstream_chat import as_api_error
 
-router = APIRouter()
+
+async def create_embeddings(request: Request, key: Key) -> Response:
+    """``POST /v1/embeddings``."""
+    intake = Intake(request, key, "embeddings")
+    try:
+        return await _embed(request, key, intake)
+    except APIError as error:
+        intake.refused(error)
+        raise
 
 
-@router.post("/v1/embeddings")
-async def create_embeddings(request: Request) -> Response:
-    key: KeyRecord = request.state.key
+async def _embed(request: Request, key: KeyRecord, intake: Intake) -> Response:
     req = await read_json(request, wire.EmbeddingRequest)
+    intake.model = req.model
     if not key.may_use(req.model):
         raise ModelNotFound(req.model)
     await model_loaded(request, req.model)
     backend, worker, config = services(request).models.get(req.model, "embedding")
     if isinstance(backend, UpstreamModel):
-        return await _embed_upstream(request, key, req, backend, config)
+        return await _embed_upstream(request, intake, req, backend, config)
     assert worker is not None
     embedder: EmbeddingBackend = backend  # type: ignore[assignment]
     inputs = req.inputs()
@@ -59,9 +66,7 @@ async def create_embeddings(request: Request) -> Response:
     # Tokens are counted by the model itself; reserve an upper bound (a token covers at least one
     # character or one id, plus the two special tokens each input gets).
     bound = sum(len(i) + 2 for i in inputs)
-    bill = admit(
-        request, key, config, "embeddings", stream=False, meter=meter, input_tokens=bound, max_output=0
-    )
+    bill = intake.admit(config, stream=False, meter=meter, input_tokens=bound, max_output=0)
 
     def work(_should_stop: Any) -> Any:
         return iter([embedder.embed(inputs)])
@@ -98,15 +103,13 @@ async def create_embeddings(request: Request) -> Response:
 
 
 async def _embed_upstream(
-    request: Request, key: KeyRecord, req: wire.EmbeddingRequest, model: UpstreamModel, config: ModelConfig
+    request: Request, intake: Intake, req: wire.EmbeddingRequest, model: UpstreamModel, config: ModelConfig
 ) -> Response:
     """Embeddings from an upstream engine, metered by the usage it reports."""
     inputs = req.inputs()
     meter = Meter(exact=False)
     bound = sum(len(i.encode("utf-8")) if isinstance(i, str) else len(i) for i in inputs) + 2 * len(inputs)
-    bill = admit(
-        request, key, config, "embeddings", stream=False, meter=meter, input_tokens=bound, max_output=0
-    )
+    bill = intake.admit(config, stream=False, meter=meter, input_tokens=bound, max_output=0)
     body: dict[str, Any] = {"model": model.remote_name, "input": inputs, "encoding_format": "float"}
     if req.dimensions is not None:
         body["dimensions"] = req.dimensions

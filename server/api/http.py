@@ -8,16 +8,15 @@ import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
-from fastapi import Request
+from fastapi import Depends, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
-from server.api.billing import record_rejection
 from server.connections import DISCONNECT_EXTENSION, DisconnectSignal
 from server.errors import (
     APIError,
@@ -49,7 +48,8 @@ thread parsing one body at a time bounds the memory that parsing takes."""
 
 
 def services(request: Request) -> Services:
-    found: Services = request.scope["app"].services
+    """What the application serves with (``create_app`` keeps it on ``app.state``)."""
+    found: Services = request.app.state.services
     return found
 
 
@@ -86,7 +86,6 @@ async def exception_response(request: Request, exc: Exception) -> Response:
     """Any exception a request raised, as the OpenAI envelope: the one renderer of errors."""
     request_id: str | None = getattr(request.state, "request_id", None)
     if isinstance(exc, APIError):
-        record_rejection(request, exc.status)
         return error_response(exc, request_id)
     if isinstance(exc, RequestValidationError):
         first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
@@ -118,7 +117,7 @@ async def exception_response(request: Request, exc: Exception) -> Response:
 
 
 async def require_key(request: Request) -> KeyRecord:
-    """The key behind ``Authorization: Bearer …``; every protected route depends on this."""
+    """The key behind ``Authorization: Bearer …``, or :class:`Unauthenticated` (throttled per address)."""
     svc = services(request)
     try:
         return _authenticate(request, svc)
@@ -142,9 +141,12 @@ def _authenticate(request: Request, svc: Services) -> KeyRecord:
     scheme, _, token = values[0].partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthenticated("Use Bearer auth: Authorization: Bearer YOUR_KEY.")
-    record = svc.keys.authenticate(token.strip())
-    request.state.key = record
-    return record
+    return svc.keys.authenticate(token.strip())
+
+
+Key = Annotated[KeyRecord, Depends(require_key)]
+"""A handler parameter of this type is the caller's key: FastAPI calls :func:`require_key` before the
+handler, which runs only for a valid key. Every route but those on ``PUBLIC_ROUTES`` takes one."""
 
 
 async def read_json(request: Request, model: type[M]) -> M:
@@ -176,8 +178,7 @@ async def read_json(request: Request, model: type[M]) -> M:
             return await asyncio.get_running_loop().run_in_executor(parser, parse_request, model, body)
         return parse_request(model, body)
     except BodyError as exc:
-        request.state.model = exc.model
-        raise InvalidRequest(exc.message, param=exc.param) from exc
+        raise InvalidRequest(exc.message, param=exc.param) from exc  # the cause names the model, if any
 
 
 def _body_headers(headers: list[tuple[bytes, bytes]]) -> tuple[str, str | None]:

@@ -5,23 +5,20 @@ from __future__ import annotations
 
 import asyncio
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from starlette.responses import Response
 
-from server.api.http import JSON, services
+from server.api.http import JSON, Key, services
 from server.errors import ModelNotFound
 from server.keys import KeyRecord
 from server.protocol import models as wire
-
-router = APIRouter()
 
 LISTED = ("loaded", "restarting", "loading")
 """The states in which a model is listed: served, or about to be (a request for it waits)."""
 POLL_S = 0.05
 
 
-def _listed(request: Request) -> list[dict[str, object]]:
-    key: KeyRecord = request.state.key
+def _listed(request: Request, key: KeyRecord) -> list[dict[str, object]]:
     return [
         wire.model_object(c.name, created, c.owned_by, "loading" if state == "loading" else None)
         for c, created, state in services(request).models.states()
@@ -29,14 +26,14 @@ def _listed(request: Request) -> list[dict[str, object]]:
     ]
 
 
-@router.get("/v1/models")
-async def list_models(request: Request) -> Response:
-    return JSON(wire.model_list(_listed(request)))
+async def list_models(request: Request, key: Key) -> Response:
+    """``GET /v1/models``."""
+    return JSON(wire.model_list(_listed(request, key)))
 
 
-@router.get("/v1/models/{model:path}")
-async def retrieve_model(request: Request, model: str) -> Response:
-    for listed in _listed(request):
+async def retrieve_model(request: Request, key: Key, model: str) -> Response:
+    """``GET /v1/models/{model}``."""
+    for listed in _listed(request, key):
         if listed["id"] == model:
             return JSON(listed)
     raise ModelNotFound(model)

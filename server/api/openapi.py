@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
+from starlette.responses import Response
 
+from server.api.http import JSON, Key, services
 from server.protocol.chat import ChatCompletionRequest
 from server.protocol.embeddings import EmbeddingRequest
 from server.protocol.responses import ResponseRequest
@@ -142,3 +144,12 @@ def openapi_document(app: FastAPI, models: dict[str, list[str]]) -> dict[str, An
     for (component, name), refined in REFINED.items():
         schemas[component]["properties"][name] = refined
     return spec
+
+
+async def serve_document(request: Request, key: Key) -> Response:
+    """``GET /v1/openapi.json``: the document, naming the served models this key may use."""
+    served: dict[str, list[str]] = {}
+    for config, _created in services(request).models.served():
+        if key.may_use(config.name):
+            served.setdefault(config.kind, []).append(config.name)
+    return JSON(openapi_document(request.app, served))

@@ -7,12 +7,12 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from starlette.responses import Response
 
 from server import chat
-from server.api.billing import Bill, admit
-from server.api.http import JSON, EventStream, new_id, read_json, services, until_disconnected
+from server.api.billing import Bill, Intake
+from server.api.http import JSON, EventStream, Key, new_id, read_json, services, until_disconnected
 from server.api.models import model_loaded
 from server.errors import APIError, InvalidRequest, ModelNotFound
 from server.events import ChoiceEnd, Delta, Meter
@@ -20,8 +20,6 @@ from server.keys import KeyRecord
 from server.protocol import responses as wire
 from server.protocol.wire import sse_event
 from server.responses import ResponseStore
-
-router = APIRouter()
 
 
 def _history(store: ResponseStore, key: KeyRecord, previous: str | None) -> list[tuple[str, str, str | None]]:
@@ -56,11 +54,20 @@ def _json_schema(req: wire.ResponseRequest) -> dict[str, Any] | None:
     return fmt.schema_
 
 
-@router.post("/v1/responses")
-async def create_response(request: Request) -> Response:
-    key: KeyRecord = request.state.key
+async def create_response(request: Request, key: Key) -> Response:
+    """``POST /v1/responses``."""
+    intake = Intake(request, key, "responses")
+    try:
+        return await _respond(request, key, intake)
+    except APIError as error:
+        intake.refused(error)
+        raise
+
+
+async def _respond(request: Request, key: KeyRecord, intake: Intake) -> Response:
     svc = services(request)
     req = await read_json(request, wire.ResponseRequest)
+    intake.model = req.model
     if not key.may_use(req.model):
         raise ModelNotFound(req.model)
     await model_loaded(request, req.model)
@@ -87,11 +94,8 @@ async def create_response(request: Request) -> Response:
     input_items = [wire.input_item(item.id or new_id("msg_"), item) for item in items]
     meter = Meter()
     run = _Run(req, key, svc.responses, response_id, input_items, prepared, meter)
-    run.bill = admit(
-        request,
-        key,
+    run.bill = intake.admit(
         prepared.config,
-        "responses",
         stream=bool(req.stream),
         meter=meter,
         input_tokens=prepared.input_tokens,
@@ -320,23 +324,20 @@ def _response_error_code(error: APIError) -> str:
     return "invalid_prompt" if 400 <= error.status < 500 else "server_error"
 
 
-@router.get("/v1/responses/{response_id}")
-async def retrieve_response(request: Request, response_id: str) -> Response:
-    key: KeyRecord = request.state.key
+async def retrieve_response(request: Request, key: Key, response_id: str) -> Response:
+    """``GET /v1/responses/{response_id}``."""
     stored = await asyncio.to_thread(services(request).responses.get, key.id, response_id)
     return JSON(stored.body)
 
 
-@router.delete("/v1/responses/{response_id}")
-async def delete_response(request: Request, response_id: str) -> Response:
-    key: KeyRecord = request.state.key
+async def delete_response(request: Request, key: Key, response_id: str) -> Response:
+    """``DELETE /v1/responses/{response_id}``."""
     await asyncio.to_thread(services(request).responses.delete, key.id, response_id)
     return JSON(wire.deleted(response_id))
 
 
-@router.get("/v1/responses/{response_id}/input_items")
-async def list_input_items(request: Request, response_id: str) -> Response:
-    key: KeyRecord = request.state.key
+async def list_input_items(request: Request, key: Key, response_id: str) -> Response:
+    """``GET /v1/responses/{response_id}/input_items``."""
     query = request.query_params
     raw_limit = query.get("limit", "20")
     if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 100:

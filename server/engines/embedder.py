@@ -14,14 +14,7 @@ import numpy as np
 from server.config import ModelConfig
 from server.engines.base import Embeddings, LoadError
 from server.errors import InvalidRequest
-
-OPENMP_ENVIRONMENT = {"GOMP_SPINCOUNT": "10000"}
-"""How torch's OpenMP threads wait, set before torch loads unless the operator has set it. By default a
-thread with nothing to do spins 300,000 times (milliseconds) before it sleeps: after every request it
-burns a core the server needs to answer, and when other work (a chat model) holds a core, a thread that
-finished its share spins while the other waits for that core, and an embedding takes several times
-longer. 10,000 spins still bridge the gaps between a forward pass's kernels: on an idle machine it is
-as fast as the default."""
+from server.tuning import apply_to_engine
 
 BATCH = 32
 """Texts per call of ``encode``, as it batches them by default."""
@@ -55,8 +48,7 @@ class SentenceTransformerEmbedder:
         for module in BLOCKED_MODULES:
             # None in sys.modules: `import` fails and importlib.util.find_spec() reports it absent.
             sys.modules.setdefault(module, None)  # type: ignore[arg-type]
-        for name, value in OPENMP_ENVIRONMENT.items():
-            os.environ.setdefault(name, value)
+        apply_to_engine(os.environ)  # before torch loads
         try:
             import torch  # noqa: PLC0415  (seconds to import: only when an embedding model loads)
             from sentence_transformers import SentenceTransformer  # noqa: PLC0415

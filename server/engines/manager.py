@@ -21,7 +21,7 @@ from server.engines.supervisor import Crash, Supervisor
 from server.engines.upstream import ReplicaStatus, UpstreamModel
 from server.engines.worker import ModelWorker, QueueStats
 from server.errors import EngineCrashed, ModelNotFound, ModelUnavailable
-from server.heap import release, settle
+from server.tuning import release, settle
 
 log = logging.getLogger(__name__)
 

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from server.config import ModelConfig
 from server.usage import ledger_rows
@@ -60,7 +61,7 @@ def reasoning_models(**options: str) -> tuple[ModelConfig, ...]:
     return (FAKE_CHAT.model_copy(update={"source": source, "reasoning": True}), FAKE_EMBED)
 
 
-def messages(text: str = "hello there world") -> list[dict[str, Any]]:
+def messages(text: str = "hello there world") -> list[ChatCompletionMessageParam]:
     return [{"role": "user", "content": text}]
 
 

@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
+from server.engines.fake import FakeChat
 from tests.api.conftest import (
     CHAT,
     EMBED,
@@ -150,7 +151,8 @@ IN_FLIGHT = 25  # tokens the server may make between the client's last read and 
 def generated(live: Live) -> int:
     """Tokens the fake chat model has generated since it loaded, delivered or not."""
     backend, _, _ = live.services.models.get(CHAT, "chat")
-    return backend.generated  # type: ignore[union-attr]
+    assert isinstance(backend, FakeChat)
+    return backend.generated
 
 
 def running(live: Live) -> int:

@@ -99,7 +99,7 @@ def test_every_sampling_parameter_is_accepted(client: openai.OpenAI) -> None:
             "json_schema": {"name": "answer", "schema": {"type": "object"}, "strict": True},
         },
     ):
-        done = client.chat.completions.create(model=CHAT, messages=messages("x"), response_format=fmt)  # type: ignore[arg-type]
+        done = client.chat.completions.create(model=CHAT, messages=messages("x"), response_format=fmt)  # type: ignore[call-overload]
         assert done.choices[0].finish_reason == "stop"
 
 

@@ -13,6 +13,7 @@ import openai
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from openai.types.chat import ChatCompletionMessageParam
 
 from server.keys import KeyLimits
 from tests.api.conftest import CHAT, EMBED, assert_error, http, messages, sdk
@@ -25,7 +26,7 @@ IMAGE = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw
 AUDIO = {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}}
 
 
-def user(content: Any) -> list[dict[str, Any]]:
+def user(content: Any) -> list[ChatCompletionMessageParam]:
     return [{"role": "user", "content": content}]
 
 
@@ -282,7 +283,7 @@ def test_embeddings_reject_with_the_param_named(api: httpx.Client, subtests: pyt
 
 def test_the_sdk_raises_bad_request_naming_the_param(client: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as caught:
-        client.chat.completions.create(model=CHAT, messages=messages(), n="5")  # type: ignore[arg-type]
+        client.chat.completions.create(model=CHAT, messages=messages(), n="5")  # type: ignore[call-overload]
     assert caught.value.param == "n"
     assert caught.value.type == "invalid_request_error"
     with pytest.raises(openai.BadRequestError, match="text-only"):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -76,7 +76,7 @@ def test_json_schema_output_parses_and_matches(api: httpx.Client, temperature: f
 
 
 def test_json_schema_through_the_responses_api(real_live: Live) -> None:
-    schema = {
+    schema: dict[str, Any] = {
         "type": "object",
         "properties": {"city": {"type": "string", "maxLength": 16}},
         "required": ["city"],
@@ -240,7 +240,7 @@ def test_concurrent_requests_complete_and_other_endpoints_never_stall(real_live:
     answered_mid_generation: list[tuple[str, float]] = []
     with ThreadPoolExecutor(len(prompts)) as pool, http(real_live) as api:
         futures = [pool.submit(chat, p) for p in prompts]
-        probes = [
+        probes: list[tuple[str, Callable[[], httpx.Response]]] = [
             ("models", lambda: api.get("/v1/models")),
             (
                 "embeddings",

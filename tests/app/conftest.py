@@ -8,14 +8,14 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import openai
 import pytest
 import qasync
 import shiboken6
 from PySide6.QtCore import QEvent, QPoint, Qt
-from PySide6.QtWidgets import QApplication, QCheckBox, QWidget
+from PySide6.QtWidgets import QApplication, QCheckBox, QTableWidget, QWidget
 from pytestqt.qtbot import QtBot
 
 from app.main import build_window, prepare
@@ -142,6 +142,22 @@ def screenshots(artifacts: Path) -> Path:
     folder = artifacts / SCREENSHOTS
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+T = TypeVar("T")
+
+
+def opened(thing: T | None) -> T:
+    """What a page holds while it is open (a dialog, a selected row), asserting that it is."""
+    assert thing is not None, "expected it to be open"
+    return thing
+
+
+def cell_text(table: QTableWidget, row: int, column: int) -> str:
+    """The text of a filled cell."""
+    item = table.item(row, column)
+    assert item is not None, f"no item at ({row}, {column})"
+    return item.text()
 
 
 def shown(page: UsagePage) -> UsageSeries:

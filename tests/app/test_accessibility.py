@@ -28,7 +28,7 @@ from PySide6.QtWidgets import (
 )
 from pytestqt.qtbot import QtBot
 
-from app.theme import FONT_STEPS
+from app.theme import FONT_STEPS, ThemeName
 from app.window import PAGES, MainWindow
 from server.config import ModelConfig
 from server.keys import KeyLimits
@@ -36,9 +36,10 @@ from server.model_presets import preset
 from server.usage import UsageEntry
 from tests.conftest import fake_models
 
-from .conftest import settle
+from .conftest import cell_text, opened, settle
 
 EXTREMES = (FONT_STEPS[0], FONT_STEPS[-1])
+THEMES: tuple[ThemeName, ...] = ("light", "dark")
 
 
 def _shown(widget: QWidget, root: QWidget) -> bool:
@@ -86,11 +87,12 @@ def clipped(root: QWidget) -> list[str]:
 def _laid_out(layout: QLayout) -> list[QWidget]:
     widgets = []
     for i in range(layout.count()):
-        item = layout.itemAt(i)
-        if item.widget() is not None:
-            widgets.append(item.widget())
-        elif item.layout() is not None:
-            widgets.extend(_laid_out(item.layout()))
+        item = opened(layout.itemAt(i))
+        widget, inner = item.widget(), item.layout()
+        if widget is not None:
+            widgets.append(widget)
+        elif inner is not None:
+            widgets.extend(_laid_out(inner))
     return widgets
 
 
@@ -165,7 +167,7 @@ def test_every_page_fits_in_both_themes_at_the_smallest_and_largest_font(
 ) -> None:
     window = busy_window
     failures = []
-    for theme, step in itertools.product(("light", "dark"), EXTREMES):
+    for theme, step in itertools.product(THEMES, EXTREMES):
         window.theme.set_theme(theme)
         window.theme.set_font_size(step.key)
         for index, name in enumerate(PAGES):
@@ -199,7 +201,7 @@ def test_every_page_fits_in_both_themes_at_the_smallest_and_largest_font(
 def out_of_order(root: QWidget) -> list[str]:
     """Controls that Tab reaches before one above or to the left of them (inside ``root`` only)."""
     stops: list[QWidget] = []
-    widget = root.nextInFocusChain()
+    widget = opened(root.nextInFocusChain())
     while widget is not root and len(stops) < 500:
         if (
             root.isAncestorOf(widget)
@@ -209,7 +211,7 @@ def out_of_order(root: QWidget) -> list[str]:
             and not isinstance(widget.parent(), QComboBox | QAbstractSpinBox)
         ):
             stops.append(widget)
-        widget = widget.nextInFocusChain()
+        widget = opened(widget.nextInFocusChain())
     problems = []
     for a, b in itertools.pairwise(stops):
         pa, pb = a.mapTo(root, a.rect().topLeft()), b.mapTo(root, b.rect().topLeft())
@@ -245,7 +247,7 @@ def test_the_key_dialogs_fit_in_both_themes_at_the_smallest_and_largest_font(
     window.show_page(PAGES.index("API Keys"))
     qtbot.waitUntil(lambda: len(page.records()) == 2, timeout=5000)
     failures: list[str] = []
-    for theme, step in itertools.product(("light", "dark"), EXTREMES):
+    for theme, step in itertools.product(THEMES, EXTREMES):
         window.theme.set_theme(theme)
         window.theme.set_font_size(step.key)
         suffix = f"{theme}-{step.key}"
@@ -308,9 +310,9 @@ def test_the_models_page_and_its_form_fit_in_both_themes_at_the_smallest_and_lar
     qtbot.waitUntil(lambda: page.hardware is not None and len(page.rows()) == 4, timeout=30_000)
     qtbot.waitUntil(lambda: page.cell("relay", "State") == "Loaded")
     page.select("relay")
-    qtbot.waitUntil(lambda: page.replicas.rowCount() == 2 and page.replicas.item(0, 1).text() == "No")
+    qtbot.waitUntil(lambda: page.replicas.rowCount() == 2 and cell_text(page.replicas, 0, 1) == "No")
     failures: list[str] = []
-    for theme, step in itertools.product(("light", "dark"), EXTREMES):
+    for theme, step in itertools.product(THEMES, EXTREMES):
         window.theme.set_theme(theme)
         window.theme.set_font_size(step.key)
         suffix = f"{theme}-{step.key}"
@@ -326,7 +328,7 @@ def test_the_models_page_and_its_form_fit_in_both_themes_at_the_smallest_and_lar
         qtbot.waitUntil(dialog.isVisible)
         dialog.preset.setCurrentIndex(dialog.preset.findData("qwen3-30b-a3b"))
         dialog.source.setText(missing)
-        qtbot.waitUntil(lambda dialog=dialog: dialog.estimate.text().startswith("No file at"))
+        qtbot.waitUntil(lambda dialog=dialog: dialog.estimate.text().startswith("No file at"))  # type: ignore[misc]
         failures += _check(qtbot, dialog, f"add, {suffix}", screenshots / f"dialog-add-model-{suffix}.png")
         dialog.engine.setCurrentIndex(dialog.engine.findData("upstream"))
         dialog.accept()  # refused: the name is taken and the source is no URL
@@ -338,7 +340,7 @@ def test_the_models_page_and_its_form_fit_in_both_themes_at_the_smallest_and_lar
         page.edit_selected()
         edit = page.model_dialog
         assert edit is not None
-        qtbot.waitUntil(lambda edit=edit: edit.isVisible() and edit.estimate.text() != "Estimating…")
+        qtbot.waitUntil(lambda edit=edit: edit.isVisible() and edit.estimate.text() != "Estimating…")  # type: ignore[misc]
         failures += _check(qtbot, edit, f"edit, {suffix}", screenshots / f"dialog-edit-model-{suffix}.png")
         edit.reject()
     assert not failures, "\n".join(failures)
@@ -362,7 +364,7 @@ def _tab_stops(qtbot: QtBot, window: MainWindow) -> list[QWidget]:
     visited: list[QWidget] = []
     for _ in range(80):
         qtbot.keyClick(QApplication.focusWidget(), Qt.Key.Key_Tab)
-        focused = QApplication.focusWidget()
+        focused = opened(QApplication.focusWidget())
         if focused is window.sidebar:
             return visited
         visited.append(focused)

@@ -19,7 +19,7 @@ from app.widgets.code_block import CodeBlock
 from app.widgets.document import parse
 from app.window import MainWindow
 
-from .conftest import click
+from .conftest import click, opened
 
 NODE_MODULES = Path(__file__).parents[1] / "clients" / "node_modules"
 ENDPOINTS = ("List the models", "Chat completions", "Responses", "Embeddings")
@@ -53,9 +53,9 @@ def test_every_endpoint_has_an_example_in_each_language_with_a_copy_button(
     examples = window.info_page.examples()
     assert [(b.section, b.title) for b in examples] == [(e, lang) for e in ENDPOINTS for lang in LANGUAGES]
     for block in examples:
-        tabs = block.parentWidget()
+        tabs = opened(block.parentWidget())
         while not isinstance(tabs, QTabWidget):
-            tabs = tabs.parentWidget()
+            tabs = opened(tabs.parentWidget())
         tabs.setCurrentWidget(block)
         click(qtbot, block.copy_button)
         assert QApplication.clipboard().text() == block.text()

@@ -15,9 +15,9 @@ from pytestqt.qtbot import QtBot
 
 from app.pages.keys import COLUMNS
 from app.window import MainWindow
-from server.reports import format_value
+from server.reports import Metric, format_value
 
-from .conftest import SDK, click, shown
+from .conftest import SDK, cell_text, click, opened, shown
 
 T = TypeVar("T")
 
@@ -67,30 +67,30 @@ def create_key_in_window(qtbot: QtBot, window: MainWindow, name: str, **form: An
 
 def row_of(window: MainWindow, name: str) -> int:
     table = window.keys_page.table
-    rows = [r for r in range(table.rowCount()) if table.item(r, 0).text() == name]
-    assert len(rows) == 1, f"{name!r} in {[table.item(r, 0).text() for r in range(table.rowCount())]}"
+    rows = [r for r in range(table.rowCount()) if cell_text(table, r, 0) == name]
+    assert len(rows) == 1, f"{name!r} in {[cell_text(table, r, 0) for r in range(table.rowCount())]}"
     return rows[0]
 
 
 def cell(window: MainWindow, name: str, column: str) -> str:
-    return window.keys_page.table.item(row_of(window, name), COLUMNS.index(column)).text()
+    return cell_text(window.keys_page.table, row_of(window, name), COLUMNS.index(column))
 
 
 def select_row(qtbot: QtBot, window: MainWindow, name: str) -> None:
     table = window.keys_page.table
     rect = table.visualRect(table.model().index(row_of(window, name), 0))
     qtbot.mouseClick(table.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())
-    assert window.keys_page.selected() is not None and window.keys_page.selected().name == name
+    assert opened(window.keys_page.selected()).name == name
 
 
 def test_create_copy_call_see_usage_revoke(qtbot: QtBot, window: MainWindow, sdk: SDK) -> None:
     secret = create_key_in_window(qtbot, window, "Alice laptop", note="Alice, 2nd floor")
     page = window.keys_page
-    click(qtbot, page.secret_dialog.copy_button)
+    click(qtbot, opened(page.secret_dialog).copy_button)
     copied = QApplication.clipboard().text()
     assert copied == secret and copied.startswith("aisp-")
-    assert "only time" in " ".join(w.text() for w in page.secret_dialog.findChildren(QLabel))
-    click(qtbot, page.secret_dialog.done_button)
+    assert "only time" in " ".join(w.text() for w in opened(page.secret_dialog).findChildren(QLabel))
+    click(qtbot, opened(page.secret_dialog).done_button)
     assert page.secret_dialog is None  # closed, and shown once means once: no widget keeps the secret
     assert all(secret not in edit.text() for edit in window.findChildren(QLineEdit))
     assert cell(window, "Alice laptop", "Hint") == f"aisp-…{secret[-4:]}"
@@ -111,12 +111,18 @@ def test_create_copy_call_see_usage_revoke(qtbot: QtBot, window: MainWindow, sdk
             ),
         )
     assert completion.choices[0].message.content == "count these seven words right here"
-    used_in, used_out = completion.usage.prompt_tokens, completion.usage.completion_tokens
+    usage_reported = opened(completion.usage)
+    used_in, used_out = usage_reported.prompt_tokens, usage_reported.completion_tokens
     assert used_out == 6
     cost = used_in * 1.0 / 1e6 + used_out * 2.0 / 1e6
     total_row = len(shown(usage).buckets)
     last_bucket = total_row - 1  # the bucket that holds now
-    expected = {"requests": 1, "input_tokens": used_in, "output_tokens": used_out, "cost": cost}
+    expected: dict[Metric, float] = {
+        "requests": 1,
+        "input_tokens": used_in,
+        "output_tokens": used_out,
+        "cost": cost,
+    }
     for metric, value in expected.items():
         view = usage.views[metric]
         assert view.cell(last_bucket, "fake-chat") == format_value(metric, value)
@@ -148,10 +154,10 @@ def test_create_copy_call_see_usage_revoke(qtbot: QtBot, window: MainWindow, sdk
 
 def test_cancelling_the_revoke_dialog_keeps_the_key(qtbot: QtBot, window: MainWindow, sdk: SDK) -> None:
     secret = create_key_in_window(qtbot, window, "Build server")
-    click(qtbot, window.keys_page.secret_dialog.done_button)
+    click(qtbot, opened(window.keys_page.secret_dialog).done_button)
     select_row(qtbot, window, "Build server")
     click(qtbot, window.keys_page.revoke_button)
-    box = window.keys_page.revoke_box
+    box = opened(window.keys_page.revoke_box)
     click(qtbot, box.button(QMessageBox.StandardButton.Cancel))
     qtbot.wait(200)
     assert cell(window, "Build server", "Status") == "Active"
@@ -162,45 +168,45 @@ def test_cancelling_the_revoke_dialog_keeps_the_key(qtbot: QtBot, window: MainWi
 def test_rename_and_roll_with_a_grace_period(qtbot: QtBot, window: MainWindow, sdk: SDK) -> None:
     page = window.keys_page
     old = create_key_in_window(qtbot, window, "CI runner")
-    click(qtbot, page.secret_dialog.done_button)
+    click(qtbot, opened(page.secret_dialog).done_button)
 
     select_row(qtbot, window, "CI runner")
     click(qtbot, page.rename_button)
     qtbot.keyClicks(
-        page.rename_dialog.name, "CI runner (east)"
+        opened(page.rename_dialog).name, "CI runner (east)"
     )  # the old name is selected: typing replaces it
     with qtbot.waitSignal(page.key_renamed, timeout=10_000):
-        qtbot.keyClick(page.rename_dialog.name, Qt.Key.Key_Return)
+        qtbot.keyClick(opened(page.rename_dialog).name, Qt.Key.Key_Return)
     assert cell(window, "CI runner (east)", "Status") == "Active"
 
     # Roll with a one-hour grace period: both keys work, the old one says until when.
     select_row(qtbot, window, "CI runner (east)")
     click(qtbot, page.roll_button)
-    dialog = page.roll_dialog
+    dialog = opened(page.roll_dialog)
     dialog.grace.setCurrentIndex(dialog.grace.findText("1 hour"))
     with qtbot.waitSignal(page.key_rolled, timeout=10_000) as rolled:
         click(qtbot, next(b for b in dialog.findChildren(QPushButton) if b.text() == "Roll key"))
-    new = page.secret_dialog.secret
+    new = opened(page.secret_dialog).secret
     assert new != old
     old_id, new_id = rolled.args
     records = {r.id: r for r in page.records()}
     assert records[new_id].name == "CI runner (east)"
     assert records[old_id].status() == "expiring"
-    assert records[old_id].expires_at - records[new_id].created_at == pytest.approx(3600, abs=5)
-    click(qtbot, page.secret_dialog.done_button)
-    statuses = sorted(page.table.item(r, 5).text() for r in range(page.table.rowCount()))
+    assert opened(records[old_id].expires_at) - records[new_id].created_at == pytest.approx(3600, abs=5)
+    click(qtbot, opened(page.secret_dialog).done_button)
+    statuses = sorted(cell_text(page.table, r, 5) for r in range(page.table.rowCount()))
     assert statuses[0] == "Active" and statuses[1].startswith("Rolled: works until ")
     for key in (old, new):
-        off_thread(qtbot, lambda key=key: sdk(window, key).models.list())
+        off_thread(qtbot, lambda key=key: sdk(window, key).models.list())  # type: ignore[misc]
 
     # Roll the new one with no grace: its predecessor-to-be stops at once.
     page.select(new_id)
     click(qtbot, page.roll_button)
-    dialog = page.roll_dialog
+    dialog = opened(page.roll_dialog)
     dialog.grace.setCurrentIndex(0)
     with qtbot.waitSignal(page.key_rolled, timeout=10_000):
         click(qtbot, next(b for b in dialog.findChildren(QPushButton) if b.text() == "Roll key"))
-    newest = page.secret_dialog.secret
+    newest = opened(page.secret_dialog).secret
     with pytest.raises(openai.AuthenticationError, match="expired"):
         off_thread(qtbot, lambda: sdk(window, new).models.list())
     off_thread(qtbot, lambda: sdk(window, newest).models.list())
@@ -228,7 +234,7 @@ def test_a_key_limited_to_one_model_with_an_expiry(qtbot: QtBot, window: MainWin
 def test_the_create_button_waits_for_a_name(qtbot: QtBot, window: MainWindow) -> None:
     window.show_page(1)
     click(qtbot, window.keys_page.new_button)
-    dialog = window.keys_page.create_dialog
+    dialog = opened(window.keys_page.create_dialog)
     ok = dialog.buttons.button(QDialogButtonBox.StandardButton.Ok)
     assert not ok.isEnabled()
     qtbot.keyClicks(dialog.name, "   ")

@@ -16,7 +16,7 @@ from app.window import MainWindow
 from server.keys import KeyLimits
 from server.limits import period_end
 
-from .conftest import SDK, click
+from .conftest import SDK, click, opened
 from .test_key_flow import cell, create_key_in_window, off_thread, press, select_row
 
 
@@ -30,7 +30,7 @@ def test_a_key_made_with_two_requests_a_minute_is_refused_the_third(
     qtbot: QtBot, window: MainWindow, sdk: SDK
 ) -> None:
     secret = create_key_in_window(qtbot, window, "Two a minute", rpm="2", max_concurrent="1")
-    click(qtbot, window.keys_page.secret_dialog.done_button)
+    click(qtbot, opened(window.keys_page.secret_dialog).done_button)
     record = next(r for r in window.keys_page.records() if r.name == "Two a minute")
     assert record.limits == KeyLimits(rpm=2, max_concurrent=1)
     assert cell(window, "Two a minute", "Last minute") == "0/2 rpm · 0/1 at once"
@@ -50,7 +50,7 @@ def test_a_budget_set_in_the_edit_dialog_shows_its_spending(
 ) -> None:
     secret = create_key_in_window(qtbot, window, "Reporting")
     page = window.keys_page
-    click(qtbot, page.secret_dialog.done_button)
+    click(qtbot, opened(page.secret_dialog).done_button)
     assert cell(window, "Reporting", "Last minute") == "No rate limits"
     select_row(qtbot, window, "Reporting")
     click(qtbot, page.limits_button)
@@ -67,7 +67,7 @@ def test_a_budget_set_in_the_edit_dialog_shows_its_spending(
     record = next(r for r in page.records() if r.name == "Reporting")
     assert record.limits == KeyLimits(budget_unit="tokens", budget_amount=1000, budget_period="month")
     assert record.allowed_models == ("fake-embed",)
-    renews = time.localtime(period_end("month", time.time()))  # type: ignore[arg-type]
+    renews = time.localtime(period_end("month", time.time()))
     month = f"(renews {renews.tm_mday} {time.strftime('%b', renews)})"
     assert cell(window, "Reporting", "Budget") == f"0/1,000 tokens this month {month}"
 

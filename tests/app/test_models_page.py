@@ -28,7 +28,7 @@ from server.runner import ServerThread
 from server.services import Services, settings_from_store
 from tests.conftest import Live, fake_models
 
-from .conftest import SDK, click, close_window
+from .conftest import SDK, cell_text, click, close_window
 from .test_key_flow import off_thread
 
 MODELS = PAGES.index("Models")
@@ -225,7 +225,7 @@ def test_queue_length_and_wait_show_while_a_slow_model_is_busy(
 
     # The SDK builds its types on first use, which holds up the first requests unevenly: warm it up.
     for client in clients:
-        off_thread(qtbot, lambda client=client: stream(client, 1))
+        off_thread(qtbot, lambda client=client: stream(client, 1))  # type: ignore[misc]
     finished.clear()
     threads = [threading.Thread(target=stream, args=(clients[n % 2],)) for n in range(4)]
     for thread in threads:
@@ -383,16 +383,16 @@ def test_an_upstream_model_shows_each_replicas_health(
     page.select("relay-chat")
     assert page.replicas.isVisible() and page.replicas.rowCount() == 2
     replicas = page.replicas
-    assert [replicas.item(r, 0).text() for r in range(2)] == [upstream.base_url, dead]
+    assert [cell_text(replicas, r, 0) for r in range(2)] == [upstream.base_url, dead]
 
     # The server checks every replica as it starts, and every few seconds after.
     with qtbot.waitSignal(window.server.server_stopped, timeout=10_000):
         click(qtbot, window.header.toggle)
     with qtbot.waitSignal(window.server.server_started, timeout=10_000):
         click(qtbot, window.header.toggle)
-    qtbot.waitUntil(lambda: replicas.rowCount() == 2 and replicas.item(1, 1).text() == "No", timeout=10_000)
-    assert replicas.item(0, 1).text() == "Yes" and replicas.item(0, 3).text().endswith(" ms")
-    assert replicas.item(1, 3).text() == "–" and replicas.item(1, 7).text()  # why it is down
+    qtbot.waitUntil(lambda: replicas.rowCount() == 2 and cell_text(replicas, 1, 1) == "No", timeout=10_000)
+    assert cell_text(replicas, 0, 1) == "Yes" and cell_text(replicas, 0, 3).endswith(" ms")
+    assert cell_text(replicas, 1, 3) == "–" and cell_text(replicas, 1, 7)  # why it is down
 
     key, _ = window.services.keys.create("relay user")
     assert ask(qtbot, sdk(window, key), "relay-chat", "through the relay") == "through the relay"

@@ -20,7 +20,7 @@ from app.theme import FONT_STEPS, PALETTES
 from app.window import MainWindow
 from server.services import settings_from_store
 
-from .conftest import click, close_window
+from .conftest import click, close_window, opened
 
 WINDOW = QPalette.ColorRole.Window
 
@@ -57,7 +57,7 @@ def test_theme_and_font_size_apply_everywhere_and_survive_a_restart(
     assert QApplication.font().pointSize() == largest.points
     # Every page's text follows, and so do the graphs, whose text QtCharts styles on its own.
     for page in window.pages:
-        label = page.findChild(QLabel)
+        label = opened(page.findChild(QLabel))
         assert label.font().pointSize() == largest.points
         assert (
             label.palette().color(QPalette.ColorRole.WindowText).name()
@@ -170,7 +170,8 @@ class UrlCatcher(QObject):
 @pytest.fixture
 def desktop() -> Iterator[UrlCatcher]:
     catcher = UrlCatcher()
-    QDesktopServices.setUrlHandler("file", catcher, "open")
+    # PySide6 6.12 takes the slot's name as a str, although its annotations say bytes.
+    QDesktopServices.setUrlHandler("file", catcher, "open")  # type: ignore[arg-type]
     yield catcher
     QDesktopServices.unsetUrlHandler("file")
 

@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from server.keys import KeyLimits
 from server.limits import period_end, period_start
@@ -17,7 +18,7 @@ from server.store import Store
 from server.usage import ledger_rows
 from tests.conftest import Live, fake_models
 
-MESSAGES = [{"role": "user", "content": "one two three four"}]
+MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "one two three four"}]
 
 
 _OPEN: list[openai.OpenAI] = []

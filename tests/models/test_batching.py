@@ -7,7 +7,7 @@ conversations report their reused prompts in ``cached_tokens``."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import openai
 import pytest
@@ -115,11 +115,11 @@ def test_a_cancelled_request_leaves_its_slot_at_the_next_step_with_its_tokens_co
     engine.start("runs", ask(engine, "Write a long story about a knight."), long)
     pieces: list[Piece] = []
     while engine.scheduler.progress().get("cut", (0, 0))[0] < 10:
-        pieces += [e for rid, e in engine.step() if rid == "cut"]  # type: ignore[misc]
+        pieces += [e for rid, e in engine.step() if rid == "cut" and isinstance(e, Piece)]
     generated = engine.scheduler.progress()["cut"][0]
     engine.cancel("cut")
-    last = [e for rid, e in engine.step() if rid == "cut"]
-    assert len(last) == 1 and isinstance(last[0], Piece) and last[0].finish_reason == "length"
+    last = [e for rid, e in engine.step() if rid == "cut" and isinstance(e, Piece)]
+    assert len(last) == 1 and last[0].finish_reason == "length"
     assert "cut" not in engine.scheduler.progress() and "runs" in engine.scheduler.progress()
     assert sum(piece.tokens for piece in pieces + last) == generated  # nothing made goes uncounted
     engine.cancel("runs")
@@ -207,8 +207,6 @@ def test_interleaved_conversations_report_their_reused_prompts_in_cached_tokens(
     def turn(messages: list[dict[str, str]]) -> openai.types.chat.ChatCompletion:
         return client.chat.completions.create(model="smol", messages=messages, max_tokens=20, temperature=0)  # type: ignore[arg-type]
 
-    run: Callable[[list[list[dict[str, str]]]], list[openai.types.chat.ChatCompletion]]
-
     def run(batch: list[list[dict[str, str]]]) -> list[openai.types.chat.ChatCompletion]:
         with concurrent.futures.ThreadPoolExecutor(len(batch)) as pool:
             return list(pool.map(turn, batch))
@@ -223,4 +221,5 @@ def test_interleaved_conversations_report_their_reused_prompts_in_cached_tokens(
         seconds = run(conversations)
     for first, second in zip(firsts, seconds, strict=True):
         assert first.usage is not None and second.usage is not None and second.usage.prompt_tokens_details
-        assert second.usage.prompt_tokens_details.cached_tokens >= first.usage.prompt_tokens
+        cached = second.usage.prompt_tokens_details.cached_tokens
+        assert cached is not None and cached >= first.usage.prompt_tokens

@@ -7,7 +7,7 @@ from __future__ import annotations
 import importlib.metadata
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -176,7 +176,10 @@ def test_one_input_runs_through_the_recorded_forward_pass_with_the_same_vectors(
     assert spy.calls == len(TEXTS) + 2
     np.testing.assert_array_equal(embedder.embed(TEXTS[:2]).vectors, encoded(embedder, TEXTS[:2]))
     assert spy.calls == len(TEXTS) + 2  # a batch, even of two, takes the ordinary forward pass
-    assert embedder.embed([[101, 7592, 2088, 102]]).vectors.shape == (1, 384)  # token ids, decoded first
+    assert np.asarray(embedder.embed([[101, 7592, 2088, 102]]).vectors).shape == (
+        1,
+        384,
+    )  # token ids, decoded first
 
 
 def test_a_recording_that_disagrees_with_the_forward_pass_is_not_used(
@@ -185,7 +188,7 @@ def test_a_recording_that_disagrees_with_the_forward_pass_is_not_used(
     config = embedding_config()
     import torch  # noqa: PLC0415  (only with the model's package)
 
-    trace = torch.jit.trace
+    trace: Callable[..., Any] = torch.jit.trace
 
     def off_by_a_little(*args: Any, **kwargs: Any) -> Any:
         graph = trace(*args, **kwargs)

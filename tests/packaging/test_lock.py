@@ -55,8 +55,8 @@ def test_every_declared_dependency_is_pinned_within_its_specifier_with_hashes(lo
         assert requirement.specifier.contains(version.public, prereleases=True), (
             f"{lock_name} pins {name}=={version}, outside pyproject.toml's {requirement}: run `make lock`"
         )
-    for name, (version, hashes, _) in locked.items():
-        assert hashes, f"{lock_name} pins {name}=={version} without a hash"
+    for pinned, (pinned_version, hashes, _) in locked.items():
+        assert hashes, f"{lock_name} pins {pinned}=={pinned_version} without a hash"
 
 
 @pytest.mark.parametrize("lock_name", list(LAYERS))
@@ -84,7 +84,9 @@ def test_the_installed_environment_is_the_locked_one() -> None:
     """What `make test` installed is what test.txt pins (a stale .venv, or a package installed by hand,
     would make the tests run against something the lock file does not describe)."""
     locked = pins((LOCK / "test.txt").read_text(encoding="utf-8"))
-    installed = {canonicalize_name(d.metadata["Name"]): d.version for d in importlib.metadata.distributions()}
+    installed = {
+        str(canonicalize_name(d.metadata["Name"])): d.version for d in importlib.metadata.distributions()
+    }
     differing = {
         name: (version, installed.get(name))
         for name, (version, _, _) in locked.items()

@@ -89,12 +89,13 @@ def _field_cases() -> list[Case]:
     for name, values in bad.items():
         for i, value in enumerate(values):
             cases.append(Case(f"chat.{name}[{i}]", CHAT, js(chat(**{name: value}))))
-    for name, values in {
+    responses_bad: dict[str, list[Any]] = {
         "max_output_tokens": [0, 15, -1, "20", 10**20, 2.5],
         "temperature": [3, -1, "1"],
         "top_p": [2, "x"],
         "top_logprobs": [1, -1],
-    }.items():
+    }
+    for name, values in responses_bad.items():
         for i, value in enumerate(values):
             cases.append(Case(f"responses.{name}[{i}]", RESPONSES, js(respond(**{name: value}))))
     return cases

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
+from server.engines.fake import FakeChat
 from server.keys import KeyLimits
 from server.usage import ledger_rows
 from tests.conftest import Live, fake_models
@@ -101,7 +102,8 @@ def _run(live: Live, key: str, plan: Plan) -> None:
 
 def _generated(live: Live) -> int:
     backend, _, _ = live.services.models.get(CHAT, "chat")
-    return backend.generated  # type: ignore[union-attr]
+    assert isinstance(backend, FakeChat)
+    return backend.generated
 
 
 def _rows(live: Live) -> list[dict[str, Any]]:
@@ -122,7 +124,7 @@ def _settled(live: Live, expected_rows: int, timeout: float = 10.0) -> list[dict
 
 
 def _cost(row: dict[str, Any]) -> float:
-    return (row["input_tokens"] * PRICE_IN + row["output_tokens"] * PRICE_OUT) / 1e6
+    return float(row["input_tokens"] * PRICE_IN + row["output_tokens"] * PRICE_OUT) / 1e6
 
 
 def _assert_budget_settled(live: Live, key: str, rows: list[dict[str, Any]]) -> None:

@@ -59,10 +59,10 @@ def _failing_request(client: httpx.Client, rng: random.Random) -> None:
         with client.stream(
             "POST", "/v1/responses", json={"model": "fake-broken", "input": "go", "stream": True}
         ) as response:
-            events = [json.loads(line[6:]) for line in response.iter_lines() if line.startswith("data: ")]
-        assert [e["type"] for e in events[-2:]] == ["error", "response.failed"], events[-3:]
-        assert events[-1]["response"]["status"] == "failed"
-        assert [e["sequence_number"] for e in events] == list(range(len(events)))
+            typed = [json.loads(line[6:]) for line in response.iter_lines() if line.startswith("data: ")]
+        assert [e["type"] for e in typed[-2:]] == ["error", "response.failed"], typed[-3:]
+        assert typed[-1]["response"]["status"] == "failed"
+        assert [e["sequence_number"] for e in typed] == list(range(len(typed)))
     else:  # the client gives up while the failing request runs
         with contextlib.suppress(httpx.TimeoutException):
             client.post("/v1/chat/completions", json={**chat, "stream": rng.random() < 0.5}, timeout=0.01)

@@ -90,7 +90,7 @@ class Clients:
 
 
 def _fuzz(
-    operation: schemathesis.APIOperation,
+    operation: schemathesis.APIOperation[Any, Any, Any, Any],
     mode: schemathesis.GenerationMode,
     count: int,
     url: str,
@@ -108,7 +108,7 @@ def _fuzz(
         suppress_health_check=list(HealthCheck),
     )
     @given(case=operation.as_strategy(generation_mode=mode))
-    def check(case: schemathesis.Case) -> None:
+    def check(case: schemathesis.Case[Any]) -> None:
         response = case.call(base_url=url, headers=headers, timeout=30, session=clients.session())
         seen = f"{operation.label} {response.status_code}"
         statuses[seen] = statuses.get(seen, 0) + 1
@@ -283,9 +283,9 @@ def test_the_ledger_adds_up(batch: list[UsageEntry], batch_size: int) -> None:
                 bucket[2] += entry.output_tokens
                 bucket[3] += entry.cost
             assert set(hourly) == set(expected)
-            for bucket, (n, i, o, c) in hourly.items():
-                assert (n, i, o) == tuple(expected[bucket][:3])
-                assert c == pytest.approx(expected[bucket][3], rel=1e-9, abs=1e-12)
+            for hour, (n, i, o, c) in hourly.items():
+                assert (n, i, o) == tuple(expected[hour][:3])
+                assert c == pytest.approx(expected[hour][3], rel=1e-9, abs=1e-12)
             # The daily spend (what budgets read) counts billed tokens: none for a failure before any output.
             spend = {
                 (k, d): (t, c)
@@ -299,9 +299,9 @@ def test_the_ledger_adds_up(batch: list[UsageEntry], batch_size: int) -> None:
                 day[0] += entry.billed_tokens
                 day[1] += entry.cost
             assert set(spend) == set(billed)
-            for day, (tokens, cost) in spend.items():
-                assert tokens == billed[day][0]
-                assert cost == pytest.approx(billed[day][1], rel=1e-9, abs=1e-12)
+            for key_day, (tokens, cost) in spend.items():
+                assert tokens == billed[key_day][0]
+                assert cost == pytest.approx(billed[key_day][1], rel=1e-9, abs=1e-12)
         finally:
             ledger.close()
             store.close()

@@ -4,6 +4,12 @@ It streams ``chunks`` words at ``interval`` seconds apart (word k leaves ``k * i
 as a model produces tokens at its own pace: a late word does not delay the next) and can be told to fail:
 ``reset`` (close the connection mid-stream), ``stall`` (stop sending), ``garbage`` (send a line that is not
 an event), ``error500`` (answer 500 before streaming), ``refuse`` (answer 400 with an OpenAI error).
+
+Hostile answers, for the limits on what an upstream may send: ``gzip`` (``body`` as a gzip-encoded answer:
+see :func:`gzip_bomb`), ``huge`` (a body of ``size`` bytes with its length) and ``huge_chunked`` (the same,
+chunked, without one), ``endless_header`` (a header line that never ends), ``many_headers`` (header lines
+that never end), ``comments`` (an event stream of ``size`` bytes of comment lines, then the answer),
+``long_line`` (an event stream whose first line is ``size`` bytes long).
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import asyncio
 import json
 import threading
 import time
+import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +32,18 @@ class Script:
     fault: str | None = None
     fault_after: int = 2
     model: str = "upstream-model"
+    size: int = 8 << 20
+    """Bytes of a hostile answer (``huge``, ``huge_chunked``, ``comments``, ``long_line``)."""
+    body: bytes = b""
+    """The encoded body a ``gzip`` answer sends."""
+
+
+def gzip_bomb(size: int) -> bytes:
+    """``size`` bytes of JSON whitespace, gzip-compressed (512 MiB make 0.5 MB)."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    block = b" " * (1 << 20)
+    parts = [compressor.compress(block) for _ in range(size >> 20)]
+    return b"".join([*parts, compressor.flush()])
 
 
 @dataclass
@@ -106,6 +125,9 @@ class MockUpstream:
         script = self.script
         if script.fault == "error500":
             return web.json_response({"error": {"message": "boom", "type": "server_error"}}, status=500)
+        hostile = await self._hostile(request, script)
+        if hostile is not None:
+            return hostile
         if script.fault == "refuse":
             return web.json_response(
                 {
@@ -215,3 +237,46 @@ class MockUpstream:
             self.disconnects += 1
             raise
         return response
+
+    async def _hostile(self, request: web.Request, script: Script) -> web.StreamResponse | None:
+        """The answer for a hostile ``fault``, or None for any other."""
+        fault = script.fault
+        if fault == "gzip":
+            return web.Response(
+                body=script.body, headers={"content-type": "application/json", "content-encoding": "gzip"}
+            )
+        if fault == "huge":
+            return web.Response(body=b" " * script.size, content_type="application/json")
+        if fault in ("huge_chunked", "comments", "long_line"):
+            kind = "application/json" if fault == "huge_chunked" else "text/event-stream"
+            response = web.StreamResponse(headers={"content-type": kind})
+            response.enable_chunked_encoding()
+            await response.prepare(request)
+            line = b": keep-alive\n" if fault == "comments" else b" "
+            block = line * (65536 // len(line))
+            try:
+                for _ in range(script.size // len(block)):
+                    await response.write(block)
+                if fault == "comments":
+                    await response.write(b"data: [DONE]\n\n")
+                await response.write_eof()
+            except (ConnectionResetError, asyncio.CancelledError):
+                self.disconnects += 1
+                raise
+            return response
+        if fault in ("endless_header", "many_headers"):
+            # Raw bytes: no HTTP library would send this head.
+            transport = request.transport
+            assert transport is not None
+            transport.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n")
+            block = b"x-endless: " + b"a" * 65536 if fault == "endless_header" else b"x-more: a\r\n" * 4096
+            for _ in range(1024):  # at most 64 MiB, until the client hangs up
+                if transport.is_closing() or self._stopping.is_set():
+                    break
+                transport.write(block)
+                while transport.get_write_buffer_size() > 1 << 20 and not transport.is_closing():
+                    await asyncio.sleep(0.005)
+            self.disconnects += 1
+            transport.close()
+            raise asyncio.CancelledError  # the connection is gone: nothing more to answer
+        return None

@@ -118,7 +118,7 @@ def test_chat_through_llama_cpp_server(make_live: Callable[..., Live], llama_ser
     # Not streamed, the upstream reports its usage: exact. llama-cpp-python's server sends no usage in
     # streams: that row is an estimate and says so, output counted one token per chunk received.
     assert [r["exact"] for r in rows] == [True, False]
-    assert rows[0]["output_tokens"] == reply.usage.completion_tokens
+    assert reply.usage is not None and rows[0]["output_tokens"] == reply.usage.completion_tokens
     content_chunks = sum(1 for c in chunks if c.choices and c.choices[0].delta.content)
     assert rows[1]["output_tokens"] == content_chunks == chunks[-1].usage.completion_tokens
     assert 1 <= rows[0]["output_tokens"] <= 12

@@ -12,20 +12,12 @@ import httpx
 import openai
 import pytest
 
-from server.config import ModelConfig
 from server.keys import KeyLimits
-from server.usage import ledger_rows
-from tests.conftest import FAKE_EMBED, Live
+from tests.conftest import Live
 from tests.support.mock_upstream import MockUpstream, Script
+from tests.upstream.conftest import upstream_models, upstream_rows
 
 MESSAGES = [{"role": "user", "content": "hello there upstream"}]
-
-
-@pytest.fixture
-def mock() -> Iterator[MockUpstream]:
-    upstream = MockUpstream().start()
-    yield upstream
-    upstream.stop()
 
 
 def _dead_url() -> str:
@@ -34,23 +26,6 @@ def _dead_url() -> str:
     port = sock.getsockname()[1]
     sock.close()
     return f"http://127.0.0.1:{port}/v1"
-
-
-def upstream_models(*urls: str, **extra: Any) -> tuple[ModelConfig, ...]:
-    chat = ModelConfig(
-        name="up-chat",
-        kind="chat",
-        engine="upstream",
-        source=",".join(urls),
-        upstream_model="upstream-model",
-        price_input_per_million=1.0,
-        price_output_per_million=2.0,
-        **extra,
-    )
-    embed = ModelConfig(
-        name="up-embed", kind="embedding", engine="upstream", source=",".join(urls), upstream_model="e"
-    )
-    return (chat, embed, FAKE_EMBED)
 
 
 @pytest.fixture
@@ -67,11 +42,6 @@ def sdk(request: pytest.FixtureRequest) -> Iterator[Callable[[Live, str], openai
         client.close()
 
 
-def _rows(live: Live) -> list[dict[str, Any]]:
-    live.services.ledger.flush()
-    return [r for r in ledger_rows(live.services.store) if r["model"] == "up-chat"]
-
-
 def test_chat_through_an_upstream_is_metered_exactly(
     make_live: Callable[..., Live], mock: MockUpstream, sdk: Any
 ) -> None:
@@ -86,7 +56,7 @@ def test_chat_through_an_upstream_is_metered_exactly(
     assert sent["model"] == "upstream-model"
     assert sent["stream"] is False and "stream_options" not in sent  # one call, exact usage
     assert sent["max_tokens"] == 20
-    (row,) = _rows(live)
+    (row,) = upstream_rows(live)
     assert (row["input_tokens"], row["output_tokens"], row["exact"]) == (6, 5, True)
     assert row["cost"] == pytest.approx((6 * 1.0 + 5 * 2.0) / 1e6)
 
@@ -106,7 +76,7 @@ def test_streamed_usage_is_stripped_unless_asked(
         )
     )
     assert asked[-1].choices == [] and asked[-1].usage.completion_tokens == 5
-    assert len(_rows(live)) == 2
+    assert len(upstream_rows(live)) == 2
 
 
 def test_failover_before_the_first_byte(make_live: Callable[..., Live], mock: MockUpstream, sdk: Any) -> None:
@@ -170,7 +140,7 @@ def test_an_upstream_refusal_is_relayed_as_sent(
     with pytest.raises(openai.BadRequestError) as caught:
         sdk(live, live.key).chat.completions.create(model="up-chat", messages=MESSAGES)
     assert caught.value.body["param"] == "temperature"  # type: ignore[index]
-    (row,) = _rows(live)
+    (row,) = upstream_rows(live)
     assert row["status"] == "failed" and row["cost"] == 0
 
 
@@ -204,7 +174,7 @@ def test_a_fault_mid_stream_ends_the_stream_with_an_error(
     assert set(error["error"]) == {"message", "type", "param", "code"}
     contents = [json.loads(e)["choices"][0]["delta"].get("content") for e in events[:-2]]
     assert [c for c in contents if c] == ["w0", " w1", " w2"]
-    (row,) = _rows(live)
+    (row,) = upstream_rows(live)
     assert row["status"] == "failed" and row["exact"] is False
     assert row["output_tokens"] == 3  # what reached the client, estimated one token per chunk
 
@@ -249,5 +219,5 @@ def test_a_stalled_upstream_ends_the_stream_with_an_error(
         assert events[-1] == "[DONE]"
         assert json.loads(events[-2])["error"]["code"] == "upstream_error"
         assert http.get("/models").status_code == 200  # and the server keeps serving
-    (row,) = _rows(live)
+    (row,) = upstream_rows(live)
     assert row["status"] == "failed" and row["output_tokens"] == 2
