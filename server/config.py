@@ -22,6 +22,14 @@ APP_NAME = "ai-service-platform"
 
 EngineName = Literal["llama.cpp", "sentence-transformers", "upstream", "fake"]
 ModelKind = Literal["chat", "embedding"]
+InputType = Literal["query", "document"]
+"""What an embedding input is, as a request's ``input_type`` says: a search query or a document to find."""
+Precision = Literal["float32", "bfloat16", "float16"]
+
+NO_FLOAT16 = ("embeddinggemma",)
+"""Models whose activations overflow in float16, known by their name (served or of their directory):
+EmbeddingGemma's model card says its activations do not support float16 and asks for float32 or
+bfloat16. The embedder also refuses float16 for the architecture itself when it loads one."""
 
 
 class ConfigError(ValueError):
@@ -87,6 +95,20 @@ class ModelConfig(BaseModel):
     parallel: Annotated[int, Field(ge=1, le=64)] | None = None
     """Requests a llama.cpp model generates at once, decoded together (each with ``context_length`` of its
     own); unset: as many as the KV cache for them fits in a quarter of the free memory, at most 8."""
+    prompts: dict[InputType, Annotated[str, Field(max_length=1024)]] | None = None
+    """Embeddings: the text put before a ``query`` or a ``document`` input (sentence-transformers'
+    ``prompts``), replacing what the model's own directory declares for that name; unset: the model's own."""
+    default_input_type: InputType | None = None
+    """Embeddings: the ``input_type`` of a request that names none; unset: the model's own default prompt
+    (``default_prompt_name``), if it has one."""
+    matryoshka_dimensions: tuple[Annotated[int, Field(ge=1, le=65536)], ...] = Field(
+        default=(), max_length=32
+    )
+    """Embeddings: the shorter sizes a Matryoshka-trained model's vectors may be cut to (a request's
+    ``dimensions``), largest first; the model's own size is always allowed."""
+    dtype: Precision | None = None
+    """Embeddings (sentence-transformers): the precision the weights are loaded and run in; unset: as they
+    are stored."""
 
     @model_validator(mode="after")
     def _engine_matches_kind(self) -> ModelConfig:
@@ -96,6 +118,30 @@ class ModelConfig(BaseModel):
             raise ValueError("the llama.cpp engine serves chat models only")
         if self.engine == "upstream" and not self.source.startswith(("http://", "https://")):
             raise ValueError("an upstream model's source is its base URL(s), e.g. http://gpu-box:8000/v1")
+        return self
+
+    @field_validator("matryoshka_dimensions")
+    @classmethod
+    def _largest_first(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if len(set(value)) != len(value):
+            raise ValueError("each Matryoshka dimension may be listed once")
+        return tuple(sorted(value, reverse=True))
+
+    @model_validator(mode="after")
+    def _embedding_settings(self) -> ModelConfig:
+        local = self.kind == "embedding" and self.engine in ("sentence-transformers", "fake")
+        if not local and (self.prompts or self.default_input_type or self.matryoshka_dimensions):
+            raise ValueError(
+                "prompts, default_input_type and matryoshka_dimensions are settings of embedding models run "
+                "by sentence-transformers"
+            )
+        if self.dtype is not None and self.engine != "sentence-transformers":
+            raise ValueError("dtype is a setting of the sentence-transformers engine")
+        named = f"{self.name} {Path(self.source).name}".lower()
+        if self.dtype == "float16" and any(name in named for name in NO_FLOAT16):
+            raise ValueError(
+                f"{self.name} cannot run in float16: its activations do not support it (use float32 or bfloat16)"
+            )
         return self
 
 

@@ -60,7 +60,9 @@ PRESETS: tuple[Preset, ...] = (
         label="embeddinggemma-300m (embeddings)",
         description=(
             "EmbeddingGemma-300M as a sentence-transformers model directory, on the GPU when torch sees "
-            "one, 2048 tokens per input, up to 256 inputs per request."
+            "one, in float32, 2048 tokens per input, up to 256 inputs per request. Queries (input_type "
+            "query) and documents (the default) get the model's own task prompts; vectors of 768 "
+            "dimensions, or 512, 256 or 128 (dimensions)."
         ),
         source_kind="directory",
         settings={
@@ -70,6 +72,12 @@ PRESETS: tuple[Preset, ...] = (
             "context_length": 2048,
             "threads": None,
             "max_batch": 256,
+            # From EmbeddingGemma's model card: its prompts for retrieval, the sizes it was trained to be
+            # cut to (Matryoshka), and activations that do not support float16 (float32 or bfloat16).
+            "prompts": {"query": "task: search result | query: ", "document": "title: none | text: "},
+            "default_input_type": "document",
+            "matryoshka_dimensions": (768, 512, 256, 128),
+            "dtype": "float32",
             "price_input_per_million": 0.0,
             "price_output_per_million": 0.0,
         },

@@ -9,6 +9,7 @@ itself and stays open, showing what is wrong, until they are valid.
 from __future__ import annotations
 
 from collections.abc import Collection
+from typing import Any
 
 from pydantic import ValidationError
 from PySide6.QtCore import QSize, Qt, QTimer, Signal
@@ -67,6 +68,8 @@ FIELD_NAMES = {
     "credential_env": "Credential variable",
 }
 ESTIMATE_DELAY_MS = 250
+ENGINE_SETTINGS = ("prompts", "default_input_type", "matryoshka_dimensions", "dtype")
+"""Settings the form shows no field for that only the sentence-transformers engine takes."""
 
 
 def _label(text: str, buddy: QWidget, parent: QWidget) -> QLabel:
@@ -130,6 +133,8 @@ class ModelDialog(QDialog):
         self._taken = set(taken)
         self.existing = existing
         self._estimating = 0
+        self._preset_settings: dict[str, Any] = {}
+        """The chosen preset's settings, those the form shows no field for (prompts, sizes…) included."""
         self.picker: QFileDialog | None = None
         self.setWindowTitle(f"Settings of {existing.name}" if existing else "Add a model")
 
@@ -290,9 +295,11 @@ class ModelDialog(QDialog):
     def _preset_chosen(self) -> None:
         name = self.preset.currentData()
         if not name:
+            self._preset_settings = {}
             self.preset_note.clear()
             return
         chosen = preset(name)
+        self._preset_settings = dict(chosen.settings)
         self._fill(chosen.config(source=""))
         self.preset_note.setText(chosen.description)
         self._fit()
@@ -395,7 +402,9 @@ class ModelDialog(QDialog):
             "upstream_model": (self.upstream_model.text().strip() or None) if engine == "upstream" else None,
             "credential_env": (self.credential_env.text().strip() or None) if engine == "upstream" else None,
         }
-        kept = self.existing.model_dump() if self.existing is not None else {}
+        kept = self.existing.model_dump() if self.existing is not None else self._preset_settings
+        if engine != kept.get("engine", engine):  # another engine's own settings do not carry over
+            kept = {k: v for k, v in kept.items() if k not in ENGINE_SETTINGS}
         return ModelConfig(**{**kept, **values})
 
     def check(self) -> str | None:

@@ -57,19 +57,16 @@ async def _embed(request: Request, key: KeyRecord, intake: Intake) -> Response:
                     f"input[{index}] holds token ids outside this model's vocabulary of {vocabulary} tokens.",
                     param="input",
                 )
-    if req.dimensions is not None and req.dimensions != embedder.dimensions:
-        raise InvalidRequest(
-            f"'{config.name}' produces {embedder.dimensions}-dimensional embeddings; dimensions cannot be changed.",
-            param="dimensions",
-        )
+    dimensions = _dimensions(req.dimensions, config, embedder.dimensions)
     meter = Meter()
     # Tokens are counted by the model itself; reserve an upper bound (a token covers at least one
-    # character or one id, plus the two special tokens each input gets).
-    bound = sum(len(i) + 2 for i in inputs)
+    # character or one id, plus the two special tokens each input gets, plus its prompt).
+    prompt = len(embedder.prompt(req.input_type))
+    bound = sum(len(i) + 2 + prompt for i in inputs)
     bill = intake.admit(config, stream=False, meter=meter, input_tokens=bound, max_output=0)
 
     def work(_should_stop: Any) -> Any:
-        return iter([embedder.embed(inputs)])
+        return iter([embedder.embed(inputs, req.input_type, dimensions)])
 
     made: list[Embeddings] = []  # delivered, or finished after the client left: either way it is billed
 
@@ -102,6 +99,23 @@ async def _embed(request: Request, key: KeyRecord, intake: Intake) -> Response:
     return JSON(wire.embedding_list(config.name, vectors, result.tokens))
 
 
+def _dimensions(asked: int | None, config: ModelConfig, native: int) -> int | None:
+    """The size a request's vectors are cut to (None: the model's own), or a 400 naming the sizes allowed:
+    the model's own, and the shorter ones the model table declares it was trained for (Matryoshka)."""
+    if asked is None or asked == native:
+        return None
+    if asked in config.matryoshka_dimensions and asked < native:
+        return asked
+    sizes = sorted({native, *config.matryoshka_dimensions}, reverse=True)
+    if len(sizes) == 1:
+        allowed = (
+            f"makes {native}-dimensional embeddings and cannot shorten them: dimensions must be {native}"
+        )
+    else:
+        allowed = f"makes embeddings of {', '.join(map(str, sizes[:-1]))} or {sizes[-1]} dimensions"
+    raise InvalidRequest(f"'{config.name}' {allowed}, not {asked}.", param="dimensions")
+
+
 async def _embed_upstream(
     request: Request, intake: Intake, req: wire.EmbeddingRequest, model: UpstreamModel, config: ModelConfig
 ) -> Response:
@@ -113,6 +127,8 @@ async def _embed_upstream(
     body: dict[str, Any] = {"model": model.remote_name, "input": inputs, "encoding_format": "float"}
     if req.dimensions is not None:
         body["dimensions"] = req.dimensions
+    if req.input_type is not None:
+        body["input_type"] = req.input_type
     try:
         result = await services(request).upstream.post_json(model, "/embeddings", body)
         data = sorted(result["data"], key=lambda item: item["index"])

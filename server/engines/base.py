@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from server.config import ModelConfig
+from server.config import InputType, ModelConfig
 
 if TYPE_CHECKING:  # numpy is imported only where an embedding model runs
     import numpy as np
@@ -183,8 +183,20 @@ class EmbeddingBackend(Protocol):
     @property
     def vocabulary_size(self) -> int: ...
 
-    def embed(self, inputs: Sequence[str] | Sequence[Sequence[int]]) -> Embeddings:
-        """Normalised vectors for strings or for token-id arrays (in the model's own vocabulary)."""
+    def prompt(self, input_type: InputType | None) -> str:
+        """The text put before each input of this type (None: of a request that names none); "" if none."""
+        ...
+
+    def embed(
+        self,
+        inputs: Sequence[str] | Sequence[Sequence[int]],
+        input_type: InputType | None = None,
+        dimensions: int | None = None,
+    ) -> Embeddings:
+        """Normalised vectors for strings or for token-id arrays (in the model's own vocabulary), each
+        input read after the prompt of its ``input_type``; cut to ``dimensions`` (one of the model's
+        Matryoshka sizes, None for its own) before they are normalised. ``tokens`` counts every token the
+        model read, the prompts' included."""
         ...
 
     def close(self) -> None: ...

@@ -6,8 +6,8 @@ in the server's it would stall every other endpoint. A child process keeps both 
 torch costs only the request it was running: the supervisor (``supervisor.Supervisor``) restarts it.
 Requests go over a pipe tagged with an id; vectors come back as float32 bytes.
 
-Messages to the child: ``("embed", id, inputs)``, and ``None`` to stop. From it: ``("ready", info)`` or
-``("load_error", reason)`` first; then ``("ok", id, shape, tokens, bytes)``,
+Messages to the child: ``("embed", id, inputs, input_type, dimensions)``, and ``None`` to stop. From it:
+``("ready", info)`` or ``("load_error", reason)`` first; then ``("ok", id, shape, tokens, bytes)``,
 ``("invalid", id, message, param, code)`` or ``("failed", id, reason)``.
 """
 
@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from server.config import ModelConfig
+from server.config import InputType, ModelConfig
 from server.engines.base import Embeddings, EngineFailureError, LoadError
 from server.engines.supervisor import Supervisor
 from server.errors import InvalidRequest
@@ -27,7 +27,10 @@ from server.errors import InvalidRequest
 
 def _serve(connection: Connection, config: dict[str, Any]) -> None:
     """The child: load the model, then answer embedding requests until told to stop."""
-    from server.engines.embedder import SentenceTransformerEmbedder  # noqa: PLC0415  (the child's own import)
+    from server.engines.embedder import (  # noqa: PLC0415  (the child's own import)
+        INPUT_TYPES,
+        SentenceTransformerEmbedder,
+    )
 
     try:
         embedder = SentenceTransformerEmbedder(ModelConfig(**config))
@@ -41,6 +44,7 @@ def _serve(connection: Connection, config: dict[str, Any]) -> None:
         "dimensions": embedder.dimensions,
         "vocabulary": embedder.vocabulary_size,
         "device": embedder.device,
+        "prompts": {kind: embedder.prompt(kind) for kind in (None, *INPUT_TYPES)},
     }
     connection.send(("ready", info))
     while True:
@@ -50,9 +54,9 @@ def _serve(connection: Connection, config: dict[str, Any]) -> None:
             return
         if message is None:
             return
-        _, request_id, inputs = message
+        _, request_id, inputs, input_type, dimensions = message
         try:
-            result = embedder.embed(inputs)
+            result = embedder.embed(inputs, input_type, dimensions)
         except InvalidRequest as exc:
             connection.send(("invalid", request_id, exc.message, exc.param, exc.code))
             continue
@@ -83,8 +87,16 @@ class ProcessEmbedder:
     def device(self) -> str:
         return str(self.supervisor.info["device"])
 
-    def embed(self, inputs: Sequence[str] | Sequence[Sequence[int]]) -> Embeddings:
-        reply = self.supervisor.call("embed", list(inputs))
+    def prompt(self, input_type: InputType | None) -> str:
+        return str(self.supervisor.info["prompts"][input_type])
+
+    def embed(
+        self,
+        inputs: Sequence[str] | Sequence[Sequence[int]],
+        input_type: InputType | None = None,
+        dimensions: int | None = None,
+    ) -> Embeddings:
+        reply = self.supervisor.call("embed", list(inputs), input_type, dimensions)
         if reply[0] == "invalid":
             raise InvalidRequest(reply[2], param=reply[3], code=reply[4])
         if reply[0] == "failed":

@@ -6,7 +6,8 @@ tokens, ``load_delay=2`` takes that long to load, ``think=1`` wraps a thought in
 token limit, ``process=1`` runs it in an engine process of its own (as llama.cpp runs), where
 ``crash_at=3`` kills that process with a segmentation fault after three tokens and ``abort_at=3`` aborts it;
 ``call=lookup`` answers with a call of the function ``lookup`` in the markup tool-calling models write.
-The embedder hashes character trigrams, so similar texts get similar vectors.
+The embedder hashes character trigrams, so similar texts get similar vectors; it puts the model table's
+``prompts`` before its inputs and cuts vectors to a requested size as the real embedder does.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import signal
 import time
 from collections.abc import Iterator, Sequence
 
-from server.config import ModelConfig
+from server.config import InputType, ModelConfig
 from server.engines.base import (
     Capabilities,
     Embeddings,
@@ -150,11 +151,25 @@ class FakeEmbedder:
         norm = math.sqrt(sum(v * v for v in vector)) or 1.0
         return [v / norm for v in vector]
 
-    def embed(self, inputs: Sequence[str] | Sequence[Sequence[int]]) -> Embeddings:
-        texts = [t if isinstance(t, str) else " ".join(map(str, t)) for t in inputs]
-        return Embeddings(
-            vectors=[self._vector(t) for t in texts], tokens=sum(max(1, len(t.split())) for t in texts)
-        )
+    def prompt(self, input_type: InputType | None) -> str:
+        prompts = self.config.prompts or {}
+        kind = input_type or self.config.default_input_type
+        return prompts.get(kind, "") if kind else ""
+
+    def embed(
+        self,
+        inputs: Sequence[str] | Sequence[Sequence[int]],
+        input_type: InputType | None = None,
+        dimensions: int | None = None,
+    ) -> Embeddings:
+        prompt = self.prompt(input_type)
+        texts = [prompt + (t if isinstance(t, str) else " ".join(map(str, t))) for t in inputs]
+        vectors = [self._vector(t)[:dimensions] for t in texts]
+        if dimensions is not None:
+            vectors = [
+                [v / (math.sqrt(sum(x * x for x in vector)) or 1.0) for v in vector] for vector in vectors
+            ]
+        return Embeddings(vectors=vectors, tokens=sum(max(1, len(t.split())) for t in texts))
 
     def close(self) -> None:
         pass

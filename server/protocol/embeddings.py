@@ -51,7 +51,11 @@ class EmbeddingRequest(BaseModel):
     model: Annotated[str, Field(min_length=1, max_length=256)]
     encoding_format: Literal["float", "base64"] | None = None
     dimensions: Annotated[StrictInt, Field(ge=1, le=65536)] | None = None
+    """The number of dimensions the output embeddings should have (OpenAI: only models that support it)."""
     user: Annotated[str, Field(max_length=512)] | None = None
+    input_type: Literal["query", "document"] | None = None
+    """Not in OpenAI's spec: the widely used extension (sent with the SDKs' ``extra_body``) that says
+    whether the inputs are search queries or documents, for models that embed them with different prompts."""
 
     @field_validator("input")
     @classmethod

@@ -85,6 +85,15 @@ def test_a_preset_with_a_missing_file_is_kept_failed_with_its_reason_and_not_ser
     click(qtbot, dialog.browse_button)
     assert dialog.picker is not None and dialog.picker.fileMode() == QFileDialog.FileMode.Directory
     dialog.picker.reject()
+    # The preset's settings the form has no field for come along: its prompts, sizes and precision.
+    dialog.source.setText(str(tmp_path / "embeddinggemma-300m"))
+    chosen = dialog.config()
+    assert chosen.prompts == {"query": "task: search result | query: ", "document": "title: none | text: "}
+    assert (chosen.default_input_type, chosen.matryoshka_dimensions, chosen.dtype) == (
+        "document",
+        (768, 512, 256, 128),
+        "float32",
+    )
 
     dialog.preset.setCurrentIndex(dialog.preset.findData("qwen3-30b-a3b"))
     assert (dialog.name.text(), dialog.engine.currentData(), dialog.kind.currentData()) == (

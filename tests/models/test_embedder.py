@@ -43,7 +43,7 @@ def embedder() -> Iterator[SentenceTransformerEmbedder]:
 
 
 def encoded(embedder: SentenceTransformerEmbedder, texts: list[str]) -> Any:
-    return np.asarray(embedder._encode(texts), dtype=np.float32)
+    return np.asarray(embedder._encode(texts, embedder.prompt(None)), dtype=np.float32)
 
 
 def test_the_forward_pass_is_used_and_matches_encode(embedder: SentenceTransformerEmbedder) -> None:
@@ -107,20 +107,6 @@ def test_more_inputs_than_one_batch_go_through_encode(embedder: SentenceTransfor
     np.testing.assert_array_equal(result.vectors, encoded(embedder, texts))
 
 
-def test_the_models_default_prompt_is_applied_as_encode_applies_it(
-    embedder: SentenceTransformerEmbedder, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    model = embedder._model
-    monkeypatch.setattr(model, "prompts", {"query": "query: "})
-    monkeypatch.setattr(model, "default_prompt_name", "query")
-    monkeypatch.setattr(embedder, "_prompt", embedder._default_prompt())
-    assert embedder._prompt == "query: "
-    with_prompt = embedder.embed(TEXTS).vectors
-    np.testing.assert_array_equal(with_prompt, encoded(embedder, TEXTS))
-    monkeypatch.undo()
-    assert not np.allclose(with_prompt, embedder.embed(TEXTS).vectors, atol=1e-3)
-
-
 def test_a_forward_pass_that_disagrees_with_encode_is_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
     config = embedding_config()
     run = SentenceTransformerEmbedder._run
@@ -166,8 +152,7 @@ def test_one_input_runs_through_the_recorded_forward_pass_with_the_same_vectors(
     embedder: SentenceTransformerEmbedder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     assert embedder.traced
-    single = embedder._single
-    assert single is not None
+    single = embedder._single[""]
     spy = _Spy(single._graph)
     monkeypatch.setattr(single, "_graph", spy)
     limit = int(embedder._model.max_seq_length)

@@ -203,6 +203,12 @@ def test_embeddings_through_an_upstream(make_live: Callable[..., Live], mock: Mo
     assert [d.embedding for d in result.data] == [[0.6, 0.8], [0.6, 0.8]]
     assert result.usage.prompt_tokens == 6
     assert mock.requests[-1]["model"] == "e"
+    assert "input_type" not in mock.requests[-1] and "dimensions" not in mock.requests[-1]
+    # The upstream's own model decides what an input type or a size means: they pass through as sent.
+    sdk(live, live.key).embeddings.create(
+        model="up-embed", input="a", dimensions=2, extra_body={"input_type": "query"}
+    )
+    assert (mock.requests[-1]["input_type"], mock.requests[-1]["dimensions"]) == ("query", 2)
 
 
 def test_a_stalled_upstream_ends_the_stream_with_an_error(
