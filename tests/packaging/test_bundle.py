@@ -78,7 +78,15 @@ def test_the_bundle_generates_on_older_cpus_than_the_build_machines(
     made for each and the embedded model generates (a build for the build machine's CPU dies with SIGILL)."""
     home = tmp_path / "home"
     home.mkdir()
-    report = emulated_doctor([str(bundle / NAME)], cpu, tmp_path / "data", env=bare_env(home))
+    # On Linux PyInstaller's bootloader runs the program in a child it starts with exec, which qemu-user does
+    # not follow: the child would run natively. Given the variables the bootloader gives that child, the
+    # process qemu runs is the child, and runs the program itself.
+    child = {
+        "_PYI_ARCHIVE_FILE": str(bundle / NAME),
+        "_PYI_PARENT_PROCESS_LEVEL": "-1",
+        "LD_LIBRARY_PATH": str(bundle / "_internal"),
+    }
+    report = emulated_doctor([str(bundle / NAME)], cpu, tmp_path / "data", env=bare_env(home, **child))
     assert report["ok"] is True, report["reason"]
     assert report["hardware"]["llama"]["cpu_variant"] == EMULATED[cpu]  # type: ignore[index]
     assert report["models"][0]["tokens"] == 4  # type: ignore[index]
