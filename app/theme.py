@@ -17,6 +17,8 @@ from PySide6.QtCore import QObject, Qt, Signal
 from PySide6.QtGui import QBrush, QColor, QFont, QPalette, QPen
 from PySide6.QtWidgets import QApplication, QLabel
 
+from app.style import WindowStyle
+
 ThemeName = Literal["system", "light", "dark"]
 Scheme = Literal["light", "dark"]
 
@@ -168,8 +170,11 @@ class ThemeManager(QObject):
         hints = app.styleHints()
         self._system: Scheme = "dark" if hints.colorScheme() == Qt.ColorScheme.Dark else "light"
         hints.colorSchemeChanged.connect(self._system_scheme_changed)
-        if app.style().name().lower() != "fusion":
-            app.setStyle("Fusion")  # draws from the palette on every platform, so light and dark look alike
+        if not isinstance(app.style(), WindowStyle):
+            # Fusion draws from the palette on every platform, so light and dark look alike; the window's
+            # own style on top of it draws check boxes that are visible in both and grow with the font.
+            self._style = WindowStyle()
+            app.setStyle(self._style)
 
     @property
     def theme(self) -> ThemeName:
