@@ -96,8 +96,10 @@ async def prepare(
     backend, worker, config = models.get(model, "chat")
 
     def sampling_for(room: int) -> Sampling:
+        # A request that sets no maximum gets the model's default one, within the room left.
+        default = min(room, config.default_max_tokens or room)
         return Sampling(
-            max_tokens=max_tokens if max_tokens is not None else room,
+            max_tokens=max_tokens if max_tokens is not None else default,
             temperature=1.0 if temperature is None else temperature,
             top_p=1.0 if top_p is None else top_p,
             stop=stop,

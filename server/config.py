@@ -64,6 +64,9 @@ class ModelConfig(BaseModel):
     """For the upstream engine: the environment variable holding its API key (never stored)."""
     load_at_start: bool = True
     """Load the model when the server starts; a model the operator unloaded stays unloaded."""
+    default_max_tokens: Annotated[int, Field(ge=1, le=1_048_576)] | None = 4096
+    """Chat: the most tokens a reply may have when the request sets no maximum (``None``: up to the
+    context). A client that forgets ``max_tokens`` cannot keep the model busy for minutes."""
 
     @model_validator(mode="after")
     def _engine_matches_kind(self) -> ModelConfig:
@@ -74,6 +77,27 @@ class ModelConfig(BaseModel):
         if self.engine == "upstream" and not self.source.startswith(("http://", "https://")):
             raise ValueError("an upstream model's source is its base URL(s), e.g. http://gpu-box:8000/v1")
         return self
+
+
+RELOAD_FIELDS: frozenset[str] = frozenset(
+    {
+        "kind",
+        "engine",
+        "source",
+        "n_gpu_layers",
+        "context_length",
+        "threads",
+        "upstream_model",
+        "credential_env",
+    }
+)
+"""The fields an engine is built with: changing one takes a new instance of the model. Every other field
+(prices, reasoning, the name shown, limits) is read per request and applies at once."""
+
+
+def needs_reload(old: ModelConfig, new: ModelConfig) -> bool:
+    """Whether going from ``old`` to ``new`` takes loading the model again."""
+    return any(getattr(old, name) != getattr(new, name) for name in RELOAD_FIELDS)
 
 
 def package_dir(module: str) -> Path | None:
