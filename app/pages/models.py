@@ -91,11 +91,13 @@ class ModelsPage(QWidget):
             self,
         )
         intro.setWordWrap(True)
-        self.hardware_panel = HardwarePanel(probe, tasks, self)
         self.add_button = QPushButton("A&dd model…", self)
         self.add_button.setToolTip("Add a model from a GGUF file, a model directory or another server")
         self.edit_button = QPushButton("&Edit…", self)
-        self.edit_button.setToolTip("Change the model's settings; it loads again with them")
+        self.edit_button.setToolTip(
+            "Change the model's settings: prices and limits apply at once; a new file or context loads a "
+            "new instance while this one keeps answering"
+        )
         self.load_button = QPushButton("&Load", self)
         self.unload_button = QPushButton("&Unload", self)
         self.unload_button.setToolTip("Stop serving the model and free its memory until it is loaded again")
@@ -119,6 +121,7 @@ class ModelsPage(QWidget):
         self.replicas_label.setBuddy(self.replicas)
         self.replicas_label.hide()
         self.replicas.hide()
+        self.hardware_panel = HardwarePanel(probe, tasks, self)
 
         self.add_button.clicked.connect(self.add_model)
         self.edit_button.clicked.connect(self.edit_selected)
@@ -147,11 +150,12 @@ class ModelsPage(QWidget):
         layout = QVBoxLayout(self)
         layout.addWidget(title)
         layout.addWidget(intro)
-        layout.addWidget(self.hardware_panel)
         layout.addLayout(buttons)
         layout.addWidget(self.message)
         layout.addWidget(self.table, 1)
         layout.addWidget(self.details_box)
+        # Last: what the hardware check finds grows the panel, and moves nothing the operator aims at.
+        layout.addWidget(self.hardware_panel)
         self._timer = QTimer(self)
         self._timer.setInterval(REFRESH_MS)
         self._timer.timeout.connect(self.reload)
@@ -297,13 +301,17 @@ class ModelsPage(QWidget):
     def edit_selected(self) -> None:
         row = self.selected()
         if row is not None:
-            self._open_dialog(ModelDialog(self._tasks, self.hardware, self._names, row.config, parent=self))
+            serving = row.status.state in ("loaded", "restarting")
+            dialog = ModelDialog(
+                self._tasks, self.hardware, self._names, row.config, parent=self, loaded=serving
+            )
+            self._open_dialog(dialog, row.status.state)
 
-    def _open_dialog(self, dialog: ModelDialog) -> None:
+    def _open_dialog(self, dialog: ModelDialog, state: str = "unloaded") -> None:
         editing = dialog.existing is not None
         dialog.accepted.connect(
             lambda: self._tasks.spawn(
-                self._change(dialog.config()) if editing else self._add(dialog.config()),
+                self._change(dialog.config(), state) if editing else self._add(dialog.config()),
                 "changing a model" if editing else "adding a model",
             )
         )
@@ -330,17 +338,22 @@ class ModelsPage(QWidget):
         self.select(config.name)
         await self._load(config.name)
 
-    async def _change(self, config: ModelConfig) -> None:
+    async def _change(self, config: ModelConfig, state: str) -> None:
+        """Save new settings: those read per request apply at once; the others load a new instance
+        (unless the operator had unloaded the model), the running one answering meanwhile."""
         self._busy.add(config.name)
         try:
             async with self._table_lock:
-                await self._tasks.call(self._models.replace, config)
+                reload = await self._tasks.call(self._models.replace, config)
                 await self._tasks.call(self._save)
         finally:
             self._busy.discard(config.name)
         self.message.hide()
         self.model_changed.emit(config.name)
-        await self._load(config.name)
+        if reload and state != "unloaded":
+            await self._load(config.name)
+        else:
+            await self._read()
 
     # -- loading ---------------------------------------------------------------------------------
     def load_selected(self) -> None:
@@ -354,8 +367,9 @@ class ModelsPage(QWidget):
         self._update_buttons()
         self.reload()  # shows "Loading…" while the load runs
         try:
-            await self._tasks.call(self._models.load, name)  # failures are recorded, not raised
-            await self._tasks.call(self._remember, name, True)
+            status = await self._tasks.call(self._models.load, name)  # failures are recorded, not raised
+            # A model that failed (a missing or damaged file) is not tried again at every start.
+            await self._tasks.call(self._remember, name, status.state == "loaded")
         finally:
             self._busy.discard(name)
         await self._read()
