@@ -128,7 +128,13 @@ class MainWindow(QMainWindow):
 
         self.server.status_changed.connect(self.info_page.show_server)
         self.server.requests_changed.connect(self.usage_page.requests_recorded)
-        self.models_page.names_changed.connect(self.keys_page.set_models)
+        # The key dialogs offer the models the server has, except those that failed to load.
+        self.server.status_changed.connect(
+            lambda view: self.keys_page.set_models([m.name for m in view.models if m.state != "failed"])
+        )
+        self.models_page.names_changed.connect(
+            lambda _: self.tasks.spawn(self.server.refresh(), "reading the server's status")
+        )
         self.settings_page.preferences_saved.connect(
             lambda p: self.info_page.set_support_contact(p.support_contact)
         )

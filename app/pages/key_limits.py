@@ -227,7 +227,7 @@ def _money(amount: float) -> str:
     return f"{amount:,.4f}" if 0 < amount < 0.01 else f"{amount:,.2f}"
 
 
-def budget_text(budget: BudgetState | None) -> str:
+def budget_text(budget: BudgetState | None, renews: bool = True) -> str:
     """Spending against the budget, e.g. ``3,400/100,000 tokens this month (renews 1 Dec)``."""
     if budget is None:
         return "No budget"
@@ -235,7 +235,9 @@ def budget_text(budget: BudgetState | None) -> str:
         amounts = f"{budget.spent:,.0f}/{budget.amount:,.0f} tokens"
     else:
         amounts = f"{_money(budget.spent)}/{_money(budget.amount)} cost"
-    return f"{amounts} {PERIOD_WORDS.get(budget.period, budget.period)}{renews_text(budget)}"
+    return (
+        f"{amounts} {PERIOD_WORDS.get(budget.period, budget.period)}{renews_text(budget) if renews else ''}"
+    )
 
 
 def budget_tooltip(budget: BudgetState | None) -> str:
