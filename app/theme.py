@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 from PySide6.QtCharts import QAbstractAxis, QChart
-from PySide6.QtCore import QObject, Qt, Signal
+from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal
 from PySide6.QtGui import QBrush, QColor, QFont, QPalette, QPen
-from PySide6.QtWidgets import QApplication, QLabel
+from PySide6.QtWidgets import QApplication, QComboBox, QLabel
 
 from app.style import WindowStyle
 
@@ -125,6 +125,16 @@ def set_tone(label: QLabel, tone: Tone) -> None:
     _paint_tone(label, tone)
 
 
+def _forget_combo_sizes() -> None:
+    # A combo box keeps the minimum size it first computed, whatever the font becomes (Qt forgets only
+    # its preferred size on a font change): back at a small font it would stay as tall as at the
+    # largest. A style change is what makes it forget both.
+    for widget in QApplication.allWidgets():
+        if isinstance(widget, QComboBox):
+            QApplication.sendEvent(widget, QEvent(QEvent.Type.StyleChange))
+            widget.updateGeometry()
+
+
 def font_step(key: str) -> FontStep:
     """The step named ``key`` (the default step if the name is unknown, e.g. from an older version)."""
     for step in FONT_STEPS:
@@ -214,6 +224,9 @@ class ThemeManager(QObject):
             tone = widget.property("tone")
             if isinstance(widget, QLabel) and tone is not None:
                 _paint_tone(widget, tone)
+        # Widgets take the new font from events posted just now: once they have, combo boxes forget
+        # the size they measured with the old one.
+        QTimer.singleShot(0, _forget_combo_sizes)
         self.changed.emit()
 
     def style_chart(self, chart: QChart) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 from PySide6.QtCore import Qt, QUrl, Signal
 from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import (
+    QApplication,
     QCheckBox,
     QComboBox,
     QFormLayout,
@@ -170,6 +171,10 @@ class SettingsPage(QWidget):
         note.setVisible(bool(overridden))
         self.lan_check.toggled.connect(self._lan_toggled)
         self.apply_button.clicked.connect(self.apply_network)
+        # What was said about the values applied last no longer holds once they are edited.
+        self.host_edit.textEdited.connect(self._network_edited)
+        self.port_spin.valueChanged.connect(self._network_edited)
+        self.lan_check.toggled.connect(self._network_edited)
         buttons = QHBoxLayout()
         buttons.addWidget(self.apply_button)
         buttons.addStretch(1)
@@ -184,6 +189,10 @@ class SettingsPage(QWidget):
         form.addRow("", note)
         self._lan_toggled(network.lan)
         return box
+
+    def _network_edited(self) -> None:
+        if self.apply_button.isEnabled():  # not while a restart is under way: its outcome is coming
+            self.server_message.hide()
 
     def network(self) -> Network:
         return Network(self.host_edit.text().strip(), self.port_spin.value(), self.lan_check.isChecked())
@@ -247,13 +256,34 @@ class SettingsPage(QWidget):
             "The database (keys, usage, settings) and the server secret live here"
         )
         self.open_data_button.clicked.connect(self.open_data_dir)
+        self.copy_path_button = QPushButton("Cop&y path", box)
+        self.copy_path_button.setToolTip("Copy the data directory's path to the clipboard")
+        self.copy_path_button.clicked.connect(self.copy_data_path)
+        self.data_message = QLabel(box)
+        self.data_message.setWordWrap(True)
+        self.data_message.hide()
         row = QHBoxLayout()
         row.addWidget(self.open_data_button)
+        row.addWidget(self.copy_path_button)
         row.addStretch(1)
         form = QFormLayout(box)
         form.addRow(_row_label("Data directory:", path, box), path)
         form.addRow("", row)
+        form.addRow("", self.data_message)
         return box
 
     def open_data_dir(self) -> None:
-        QDesktopServices.openUrl(QUrl.fromLocalFile(str(self._data_dir)))
+        """Open the folder in the desktop's file manager, or say why not and how to get there."""
+        if QDesktopServices.openUrl(QUrl.fromLocalFile(str(self._data_dir))):
+            self.data_message.hide()
+            return
+        self.data_message.setText(
+            "No program to open folders was found on this desktop. Open the folder above in your file "
+            "manager yourself: <b>Copy path</b> puts its path on the clipboard."
+        )
+        set_tone(self.data_message, "warning")
+        self.data_message.show()
+
+    def copy_data_path(self) -> None:
+        QApplication.clipboard().setText(str(self._data_dir))
+        self.copy_path_button.setText("Copied")

@@ -20,7 +20,7 @@ from app.theme import FONT_STEPS, PALETTES
 from app.window import MainWindow
 from server.services import settings_from_store
 
-from .conftest import click, close_window
+from .conftest import click, close_window, settle
 
 WINDOW = QPalette.ColorRole.Window
 
@@ -200,3 +200,48 @@ def test_the_support_contact_is_saved_and_shown_in_general_information(
     again = make_window()
     assert again.settings_page.contact_edit.text() == "IT desk, it@example.com, ext. 1234"
     assert any("ext. 1234" in label.text() for label in again.info_page.documents[-1].findChildren(QLabel))
+
+
+def test_back_from_the_largest_font_the_form_is_as_compact_as_before(
+    qtbot: QtBot, make_window: Callable[..., MainWindow]
+) -> None:
+    window = make_window()
+    window.show_page(4)
+    page = window.settings_page
+    settle(qtbot)
+    fields = (page.theme_combo, page.font_combo, page.host_edit, page.port_spin)
+    before = [field.height() for field in fields]
+    choose(qtbot, window, "font_combo", FONT_STEPS[-1].key)
+    close_window(qtbot, window)
+    again = make_window()  # starts at the largest font, as saved
+    again.show_page(4)
+    page = again.settings_page
+    settle(qtbot)
+    choose(qtbot, again, "font_combo", "normal")
+    settle(qtbot)
+    fields = (page.theme_combo, page.font_combo, page.host_edit, page.port_spin)
+    assert [field.height() for field in fields] == before
+    for field in fields:  # each label sits level with its field
+        label = next(lab for lab in page.findChildren(QLabel) if lab.buddy() is field)
+        middle = label.mapTo(page, label.rect().center()).y()
+        assert abs(middle - field.mapTo(page, field.rect().center()).y()) <= 2, label.text()
+
+
+def test_a_validation_message_goes_once_the_value_is_edited(qtbot: QtBot, window: MainWindow) -> None:
+    window.show_page(4)
+    page = window.settings_page
+    page.host_edit.setText("192.0.2.7")
+    click(qtbot, page.apply_button)
+    assert page.server_message.isVisible()
+    page.host_edit.selectAll()
+    qtbot.keyClicks(page.host_edit, "127.0.0.1")
+    assert not page.server_message.isVisible()
+
+
+def test_without_a_file_manager_the_data_folder_says_where_it_is(qtbot: QtBot, window: MainWindow) -> None:
+    window.show_page(4)
+    page = window.settings_page
+    click(qtbot, page.open_data_button)  # offscreen there is no desktop to open folders with
+    assert page.data_message.isVisible() and "No program to open folders" in page.data_message.text()
+    click(qtbot, page.copy_path_button)
+    assert QApplication.clipboard().text() == str(window.services.settings.data_dir)
