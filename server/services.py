@@ -14,6 +14,7 @@ from typing import Any
 from server.config import Settings, load_settings, storable_models, stored_values
 from server.engines.manager import Factory, ModelManager
 from server.engines.upstream import UpstreamClient
+from server.instance import InstanceLock
 from server.keys import KeyService, load_or_create_secret
 from server.limits import AuthThrottle, Limiter
 from server.responses import ResponseStore
@@ -49,12 +50,22 @@ class Services:
     auth_throttle: AuthThrottle
     upstream: UpstreamClient
     """The HTTP session to upstream engines; opened and closed on the server's event loop."""
+    instance: InstanceLock | None = None
+    """This process's hold on the data directory: one window or server per data folder."""
 
     @classmethod
     def open(cls, settings: Settings, *, engines: Mapping[str, Factory] | None = None) -> Services:
-        """Open the data directory (creating it), migrate the store, and start loading the models."""
+        """Open the data directory (creating it), migrate the store, and start loading the models.
+
+        Raises :class:`server.instance.DataDirInUse` if another process runs on the same data directory.
+        """
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        store = Store(settings.database_path)
+        instance = InstanceLock(settings.data_dir)
+        try:
+            store = Store(settings.database_path)
+        except BaseException:
+            instance.release()
+            raise
         secret = load_or_create_secret(settings.secret_path)
         models = ModelManager(settings.models, max_queue=settings.max_queue, engines=engines)
         services = cls(
@@ -67,6 +78,7 @@ class Services:
             limiter=Limiter(store),
             auth_throttle=AuthThrottle(),
             upstream=UpstreamClient(models.upstreams, read_timeout_s=settings.upstream_timeout_s),
+            instance=instance,
         )
         released = services.limiter.release_orphans()
         if released:
@@ -94,3 +106,5 @@ class Services:
         self.ledger.close()
         self.models.close()
         self.store.close()
+        if self.instance is not None:
+            self.instance.release()
