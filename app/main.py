@@ -21,10 +21,12 @@ from PySide6.QtWidgets import QApplication, QMessageBox
 
 from app.pages.info import load_help
 from app.preferences import load_preferences
+from app.single_instance import activate_running
 from app.theme import ThemeManager
 from app.window import PAGES, MainWindow, Startup
 from server import cli
 from server.config import ConfigError, Settings
+from server.instance import DataDirInUse
 from server.logs import configure_logging
 from server.services import Services, settings_from_store
 
@@ -96,9 +98,17 @@ def open_window() -> int:
         QMessageBox.critical(None, APP_NAME, f"The settings cannot be used:\n\n{exc}")
         return 2
     configure_logging(settings.log_level)
+    try:
+        startup = prepare(settings)
+    except DataDirInUse as exc:
+        # Already running on this data folder: bring that window forward rather than open another.
+        if activate_running(settings.data_dir):
+            return 0
+        QMessageBox.critical(None, APP_NAME, str(exc))
+        return 1
     loop = qasync.QEventLoop(app)
     asyncio.set_event_loop(loop)  # before the window, whose widgets may schedule work as they are built
-    window = build_window(app, prepare(settings))
+    window = build_window(app, startup)
     with loop:
         loop.run_until_complete(run_window(window))
     asyncio.set_event_loop(None)  # the loop is closed; leave no closed loop behind as the current one

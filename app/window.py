@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from PySide6.QtCore import QEvent, QSize, Signal
+from PySide6.QtCore import QEvent, QSize, Qt, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
 from PySide6.QtWidgets import (
     QHBoxLayout,
@@ -29,6 +29,7 @@ from app.pages.settings import SettingsPage
 from app.pages.usage import UsagePage
 from app.preferences import Preferences
 from app.server_control import ServerController
+from app.single_instance import ActivationServer
 from app.tasks import Tasks
 from app.theme import ThemeManager
 from app.widgets.page_area import PageArea
@@ -73,6 +74,8 @@ class MainWindow(QMainWindow):
     closed = Signal()
     """The window was closed, the server has stopped and the services are closed."""
     page_changed = Signal(int)
+    brought_forward = Signal()
+    """The window was shown and raised (another launch asked, or the tray icon)."""
 
     def __init__(self, startup: Startup, theme: ThemeManager, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -84,6 +87,10 @@ class MainWindow(QMainWindow):
         self.server = ServerController(services, self.tasks, self)
         self._shutting_down = False
         self._closed = False
+        # A later launch on the same data folder brings this window forward.
+        self.activation = ActivationServer(services.settings.data_dir, self)
+        self.activation.activation_requested.connect(self.bring_forward)
+        self.activation.listen()
 
         # Built in reading order (sidebar, status strip, pages), which is the order Tab visits them in.
         self.sidebar = Sidebar(self)
@@ -173,6 +180,16 @@ class MainWindow(QMainWindow):
         self.show_page(PAGES.index("API Keys"))
         self.keys_page.new_key()
 
+    def bring_forward(self) -> None:
+        """Show the window (from the tray, or minimised) on top, with the keyboard focus."""
+        if self._shutting_down:
+            return
+        self.setWindowState(self.windowState() & ~Qt.WindowState.WindowMinimized)
+        self.show()
+        self.raise_()
+        self.activateWindow()
+        self.brought_forward.emit()
+
     def start_server(self) -> None:
         self.tasks.spawn(self.server.start(), "starting the server")
 
@@ -192,6 +209,7 @@ class MainWindow(QMainWindow):
             self.tasks.spawn(self._shut_down(), "closing")  # the last task spawned: see refuse_new
 
     async def _shut_down(self) -> None:
+        self.activation.close()
         self.server.shut_down()
         self.tasks.refuse_new()
         try:

@@ -6,7 +6,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,8 +23,11 @@ from PySide6.QtWidgets import QApplication
 from pytestqt.qtbot import QtBot
 
 from app import main as app_main
+from app.single_instance import activate_running
 from app.theme import TONES
 from app.window import MainWindow
+from server.config import Settings
+from server.instance import DataDirInUse
 from server.store import Store
 from tests.conftest import fake_models
 
@@ -178,3 +184,31 @@ def test_the_console_script_without_arguments_opens_the_window_fast_and_closes_c
     assert seen["reachable"] is True
     assert float(seen["shown"]) < 3.0  # type: ignore[arg-type]
     assert not reachable(str(seen["url"]))
+
+
+def test_a_second_launch_on_the_same_data_folder_brings_the_first_window_forward(
+    qtbot: QtBot, window: MainWindow, make_settings: Callable[..., Settings]
+) -> None:
+    settings = make_settings()
+    window.hide()  # as if it were in the tray, or behind other windows
+    # The second launch, as a user starts it: the same program, the same data folder, another process.
+    second = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from app.main import main; sys.exit(main([]))"],
+        env={**os.environ, "AISP_DATA_DIR": str(settings.data_dir), "QT_QPA_PLATFORM": "offscreen"},
+        cwd=Path(__file__).resolve().parents[2],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        with qtbot.waitSignal(window.brought_forward, timeout=60_000):
+            qtbot.waitUntil(lambda: second.poll() is not None, timeout=60_000)
+    finally:
+        if second.poll() is None:
+            second.kill()
+        output = second.communicate()[0].decode(errors="replace")
+    assert second.returncode == 0, output
+    assert window.isVisible() and window.server.view.running  # nothing was reloaded or restarted
+    assert window.services.instance is not None and window.services.instance.held
+    with pytest.raises(DataDirInUse):  # and in this process too, the folder is the first window's
+        app_main.prepare(settings)
+    assert not activate_running(settings.data_dir.parent / "elsewhere", wait_ms=200)
