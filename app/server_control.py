@@ -18,6 +18,7 @@ from app.preferences import Network, network_of
 from app.tasks import Tasks
 from server.config import load_settings
 from server.engines.manager import ModelStatus
+from server.reports import totals
 from server.runner import ServerStartError, ServerThread
 from server.services import Services
 
@@ -41,6 +42,8 @@ class ServerView:
     error: str | None
     storage_error: str | None = None
     """Why usage cannot be recorded right now (shown in the status strip until the store recovers)."""
+    recorded: int | None = None
+    """Requests in the ledger, from every run (``None`` until read); ``requests`` counts this run's."""
 
     @property
     def base_url(self) -> str:
@@ -100,6 +103,7 @@ class ServerController(QObject):
         self._transition: Transition = None
         self._polling = False
         self._error: str | None = None
+        self._recorded: int | None = None
         self._view = ServerView(False, None, self._thread.url, self._network.lan, None, 0, (), None)
         self._timer = QTimer(self)
         self._timer.setInterval(POLL_MS)
@@ -172,6 +176,8 @@ class ServerController(QObject):
         """Read the server's status off the GUI thread and announce it if anything changed."""
         try:
             status = await self._tasks.call(self._thread.status)
+            if self._recorded is None or status.requests != self._view.requests:
+                self._recorded = (await self._tasks.call(totals, self._services.store)).requests
         finally:
             self._polling = False
         url = self._thread.url
@@ -187,6 +193,7 @@ class ServerController(QObject):
             models=status.models,
             error=self._error or status.error,
             storage_error=status.storage_error,
+            recorded=self._recorded,
         )
         previous, self._view = self._view, view
         if view != previous:

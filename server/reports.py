@@ -154,6 +154,17 @@ def usage_series(
     return UsageSeries(first, last, bucket_seconds, group_by, buckets, groups, cells)
 
 
+def totals(store: Store, start: float | None = None, end: float | None = None) -> Amounts:
+    """Everything recorded from ``start`` to ``end`` (widened to whole hours; all of it by default)."""
+    first, last = whole_hours(start or 0.0, end if end is not None else 1e12)
+    row = store.db.execute_sql(
+        "SELECT COALESCE(SUM(requests), 0), COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens), 0), "
+        "COALESCE(SUM(cost), 0) FROM usage_hourly WHERE hour >= ? AND hour < ?",
+        (first, last),
+    ).fetchone()
+    return Amounts(int(row[0]), int(row[1]), int(row[2]), float(row[3]))
+
+
 def format_value(metric: Metric, value: float) -> str:
     """A metric as the window shows it and the CSV export writes it."""
     if metric == "cost":

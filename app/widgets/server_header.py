@@ -85,7 +85,11 @@ class ServerHeader(QFrame):
         else:
             self.scope.setText("This computer only")
         self.models.setText(models_text(view.models))
-        self.requests.setText(f"Requests: {view.requests}")
+        recorded = view.recorded if view.recorded is not None else view.requests
+        self.requests.setText(f"Requests: {recorded:,}")
+        self.requests.setToolTip(
+            f"{recorded:,} requests recorded in all, {view.requests:,} of them since this window opened"
+        )
         if view.storage_error:
             self.storage.setText(
                 f"<b>Usage cannot be recorded:</b> {view.storage_error}. Requests already recorded are safe; "

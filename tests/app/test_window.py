@@ -31,7 +31,7 @@ from server.instance import DataDirInUse
 from server.store import Store
 from tests.conftest import fake_models
 
-from .conftest import SDK, click
+from .conftest import SDK, click, close_window
 
 
 def reachable(url: str) -> bool:
@@ -212,3 +212,19 @@ def test_a_second_launch_on_the_same_data_folder_brings_the_first_window_forward
     with pytest.raises(DataDirInUse):  # and in this process too, the folder is the first window's
         app_main.prepare(settings)
     assert not activate_running(settings.data_dir.parent / "elsewhere", wait_ms=200)
+
+
+def test_the_request_count_carries_over_from_earlier_runs(
+    qtbot: QtBot, make_window: Callable[..., MainWindow], sdk: SDK, tmp_path: Path
+) -> None:
+    window = make_window()
+    key, _ = window.services.keys.create("counted")
+    for n in range(2):
+        sdk(window, key).embeddings.create(model="fake-embed", input=f"request {n}")
+    qtbot.waitUntil(lambda: window.header.requests.text() == "Requests: 2", timeout=5000)
+    close_window(qtbot, window)
+    again = make_window()
+    qtbot.waitUntil(lambda: again.header.requests.text() == "Requests: 2", timeout=5000)
+    assert "0 of them since this window opened" in again.header.requests.toolTip()
+    sdk(again, key).embeddings.create(model="fake-embed", input="one more")
+    qtbot.waitUntil(lambda: again.header.requests.text() == "Requests: 3", timeout=5000)
