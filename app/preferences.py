@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from app.currency import DEFAULT_CURRENCY, clean_currency
 from app.theme import DEFAULT_FONT_STEP, THEMES, ThemeName, font_step
 from server.config import ConfigError, Settings, load_settings
 from server.store import Store
@@ -26,6 +27,8 @@ class Preferences:
     theme: ThemeName = "system"
     font_size: str = DEFAULT_FONT_STEP
     support_contact: str = ""
+    currency: str = DEFAULT_CURRENCY
+    """What the models' prices are in; costs and money budgets are shown in it."""
 
 
 def load_preferences(store: Store) -> Preferences:
@@ -35,10 +38,12 @@ def load_preferences(store: Store) -> Preferences:
         return Preferences()
     theme = saved.get("theme")
     contact = saved.get("support_contact")
+    currency = saved.get("currency")
     return Preferences(
         theme=theme if theme in {name for name, _ in THEMES} else "system",
         font_size=font_step(str(saved.get("font_size", DEFAULT_FONT_STEP))).key,
         support_contact=contact.strip()[:MAX_CONTACT] if isinstance(contact, str) else "",
+        currency=clean_currency(currency) if isinstance(currency, str) else DEFAULT_CURRENCY,
     )
 
 

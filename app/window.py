@@ -101,11 +101,18 @@ class MainWindow(QMainWindow):
         self.info_page = InfoPage(
             startup.help, services.settings, self.server.view, startup.preferences.support_contact
         )
+        currency = startup.preferences.currency
         self.keys_page = KeysPage(
-            services.keys, services.limiter, [m.name for m in services.settings.models], self.tasks
+            services.keys,
+            services.limiter,
+            [m.name for m in services.settings.models],
+            self.tasks,
+            currency=currency,
         )
-        self.usage_page = UsagePage(services, self.tasks, theme)
-        self.models_page = ModelsPage(services.models, services.save_models, startup.probe, self.tasks)
+        self.usage_page = UsagePage(services, self.tasks, theme, currency=currency)
+        self.models_page = ModelsPage(
+            services.models, services.save_models, startup.probe, self.tasks, currency=currency
+        )
         self.settings_page = SettingsPage(
             services.store, services.settings.data_dir, startup.preferences, theme, self.server, self.tasks
         )
@@ -142,15 +149,18 @@ class MainWindow(QMainWindow):
         self.models_page.names_changed.connect(
             lambda _: self.tasks.spawn(self.server.refresh(), "reading the server's status")
         )
-        self.settings_page.preferences_saved.connect(
-            lambda p: self.info_page.set_support_contact(p.support_contact)
-        )
+        self.settings_page.preferences_saved.connect(self._preferences_saved)
         self.tasks.failed.connect(lambda message: self.statusBar().showMessage(message, STATUS_MESSAGE_MS))
         self.server.start_failed.connect(
             lambda message: self.statusBar().showMessage(message, STATUS_MESSAGE_MS)
         )
         self.sidebar.setCurrentRow(0)
         self.resize(1100, 760)
+
+    def _preferences_saved(self, preferences: Preferences) -> None:
+        self.info_page.set_support_contact(preferences.support_contact)
+        for page in (self.keys_page, self.usage_page, self.models_page):
+            page.set_currency(preferences.currency)
 
     def _add_shortcuts(self) -> None:
         for index, name in enumerate(PAGES):

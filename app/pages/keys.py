@@ -68,12 +68,12 @@ def models_text(record: KeyRecord) -> str:
     return ", ".join(record.allowed_models) or "None"
 
 
-def _row(record: KeyRecord, activity: KeyActivity, at: float) -> tuple[str, ...]:
+def _row(record: KeyRecord, activity: KeyActivity, at: float, currency: str) -> tuple[str, ...]:
     return (
         record.name,
         status_text(record, at),
         models_text(record),
-        budget_text(activity.budget, renews=False),
+        budget_text(activity.budget, renews=False, currency=currency),
         rate_text(record.limits, activity),
         when(record.last_used_at),
         when(record.expires_at),
@@ -82,14 +82,14 @@ def _row(record: KeyRecord, activity: KeyActivity, at: float) -> tuple[str, ...]
     )
 
 
-def _tooltip(record: KeyRecord, activity: KeyActivity) -> str:
+def _tooltip(record: KeyRecord, activity: KeyActivity, currency: str) -> str:
     models = (
         "all models" if record.allowed_models is None else ", ".join(record.allowed_models) or "no models"
     )
     note = f"<br>Note: {html.escape(record.owner_note)}" if record.owner_note else ""
     return (
         f"<b>{html.escape(record.name)}</b> ({record.id})<br>May use: {html.escape(models)}{note}"
-        f"<br>Budget: {html.escape(budget_tooltip(activity.budget))}"
+        f"<br>Budget: {html.escape(budget_tooltip(activity.budget, currency))}"
     )
 
 
@@ -121,8 +121,11 @@ class KeysPage(QWidget):
         models: Sequence[str],
         tasks: Tasks,
         parent: QWidget | None = None,
+        *,
+        currency: str = "",
     ) -> None:
         super().__init__(parent)
+        self._currency = currency
         self._keys = keys
         self._limiter = limiter
         self._models = list(models)
@@ -231,7 +234,7 @@ class KeysPage(QWidget):
     def _show(self, found: list[tuple[KeyRecord, KeyActivity]]) -> None:
         at = time.time()
         records = [record for record, _ in found]
-        rows = [_row(record, activity, at) for record, activity in found]
+        rows = [_row(record, activity, at, self._currency) for record, activity in found]
         if records == self._records and rows == self._shown:
             self.keys_loaded.emit()
             return
@@ -242,7 +245,7 @@ class KeysPage(QWidget):
             for column, text in enumerate(row):
                 item = QTableWidgetItem(text)
                 item.setData(Qt.ItemDataRole.UserRole, record.id)
-                item.setToolTip(_tooltip(record, activity))
+                item.setToolTip(_tooltip(record, activity, self._currency))
                 self.table.setItem(i, column, item)
             if selected is not None and record.id == selected.id:
                 self.table.selectRow(i)
@@ -319,6 +322,13 @@ class KeysPage(QWidget):
             self.secret_dialog = None
 
     # -- changing --------------------------------------------------------------------------------
+    def set_currency(self, currency: str) -> None:
+        """Money budgets are shown in ``currency`` from now on."""
+        if currency != self._currency:
+            self._currency = currency
+            self._shown = []  # redrawn at the next read, which is now
+            self.reload()
+
     def set_models(self, names: Sequence[str]) -> None:
         """The model table changed: offer these names in the key dialogs from now on."""
         self._models = list(names)

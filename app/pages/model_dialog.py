@@ -133,6 +133,7 @@ class ModelDialog(QDialog):
         parent: QWidget | None = None,
         *,
         loaded: bool = False,
+        currency: str = "",
     ) -> None:
         super().__init__(parent)
         self._tasks = tasks
@@ -196,7 +197,7 @@ class ModelDialog(QDialog):
         for price in (self.price_in, self.price_out):
             price.setRange(0, 1_000_000)
             price.setDecimals(4)
-            price.setSuffix(" per 1M tokens")
+            price.setSuffix(f" {currency} per 1M tokens" if currency else " per 1M tokens")
         for box in (
             self.preset,
             self.kind,

@@ -27,10 +27,11 @@ COLUMNS = (
     "Context",
     "GPU layers",
     "Threads",
-    "Price in / out (per 1M)",
+    "Price in / out (per 1M)",  # the heading shown names the currency (ModelsPage.set_currency)
     "Memory",
     "Source",
 )
+PRICE_COLUMN = "Price in / out (per 1M)"
 REPLICA_COLUMNS = (
     "Replica",
     "Healthy",

@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
     QMessageBox,
     QPushButton,
     QSizePolicy,
+    QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
@@ -30,6 +31,7 @@ from app.pages.hardware import HardwarePanel
 from app.pages.model_dialog import ModelDialog
 from app.pages.model_rows import (
     COLUMNS,
+    PRICE_COLUMN,
     REPLICA_COLUMNS,
     ModelRow,
     cells,
@@ -69,8 +71,11 @@ class ModelsPage(QWidget):
         probe: Callable[[], Hardware],
         tasks: Tasks,
         parent: QWidget | None = None,
+        *,
+        currency: str = "",
     ) -> None:
         super().__init__(parent)
+        self._currency = currency
         self._models = models
         self._save = save
         self._tasks = tasks
@@ -108,6 +113,7 @@ class ModelsPage(QWidget):
         set_tone(self.message, "error")
         self.message.hide()
         self.table = RowsTable(COLUMNS, "Models", 4, self)
+        self.set_currency(currency)
         self.details_box = QGroupBox("Selected model", self)
         self.details = QLabel("Select a model to see its details.", self.details_box)
         self.details.setWordWrap(True)
@@ -160,6 +166,13 @@ class ModelsPage(QWidget):
         self._timer.setInterval(REFRESH_MS)
         self._timer.timeout.connect(self.reload)
         self._update_buttons()
+
+    def set_currency(self, currency: str) -> None:
+        """Prices are in ``currency``: the price column says so."""
+        self._currency = currency
+        column = COLUMNS.index(PRICE_COLUMN)
+        unit = f"{currency} per 1M" if currency else "per 1M"
+        self.table.setHorizontalHeaderItem(column, QTableWidgetItem(f"Price in / out ({unit})"))
 
     # -- reading ---------------------------------------------------------------------------------
     @property
@@ -296,14 +309,22 @@ class ModelsPage(QWidget):
     # -- adding and changing ---------------------------------------------------------------------
     def add_model(self) -> None:
         """Open the form for a new model."""
-        self._open_dialog(ModelDialog(self._tasks, self.hardware, self._names, parent=self))
+        self._open_dialog(
+            ModelDialog(self._tasks, self.hardware, self._names, parent=self, currency=self._currency)
+        )
 
     def edit_selected(self) -> None:
         row = self.selected()
         if row is not None:
             serving = row.status.state in ("loaded", "restarting")
             dialog = ModelDialog(
-                self._tasks, self.hardware, self._names, row.config, parent=self, loaded=serving
+                self._tasks,
+                self.hardware,
+                self._names,
+                row.config,
+                parent=self,
+                loaded=serving,
+                currency=self._currency,
             )
             self._open_dialog(dialog, row.status.state)
 

@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.currency import MAX_CURRENCY, clean_currency
 from app.preferences import MAX_CONTACT, Network, Preferences, check_network, save_network, save_preferences
 from app.server_control import ServerController, lan_address
 from app.tasks import Tasks
@@ -71,6 +72,7 @@ class SettingsPage(QWidget):
         layout.addWidget(title)
         layout.addWidget(self._appearance_box())
         layout.addWidget(self._support_box())
+        layout.addWidget(self._costs_box())
         layout.addWidget(self._server_box())
         layout.addWidget(self._data_box())
         layout.addStretch(1)
@@ -121,6 +123,28 @@ class SettingsPage(QWidget):
         contact = self.contact_edit.text().strip()
         if contact != self._preferences.support_contact:
             self._save(replace(self._preferences, support_contact=contact))
+
+    # -- costs ---------------------------------------------------------------------------------------
+    def _costs_box(self) -> QGroupBox:
+        box = QGroupBox("Costs", self)
+        self.currency_edit = QLineEdit(self._preferences.currency, box)
+        self.currency_edit.setMaxLength(MAX_CURRENCY)
+        self.currency_edit.setPlaceholderText("e.g. USD, EUR, £")
+        self.currency_edit.editingFinished.connect(self._currency_changed)
+        hint = QLabel(
+            "The models' prices are in this currency; costs and money budgets are shown in it.", box
+        )
+        hint.setWordWrap(True)
+        form = QFormLayout(box)
+        form.addRow(_row_label("C&urrency:", self.currency_edit, box), self.currency_edit)
+        form.addRow("", hint)
+        return box
+
+    def _currency_changed(self) -> None:
+        currency = clean_currency(self.currency_edit.text())
+        self.currency_edit.setText(currency)
+        if currency != self._preferences.currency:
+            self._save(replace(self._preferences, currency=currency))
 
     def _save(self, preferences: Preferences) -> None:
         self._preferences = preferences

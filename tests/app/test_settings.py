@@ -15,7 +15,7 @@ from PySide6.QtGui import QDesktopServices, QPalette
 from PySide6.QtWidgets import QApplication, QLabel
 from pytestqt.qtbot import QtBot
 
-from app.preferences import SERVER_SETTING, WINDOW_SETTING
+from app.preferences import SERVER_SETTING, WINDOW_SETTING, Preferences
 from app.theme import FONT_STEPS, PALETTES
 from app.window import MainWindow
 from server.services import settings_from_store
@@ -245,3 +245,9 @@ def test_without_a_file_manager_the_data_folder_says_where_it_is(qtbot: QtBot, w
     assert page.data_message.isVisible() and "No program to open folders" in page.data_message.text()
     click(qtbot, page.copy_path_button)
     assert QApplication.clipboard().text() == str(window.services.settings.data_dir)
+
+
+def test_every_window_setting_is_documented() -> None:
+    text = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text(encoding="utf-8")
+    for name in Preferences.__dataclass_fields__:
+        assert f"| `{name}` |" in text, f"docs/configuration.md does not document the window setting {name}"
