@@ -251,6 +251,11 @@ class Settings(BaseModel):
     def secret_path(self) -> Path:
         return self.data_dir / "server-secret"
 
+    @property
+    def log_path(self) -> Path:
+        """The server's own log (model loads, crashes, warnings; never what clients send), rotated."""
+        return self.data_dir / "logs" / "server.log"
+
     def model(self, name: str) -> ModelConfig | None:
         return next((m for m in self.models if m.name == name), None)
 

@@ -15,7 +15,7 @@ import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from server.store import Store
 from server.usage import LEDGER_COLUMNS, ledger_rows
@@ -215,6 +215,21 @@ def totals(store: Store, start: float | None = None, end: float | None = None) -
         (first, last),
     ).fetchone()
     return Amounts(int(row[0]), int(row[1]), int(row[2]), float(row[3]))
+
+
+def latest_rows(store: Store, limit: int) -> list[dict[str, Any]]:
+    """The newest ledger rows, newest first, as plain dictionaries (the window's request log starts
+    from these; what the ledger holds is metadata, never a prompt or a reply)."""
+    cursor = store.db.execute_sql(
+        f"SELECT {', '.join(LEDGER_COLUMNS)} FROM usage_record ORDER BY id DESC LIMIT ?", (limit,)
+    )
+    rows = []
+    for row in cursor:
+        record = dict(zip(LEDGER_COLUMNS, row, strict=True))
+        for flag in ("stream", "client_disconnected", "exact"):
+            record[flag] = bool(record[flag])
+        rows.append(record)
+    return rows
 
 
 def format_value(metric: Metric, value: float) -> str:

@@ -6,14 +6,18 @@ short by a disconnect or a failure is queued for the ledger without waiting (nob
 
 from __future__ import annotations
 
+import asyncio
+import sys
 from dataclasses import dataclass
 
 from fastapi import Request
 
 from server.config import ModelConfig
+from server.errors import APIError
 from server.events import Meter
 from server.keys import KeyRecord
 from server.limits import Admission, Limiter
+from server.logs import redact
 from server.services import Services
 from server.usage import Ledger, Status, UsageEntry, cost_of
 
@@ -33,7 +37,9 @@ class Bill:
     meter: Meter
     settled: bool = False
 
-    def _entry(self, status: Status, http_status: int, disconnected: bool) -> UsageEntry:
+    def _entry(
+        self, status: Status, http_status: int, disconnected: bool, error: str | None = None
+    ) -> UsageEntry:
         m = self.meter
         free = status == "failed" and m.output_tokens == 0  # failures before the first token cost nothing
         return UsageEntry(
@@ -54,6 +60,7 @@ class Bill:
             client_disconnected=disconnected,
             reservation_id=self.admission.reservation_id,
             exact=m.exact,
+            error=error,
         )
 
     async def settle(self) -> None:
@@ -66,11 +73,17 @@ class Bill:
                 self.limiter.settle(self.admission, self.meter.input_tokens + self.meter.output_tokens)
 
     def abandon(self, *, disconnected: bool, http_status: int = 499) -> None:
-        """The request ended early: record exactly what was used, without waiting."""
+        """The request ended early: record exactly what was used, without waiting. Called while an error
+        is being handled, its message goes with the entry (for the window's log, never to disk)."""
         if not self.settled:
             self.settled = True
             self.ledger.submit(
-                self._entry("disconnected" if disconnected else "failed", http_status, disconnected)
+                self._entry(
+                    "disconnected" if disconnected else "failed",
+                    http_status,
+                    disconnected,
+                    None if disconnected else error_text(sys.exc_info()[1]),
+                )
             )
             self.limiter.settle(self.admission, self.meter.input_tokens + self.meter.output_tokens)
 
@@ -111,9 +124,17 @@ ENDPOINTS = {
 }
 
 
-def record_rejection(request: Request, status: int) -> None:
+def error_text(error: BaseException | None) -> str | None:
+    """What a client was told went wrong, as the window's log shows it (keys redacted, bounded)."""
+    if error is None or isinstance(error, asyncio.CancelledError):
+        return None
+    text = error.message if isinstance(error, APIError) else f"{type(error).__name__}: {error}"
+    return redact(text)[:500]
+
+
+def record_rejection(request: Request, status: int, error: APIError | None = None) -> None:
     """A request refused after its key was known (bad input, limits, unknown model): a ledger row that
-    costs nothing, so the operator sees who was refused and why not."""
+    costs nothing, so the operator sees who was refused and why."""
     endpoint = ENDPOINTS.get(request.url.path)
     key: KeyRecord | None = getattr(request.state, "key", None)
     if endpoint is None or key is None or getattr(request.state, "billed", False):
@@ -128,5 +149,6 @@ def record_rejection(request: Request, status: int) -> None:
             endpoint=endpoint,
             status="rejected",
             http_status=status,
+            error=error_text(error),
         )
     )

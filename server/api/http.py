@@ -86,7 +86,7 @@ async def exception_response(request: Request, exc: Exception) -> Response:
     """Any exception a request raised, as the OpenAI envelope: the one renderer of errors."""
     request_id: str | None = getattr(request.state, "request_id", None)
     if isinstance(exc, APIError):
-        record_rejection(request, exc.status)
+        record_rejection(request, exc.status, exc)
         return error_response(exc, request_id)
     if isinstance(exc, RequestValidationError):
         first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
