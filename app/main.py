@@ -8,6 +8,7 @@ on a worker thread, both reported in the window as they progress.
 from __future__ import annotations
 
 import asyncio
+import logging
 import multiprocessing
 import os
 import sys
@@ -27,7 +28,7 @@ from app.window import PAGES, MainWindow, Startup
 from server import cli
 from server.config import ConfigError, Settings
 from server.instance import DataDirInUse
-from server.logs import configure_logging
+from server.logs import RecentRecords, configure_logging
 from server.services import Services, settings_from_store
 
 APP_NAME = "AI Service Platform"
@@ -36,12 +37,22 @@ SCREENSHOT_DELAY_MS = 1500
 
 
 def prepare(settings: Settings) -> Startup:
-    """Open the services (the models start loading in the background) and read what the window needs."""
-    services = Services.open(settings)
+    """Open the services (the models start loading in the background) and read what the window needs.
+
+    The server's log records are kept for the Logs page from here on, the models' loading included."""
+    records = RecentRecords()
+    root = logging.getLogger()
+    root.addHandler(records)
     try:
-        return Startup(services, load_preferences(services.store), load_help())
+        services = Services.open(settings)
+    except BaseException:
+        root.removeHandler(records)
+        raise
+    try:
+        return Startup(services, load_preferences(services.store), load_help(), log_records=records)
     except BaseException:
         services.close()
+        root.removeHandler(records)
         raise
 
 
@@ -97,7 +108,7 @@ def open_window() -> int:
     except ConfigError as exc:
         QMessageBox.critical(None, APP_NAME, f"The settings cannot be used:\n\n{exc}")
         return 2
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_path)
     try:
         startup = prepare(settings)
     except DataDirInUse as exc:

@@ -7,8 +7,9 @@ fires when all of that is done.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from PySide6.QtCore import QEvent, QSize, Qt, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
@@ -24,6 +25,7 @@ from PySide6.QtWidgets import (
 from app.pages.hardware import probe_in_child
 from app.pages.info import InfoPage
 from app.pages.keys import KeysPage
+from app.pages.logs import LogsPage
 from app.pages.models import ModelsPage
 from app.pages.settings import SettingsPage
 from app.pages.usage import UsagePage
@@ -35,9 +37,10 @@ from app.theme import ThemeManager
 from app.widgets.page_area import PageArea
 from app.widgets.server_header import ServerHeader
 from server.gpu import Hardware
+from server.logs import RecentRecords
 from server.services import Services
 
-PAGES = ("General Information", "API Keys", "Usage", "Models", "Settings")
+PAGES = ("General Information", "API Keys", "Usage", "Logs", "Models", "Settings")
 STATUS_MESSAGE_MS = 10_000
 
 
@@ -50,6 +53,8 @@ class Startup:
     help: dict[str, str]
     probe: Callable[[], Hardware] = probe_in_child
     """How the Models page finds what the hardware can run (blocking; called off the GUI thread)."""
+    log_records: RecentRecords = field(default_factory=RecentRecords)
+    """The server's latest log records (attached to the root logger; detached when the window closes)."""
 
 
 class Sidebar(QListWidget):
@@ -69,7 +74,7 @@ class Sidebar(QListWidget):
 
 
 class MainWindow(QMainWindow):
-    """Sidebar navigation over General Information, API Keys, Usage, Models and Settings."""
+    """Sidebar navigation over the pages named in :data:`PAGES`."""
 
     closed = Signal()
     """The window was closed, the server has stopped and the services are closed."""
@@ -110,6 +115,8 @@ class MainWindow(QMainWindow):
             currency=currency,
         )
         self.usage_page = UsagePage(services, self.tasks, theme, currency=currency)
+        self.logs_page = LogsPage(services, startup.log_records, self.tasks, currency)
+        self._log_records = startup.log_records
         self.models_page = ModelsPage(
             services.models, services.save_models, startup.probe, self.tasks, currency=currency
         )
@@ -120,6 +127,7 @@ class MainWindow(QMainWindow):
             self.info_page,
             self.keys_page,
             self.usage_page,
+            self.logs_page,
             self.models_page,
             self.settings_page,
         ]
@@ -142,6 +150,7 @@ class MainWindow(QMainWindow):
 
         self.server.status_changed.connect(self.info_page.show_server)
         self.server.requests_changed.connect(self.usage_page.requests_recorded)
+        self.server.requests_changed.connect(self.logs_page.requests_recorded)
         # The key dialogs offer the models the server has, except those that failed to load.
         self.server.status_changed.connect(
             lambda view: self.keys_page.set_models([m.name for m in view.models if m.state != "failed"])
@@ -159,7 +168,7 @@ class MainWindow(QMainWindow):
 
     def _preferences_saved(self, preferences: Preferences) -> None:
         self.info_page.set_support_contact(preferences.support_contact)
-        for page in (self.keys_page, self.usage_page, self.models_page):
+        for page in (self.keys_page, self.usage_page, self.logs_page, self.models_page):
             page.set_currency(preferences.currency)
 
     def _add_shortcuts(self) -> None:
@@ -227,6 +236,7 @@ class MainWindow(QMainWindow):
             await self.server.stop()
             await self.tasks.call(self.services.close)
         finally:
+            logging.getLogger().removeHandler(self._log_records)
             self._closed = True
             self.tasks.close()
             self.closed.emit()

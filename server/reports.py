@@ -221,7 +221,8 @@ def latest_rows(store: Store, limit: int) -> list[dict[str, Any]]:
     """The newest ledger rows, newest first, as plain dictionaries (the window's request log starts
     from these; what the ledger holds is metadata, never a prompt or a reply)."""
     cursor = store.db.execute_sql(
-        f"SELECT {', '.join(LEDGER_COLUMNS)} FROM usage_record ORDER BY id DESC LIMIT ?", (limit,)
+        f"SELECT {', '.join(LEDGER_COLUMNS)} FROM usage_record ORDER BY created_at DESC, id DESC LIMIT ?",
+        (limit,),
     )
     rows = []
     for row in cursor:

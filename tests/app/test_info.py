@@ -19,7 +19,7 @@ from pytestqt.qtbot import QtBot
 from app.pages.info import HELP_DIR, SECTIONS
 from app.widgets.code_block import CodeBlock
 from app.widgets.document import parse
-from app.window import MainWindow
+from app.window import PAGES, MainWindow
 
 from .conftest import click
 
@@ -78,7 +78,7 @@ def test_examples_use_the_real_address_and_the_loaded_models(qtbot: QtBot, windo
 
 
 def test_the_examples_follow_the_server_to_the_lan(qtbot: QtBot, window: MainWindow) -> None:
-    window.show_page(4)
+    window.show_page(PAGES.index("Settings"))
     page = window.settings_page
     click(qtbot, page.lan_check)
     with qtbot.waitSignal(page.network_applied, timeout=15_000):

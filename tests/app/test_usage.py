@@ -18,7 +18,7 @@ from pytestqt.qtbot import QtBot
 from app.pages.model_rows import COLUMNS, PRICE_COLUMN
 from app.pages.usage import UsagePage
 from app.theme import FONT_STEPS
-from app.window import MainWindow
+from app.window import PAGES, MainWindow
 from server.reports import METRICS, format_time, format_value
 from server.store import Store
 from server.usage import UsageEntry
@@ -227,7 +227,7 @@ def test_cards_show_today_and_this_month_in_the_operators_currency(
         assert card.cost.text().endswith(" USD")
     assert page.tabs.tabText(3) == "Cost (USD)"
 
-    window.show_page(4)
+    window.show_page(PAGES.index("Settings"))
     settings = window.settings_page
     settings.currency_edit.setFocus()
     settings.currency_edit.selectAll()
