@@ -207,6 +207,10 @@ class ThemeManager(QObject):
         self._font_size = font_step(key).key
         self.apply()
 
+    def detach(self) -> None:
+        """Stop following the system's colour scheme (the window this theme served has closed)."""
+        self._app.styleHints().colorSchemeChanged.disconnect(self._system_scheme_changed)
+
     def _system_scheme_changed(self, scheme: Qt.ColorScheme) -> None:
         # The signal's argument is the truth: offscreen and some desktops never update colorScheme().
         self._system = "dark" if scheme == Qt.ColorScheme.Dark else "light"

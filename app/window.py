@@ -1,8 +1,10 @@
 """The main window: the server's status strip, a sidebar of pages, and the pages themselves.
 
-Closing the window hides it at once and then, off the GUI thread, stops the server (letting open
-streams finish within its grace period), finishes the ledger and closes the store; :attr:`closed`
-fires when all of that is done.
+Closing the window keeps the server serving in the background, with an icon in the system tray, when the
+operator chose so (asked the first time; Settings changes it). Quitting (from the tray, or closing when
+the operator chose to quit or the desktop has no tray) hides the window at once and then, off the GUI
+thread, stops the server (letting open streams finish within its grace period), finishes the ledger
+and closes the store; :attr:`closed` fires when all of that is done.
 """
 
 from __future__ import annotations
@@ -17,11 +19,14 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QListWidget,
     QMainWindow,
+    QMessageBox,
     QStackedWidget,
     QVBoxLayout,
     QWidget,
 )
 
+from app.autostart import Autostart
+from app.icons import app_icon
 from app.pages.hardware import probe_in_child
 from app.pages.info import InfoPage
 from app.pages.keys import KeysPage
@@ -34,6 +39,7 @@ from app.server_control import ServerController
 from app.single_instance import ActivationServer
 from app.tasks import Tasks
 from app.theme import ThemeManager
+from app.tray import Tray
 from app.widgets.page_area import PageArea
 from app.widgets.server_header import ServerHeader
 from server.gpu import Hardware
@@ -55,6 +61,10 @@ class Startup:
     """How the Models page finds what the hardware can run (blocking; called off the GUI thread)."""
     log_records: RecentRecords = field(default_factory=RecentRecords)
     """The server's latest log records (attached to the root logger; detached when the window closes)."""
+    tray_available: Callable[[], bool] = Tray.available
+    """Whether this desktop shows tray icons (without, closing the window quits)."""
+    autostart: Autostart = field(default_factory=Autostart)
+    """Starting at login, as this desktop does it."""
 
 
 class Sidebar(QListWidget):
@@ -81,6 +91,8 @@ class MainWindow(QMainWindow):
     page_changed = Signal(int)
     brought_forward = Signal()
     """The window was shown and raised (another launch asked, or the tray icon)."""
+    went_to_background = Signal()
+    """The window was closed and the server keeps serving; the tray icon brings the window back."""
 
     def __init__(self, startup: Startup, theme: ThemeManager, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -92,6 +104,9 @@ class MainWindow(QMainWindow):
         self.server = ServerController(services, self.tasks, self)
         self._shutting_down = False
         self._closed = False
+        self._told_background = False
+        self.close_box: QMessageBox | None = None
+        self.tray = Tray(app_icon(), self) if startup.tray_available() else None
         # A later launch on the same data folder brings this window forward.
         self.activation = ActivationServer(services.settings.data_dir, self)
         self.activation.activation_requested.connect(self.bring_forward)
@@ -121,7 +136,14 @@ class MainWindow(QMainWindow):
             services.models, services.save_models, startup.probe, self.tasks, currency=currency
         )
         self.settings_page = SettingsPage(
-            services.store, services.settings.data_dir, startup.preferences, theme, self.server, self.tasks
+            services.store,
+            services.settings.data_dir,
+            startup.preferences,
+            theme,
+            self.server,
+            self.tasks,
+            autostart=startup.autostart,
+            tray=self.tray is not None,
         )
         self.pages: list[QWidget] = [
             self.info_page,
@@ -163,6 +185,13 @@ class MainWindow(QMainWindow):
         self.server.start_failed.connect(
             lambda message: self.statusBar().showMessage(message, STATUS_MESSAGE_MS)
         )
+        if self.tray is not None:
+            self.tray.open_requested.connect(self.bring_forward)
+            self.tray.lan_toggled.connect(self.settings_page.serve_lan)
+            self.tray.quit_requested.connect(self.quit)
+            self.server.status_changed.connect(self.tray.show_status)
+            self.tray.show_status(self.server.view)
+            self.tray.show()
         self.sidebar.setCurrentRow(0)
         self.resize(1100, 760)
 
@@ -217,15 +246,80 @@ class MainWindow(QMainWindow):
     def is_closed(self) -> bool:
         return self._closed
 
+    def open(self, background: bool = False) -> None:
+        """Show the window; in the background (started at login) only the tray icon, if there is one."""
+        if not background:
+            self.show()
+        elif self.tray is None:
+            self.showMinimized()
+
     def closeEvent(self, event: QCloseEvent) -> None:
         if self._closed:
             event.accept()
             return
         event.ignore()
+        if self._shutting_down:
+            return
+        action = self.settings_page.close_action() if self.tray is not None else "quit"
+        if action == "background":
+            self.to_background()
+        elif action == "ask":
+            self._ask_on_close()
+        else:
+            self.quit()
+
+    def _ask_on_close(self) -> None:
+        """The first close: keep serving in the background, or quit? The answer is remembered."""
+        if self.close_box is not None:
+            return
+        box = QMessageBox(
+            QMessageBox.Icon.Question,
+            "Keep serving in the background?",
+            "The server can keep answering its clients after this window closes, with an icon in the system "
+            "tray to open the window again or to quit.",
+            QMessageBox.StandardButton.Cancel,
+            self,
+        )
+        box.setInformativeText("This is asked once: Settings → In the background changes it.")
+        keep = box.addButton("Keep serving in the background", QMessageBox.ButtonRole.AcceptRole)
+        stop = box.addButton("Quit and stop serving", QMessageBox.ButtonRole.DestructiveRole)
+        box.setDefaultButton(keep)
+
+        def answered() -> None:
+            self.close_box = None
+            clicked = box.clickedButton()
+            if clicked is keep:
+                self.settings_page.set_close_action("background")
+                self.to_background()
+            elif clicked is stop:
+                self.settings_page.set_close_action("quit")
+                self.quit()
+
+        box.finished.connect(answered)
+        self.close_box = box
+        box.open()
+
+    def to_background(self) -> None:
+        """Hide the window; the server keeps serving and the tray icon brings the window back."""
         self.hide()
-        if not self._shutting_down:
-            self._shutting_down = True
-            self.tasks.spawn(self._shut_down(), "closing")  # the last task spawned: see refuse_new
+        if self.tray is not None and not self._told_background:
+            self._told_background = True
+            self.tray.notify(
+                "Still serving",
+                "The AI Service Platform keeps serving in the background. Its icon here opens the window "
+                "or quits.",
+            )
+        self.went_to_background.emit()
+
+    def quit(self) -> None:
+        """Stop serving and close for good (the tray's Quit; closing when there is no tray)."""
+        if self._shutting_down:
+            return
+        self._shutting_down = True
+        self.hide()
+        if self.tray is not None:
+            self.tray.hide()
+        self.tasks.spawn(self._shut_down(), "closing")  # the last task spawned: see refuse_new
 
     async def _shut_down(self) -> None:
         self.activation.close()
@@ -237,6 +331,7 @@ class MainWindow(QMainWindow):
             await self.tasks.call(self.services.close)
         finally:
             logging.getLogger().removeHandler(self._log_records)
+            self.theme.detach()
             self._closed = True
             self.tasks.close()
             self.closed.emit()

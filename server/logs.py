@@ -71,6 +71,8 @@ def configure_logging(level: str = "info", log_file: Path | None = None) -> None
     handler.setFormatter(RedactingFormatter(FORMAT))
     handler.addFilter(RedactSecrets())
     root = logging.getLogger()
+    for old in root.handlers:
+        old.close()  # a log file configured before (a second call in one process) is closed, not leaked
     root.handlers[:] = [handler]
     if log_file is not None:
         try:

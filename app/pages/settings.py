@@ -1,5 +1,6 @@
-"""Settings: theme and font size (applied at once and saved), the support contact, the server's address,
-port and LAN switch (saved, applied by restarting the server), and the data directory."""
+"""Settings: theme and font size (applied at once and saved), the support contact, the currency, the
+server's address, port and LAN switch (saved, applied by restarting the server), what closing the window
+does and starting at login, and the data directory."""
 
 from __future__ import annotations
 
@@ -25,8 +26,18 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.autostart import Autostart
 from app.currency import MAX_CURRENCY, clean_currency
-from app.preferences import MAX_CONTACT, Network, Preferences, check_network, save_network, save_preferences
+from app.preferences import (
+    CLOSE_ACTIONS,
+    MAX_CONTACT,
+    CloseAction,
+    Network,
+    Preferences,
+    check_network,
+    save_network,
+    save_preferences,
+)
 from app.server_control import ServerController, lan_address
 from app.tasks import Tasks
 from app.theme import FONT_STEPS, THEMES, ThemeManager, Tone, set_tone
@@ -52,6 +63,8 @@ class SettingsPage(QWidget):
     """New :class:`Preferences` were applied and written to the store."""
     network_applied = Signal(object)
     """A new :class:`Network` was saved and the server restarted with it."""
+    autostart_changed = Signal(bool)
+    """Starting at login was switched on (True) or off."""
 
     def __init__(
         self,
@@ -62,10 +75,15 @@ class SettingsPage(QWidget):
         server: ServerController,
         tasks: Tasks,
         parent: QWidget | None = None,
+        *,
+        autostart: Autostart | None = None,
+        tray: bool = False,
     ) -> None:
         super().__init__(parent)
         self._store, self._data_dir, self._preferences = store, data_dir, preferences
         self._theme, self._server, self._tasks = theme, server, tasks
+        self._autostart = autostart
+        self._tray = tray
         self._writing = False
         title = QLabel("<h2>Settings</h2>", self)
         layout = QVBoxLayout(self)
@@ -74,6 +92,7 @@ class SettingsPage(QWidget):
         layout.addWidget(self._support_box())
         layout.addWidget(self._costs_box())
         layout.addWidget(self._server_box())
+        layout.addWidget(self._background_box())
         layout.addWidget(self._data_box())
         layout.addStretch(1)
 
@@ -267,6 +286,76 @@ class SettingsPage(QWidget):
         self.server_message.setText(text)
         set_tone(self.server_message, tone)
         self.server_message.show()
+
+    def serve_lan(self, on: bool) -> None:
+        """Switch LAN serving on or off and apply it at once (the tray's menu does this)."""
+        network = self._server.network
+        self.host_edit.setText(network.host)
+        self.port_spin.setValue(network.port)
+        self.lan_check.setChecked(on)
+        self.apply_network()
+
+    # -- in the background -------------------------------------------------------------------------
+    def _background_box(self) -> QGroupBox:
+        box = QGroupBox("In the background", self)
+        self.close_combo = QComboBox(box)
+        for key, text in CLOSE_ACTIONS:
+            self.close_combo.addItem(text, key)
+        self.close_combo.setCurrentIndex(self.close_combo.findData(self._preferences.close_action))
+        self.close_combo.setSizePolicy(QSizePolicy.Policy.Minimum, QSizePolicy.Policy.Fixed)
+        self.close_combo.setEnabled(self._tray)
+        self.close_combo.currentIndexChanged.connect(self._close_action_changed)
+        self.login_check = QCheckBox("Start when I log in, in the background (in the system tray)", box)
+        self.login_check.setEnabled(self._autostart is not None and self._autostart.available)
+        self.login_check.toggled.connect(self._login_toggled)
+        self.background_note = QLabel(box)
+        self.background_note.setWordWrap(True)
+        self.background_note.setText(
+            "The server keeps answering clients while the window is closed; the tray icon opens the window "
+            "again or quits."
+            if self._tray
+            else "This desktop shows no system tray icons: closing the window quits and stops serving."
+        )
+        form = QFormLayout(box)
+        form.addRow(_row_label("When the &window is closed:", self.close_combo, box), self.close_combo)
+        form.addRow("", self.login_check)
+        form.addRow("", self.background_note)
+        if self._autostart is not None and self._autostart.available:
+            self._tasks.spawn(self._read_autostart(), "reading whether the window starts at login")
+        return box
+
+    def close_action(self) -> CloseAction:
+        return self._preferences.close_action
+
+    def set_close_action(self, action: CloseAction) -> None:
+        """Remember what closing the window does (the window asks once, then says so here)."""
+        self.close_combo.setCurrentIndex(self.close_combo.findData(action))
+
+    def _close_action_changed(self) -> None:
+        action: CloseAction = self.close_combo.currentData()
+        if action != self._preferences.close_action:
+            self._save(replace(self._preferences, close_action=action))
+
+    async def _read_autostart(self) -> None:
+        assert self._autostart is not None
+        enabled = await self._tasks.call(self._autostart.enabled)
+        self.login_check.blockSignals(True)
+        self.login_check.setChecked(enabled)
+        self.login_check.blockSignals(False)
+
+    def _login_toggled(self, on: bool) -> None:
+        if self._autostart is not None:
+            self._tasks.spawn(self._set_autostart(on), "changing whether the window starts at login")
+
+    async def _set_autostart(self, on: bool) -> None:
+        assert self._autostart is not None
+        try:
+            await self._tasks.call(self._autostart.set_enabled, on)
+        except OSError as exc:
+            self.background_note.setText(f"Start at login could not be changed: {exc.strerror or exc}")
+            set_tone(self.background_note, "error")
+            raise
+        self.autostart_changed.emit(on)
 
     # -- data directory --------------------------------------------------------------------------
     def _data_box(self) -> QGroupBox:

@@ -150,6 +150,9 @@ def restore_process_state() -> Iterator[None]:
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
     yield
+    for handler in root.handlers:
+        if handler not in handlers:
+            handler.close()  # the log file the window configured
     root.handlers[:] = handlers
     root.setLevel(level)
     asyncio.set_event_loop_policy(None)
