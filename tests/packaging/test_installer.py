@@ -204,6 +204,6 @@ def test_start_at_login_is_an_option_writing_what_the_window_reads(script: Scrip
     tasks = {task["Name"]: task for task in script.entries("Tasks")}
     assert "unchecked" in tasks["startatlogin"]["Flags"]
     (value,) = [entry for entry in script.entries("Registry") if entry.get("Tasks") == "startatlogin"]
-    assert value["Root"] == "HKCU" and RUN_KEY == "HKEY_CURRENT_USER\\" + value["Subkey"]
+    assert value["Root"] == "HKCU" and "HKEY_CURRENT_USER\\" + value["Subkey"] == RUN_KEY
     assert value["ValueName"] == RUN_VALUE and value["ValueType"] == "string"
     assert value["ValueData"].endswith(f" {BACKGROUND}") and "uninsdeletevalue" in value["Flags"]
