@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -231,3 +232,35 @@ def test_the_request_count_carries_over_from_earlier_runs(
     assert "0 of them since this window opened" in again.header.requests.toolTip()
     sdk(again, key).embeddings.create(model="fake-embed", input="one more")
     qtbot.waitUntil(lambda: again.header.requests.text() == "Requests: 3", timeout=5000)
+
+
+def test_copy_buttons_for_the_base_url_and_every_lan_address(qtbot: QtBot, window: MainWindow) -> None:
+    header = window.header
+    assert header.copy_button.isVisible() and not header.more_button.isVisible()
+    with qtbot.waitSignal(header.copied, timeout=2000):
+        click(qtbot, header.copy_button)
+    assert QApplication.clipboard().text() == window.server.view.base_url
+    assert header.copy_button.text() == "Copied"
+
+    # Serving the LAN on a machine with two networks: each address can be copied.
+    view = replace(
+        window.server.view,
+        url="http://192.0.2.10:8090",
+        lan=True,
+        lan_address="192.0.2.10",
+        lan_addresses=("192.0.2.10", "198.51.100.7"),
+    )
+    header.show_status(view)
+    assert header.more_button.isVisible()
+    assert header.urls() == [
+        "http://192.0.2.10:8090/v1",
+        "http://198.51.100.7:8090/v1",
+        "http://127.0.0.1:8090/v1",
+    ]
+    actions = header.copy_menu.actions()
+    assert [a.text() for a in actions] == [f"Copy {url}" for url in header.urls()]
+    actions[1].trigger()
+    assert QApplication.clipboard().text() == "http://198.51.100.7:8090/v1"
+    click(qtbot, header.copy_button)
+    assert QApplication.clipboard().text() == "http://192.0.2.10:8090/v1"
+    assert header.scope.text() == "LAN: 192.0.2.10"
