@@ -32,6 +32,7 @@ from app.pages.info import InfoPage
 from app.pages.keys import KeysPage
 from app.pages.logs import LogsPage
 from app.pages.models import ModelsPage
+from app.pages.playground import PlaygroundPage
 from app.pages.settings import SettingsPage
 from app.pages.usage import UsagePage
 from app.preferences import Preferences
@@ -46,7 +47,7 @@ from server.gpu import Hardware
 from server.logs import RecentRecords
 from server.services import Services
 
-PAGES = ("General Information", "API Keys", "Usage", "Logs", "Models", "Settings")
+PAGES = ("General Information", "API Keys", "Usage", "Logs", "Models", "Playground", "Settings")
 STATUS_MESSAGE_MS = 10_000
 
 
@@ -135,6 +136,7 @@ class MainWindow(QMainWindow):
         self.models_page = ModelsPage(
             services.models, services.save_models, startup.probe, self.tasks, currency=currency
         )
+        self.playground_page = PlaygroundPage(services.keys, services.settings.data_dir, self.tasks)
         self.settings_page = SettingsPage(
             services.store,
             services.settings.data_dir,
@@ -151,6 +153,7 @@ class MainWindow(QMainWindow):
             self.usage_page,
             self.logs_page,
             self.models_page,
+            self.playground_page,
             self.settings_page,
         ]
         self.stack = QStackedWidget(self)
@@ -171,6 +174,8 @@ class MainWindow(QMainWindow):
         self._add_shortcuts()
 
         self.server.status_changed.connect(self.info_page.show_server)
+        self.server.status_changed.connect(self.playground_page.show_server)
+        self.playground_page.show_server(self.server.view)
         self.server.requests_changed.connect(self.usage_page.requests_recorded)
         self.server.requests_changed.connect(self.logs_page.requests_recorded)
         # The key dialogs offer the models the server has, except those that failed to load.
