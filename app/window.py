@@ -14,10 +14,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from PySide6.QtCore import QEvent, QSize, Qt, Signal
-from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
+from PySide6.QtGui import QAction, QCloseEvent, QKeySequence, QPalette
 from PySide6.QtWidgets import (
+    QFrame,
     QHBoxLayout,
     QListWidget,
+    QListWidgetItem,
     QMainWindow,
     QMessageBox,
     QStackedWidget,
@@ -26,7 +28,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.autostart import Autostart
-from app.icons import app_icon
+from app.icons import app_icon, page_icon
 from app.pages.hardware import probe_in_child
 from app.pages.info import InfoPage
 from app.pages.keys import KeysPage
@@ -48,6 +50,10 @@ from server.logs import RecentRecords
 from server.services import Services
 
 PAGES = ("General Information", "API Keys", "Usage", "Logs", "Models", "Playground", "Settings")
+PAGE_ICONS = ("information", "keys", "usage", "logs", "models", "playground", "settings")
+"""Each page's icon in ``resources/icons/pages``, in :data:`PAGES` order."""
+ICON_SHARE = 1.25
+"""A sidebar icon's side as a share of the font's line height."""
 STATUS_MESSAGE_MS = 10_000
 
 
@@ -69,7 +75,31 @@ class Startup:
 
 
 class Sidebar(QListWidget):
-    """The page list, exactly as wide as its longest entry at the current font size."""
+    """The page list with an icon each, exactly as wide as its longest entry at the current font size.
+    The icons take the text's colour and grow with the font."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setFrameShape(QFrame.Shape.NoFrame)
+        self.setSpacing(2)
+        for name in PAGES:
+            QListWidgetItem(name, self)
+        self.restyle()
+
+    def restyle(self) -> None:
+        """Draw the icons again in the current palette's colours and at the current font's size."""
+        side = round(self.fontMetrics().height() * ICON_SHARE)
+        palette = self.palette()
+        colour = palette.color(QPalette.ColorRole.Text)
+        selected = palette.color(QPalette.ColorRole.HighlightedText)
+        self.setIconSize(QSize(side, side))
+        metrics, pad = self.fontMetrics(), max(6, side // 3)
+        for row, name in enumerate(PAGE_ICONS):
+            item = self.item(row)
+            item.setIcon(page_icon(name, side, colour, selected))
+            # Room around each entry, as a touch target and to the eye; as wide as its text needs.
+            item.setSizeHint(QSize(side + metrics.horizontalAdvance(item.text()) + 3 * pad, side + pad))
+        self.updateGeometry()
 
     def sizeHint(self) -> QSize:
         width = self.sizeHintForColumn(0) + 2 * self.frameWidth() + 24
@@ -80,8 +110,8 @@ class Sidebar(QListWidget):
 
     def changeEvent(self, event: QEvent) -> None:
         super().changeEvent(event)
-        if event.type() == QEvent.Type.FontChange:
-            self.updateGeometry()
+        if event.type() in (QEvent.Type.FontChange, QEvent.Type.PaletteChange):
+            self.restyle()
 
 
 class MainWindow(QMainWindow):
@@ -116,8 +146,6 @@ class MainWindow(QMainWindow):
         # Built in reading order (sidebar, status strip, pages), which is the order Tab visits them in.
         self.sidebar = Sidebar(self)
         self.sidebar.setAccessibleName("Pages")
-        self.sidebar.addItems(list(PAGES))
-        self.sidebar.setSpacing(2)
         self.header = ServerHeader(self.server, self.tasks, self)
         self.info_page = InfoPage(
             startup.help, services.settings, self.server.view, startup.preferences.support_contact

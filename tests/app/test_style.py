@@ -3,8 +3,10 @@ the allowed-models list, unchecked, outlined at 3:1 contrast or more against wha
 
 from __future__ import annotations
 
-from PySide6.QtCore import QRect
-from PySide6.QtGui import QColor, QImage
+from pathlib import Path
+
+from PySide6.QtCore import QRect, QSize
+from PySide6.QtGui import QColor, QImage, QPalette
 from PySide6.QtWidgets import QCheckBox, QListWidget, QStyle, QWidget
 from pytestqt.qtbot import QtBot
 
@@ -91,3 +93,28 @@ def test_the_expiry_box_and_the_allowed_models_list_stand_out_in_the_dark(
     base = models.palette().color(models.viewport().backgroundRole())
     assert best_contrast(viewport.grab().toImage(), area, base) >= 3.0
     dialog.reject()
+
+
+def test_the_sidebar_icons_follow_the_theme_and_the_font(qtbot: QtBot, window: MainWindow) -> None:
+    sidebar = window.sidebar
+    sides = []
+    for theme in ("light", "dark"):
+        for step in (FONT_STEPS[0], LARGEST):
+            window.theme.set_theme(theme)
+            window.theme.set_font_size(step.key)
+            settle(qtbot)
+            side = sidebar.iconSize().width()
+            assert side >= sidebar.fontMetrics().height(), (theme, step.label)
+            text = sidebar.palette().color(QPalette.ColorRole.Text)
+            for row in range(sidebar.count()):
+                image = sidebar.item(row).icon().pixmap(QSize(side, side)).toImage()
+                colours = {
+                    image.pixelColor(x, y).name()
+                    for x in range(image.width())
+                    for y in range(image.height())
+                    if image.pixelColor(x, y).alpha() == 255
+                }
+                assert text.name() in colours, f"{PAGES[row]}: not drawn in the text's colour ({theme})"
+            sides.append(side)
+    assert sides[1] > sides[0]
+    assert window.grab().save(str(Path(__file__).parents[1] / "artifacts" / "sidebar-dark-largest.png"))
