@@ -21,7 +21,7 @@ MAX_CONTACT = 500
 CloseAction = Literal["ask", "background", "quit"]
 CLOSE_ACTIONS: tuple[tuple[CloseAction, str], ...] = (
     ("ask", "Ask what to do"),
-    ("background", "Keep serving in the background (icon in the system tray)"),
+    ("background", "Keep serving (in the tray)"),
     ("quit", "Quit and stop serving"),
 )
 

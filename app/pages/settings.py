@@ -50,6 +50,13 @@ LAN_WARNING = (
 OVERRIDES = {"AISP_HOST": "address", "AISP_PORT": "port", "AISP_LAN": "LAN switch"}
 
 
+def _form(box: QGroupBox) -> QFormLayout:
+    """A form whose fields go under their labels when the two do not fit side by side (large fonts)."""
+    form = QFormLayout(box)
+    form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)
+    return form
+
+
 def _row_label(text: str, buddy: QWidget, parent: QWidget) -> QLabel:
     label = QLabel(text, parent)
     label.setBuddy(buddy)
@@ -111,7 +118,7 @@ class SettingsPage(QWidget):
             combo.setSizePolicy(QSizePolicy.Policy.Minimum, QSizePolicy.Policy.Fixed)  # never cut short
         self.theme_combo.currentIndexChanged.connect(self._appearance_changed)
         self.font_combo.currentIndexChanged.connect(self._appearance_changed)
-        form = QFormLayout(box)
+        form = _form(box)
         form.addRow(_row_label("&Theme:", self.theme_combo, box), self.theme_combo)
         form.addRow(_row_label("&Font size:", self.font_combo, box), self.font_combo)
         return box
@@ -133,7 +140,7 @@ class SettingsPage(QWidget):
         self.contact_edit.editingFinished.connect(self._contact_changed)
         hint = QLabel("Shown to users at the end of General Information.", box)
         hint.setWordWrap(True)
-        form = QFormLayout(box)
+        form = _form(box)
         form.addRow(_row_label("Support &contact:", self.contact_edit, box), self.contact_edit)
         form.addRow("", hint)
         return box
@@ -154,7 +161,7 @@ class SettingsPage(QWidget):
             "The models' prices are in this currency; costs and money budgets are shown in it.", box
         )
         hint.setWordWrap(True)
-        form = QFormLayout(box)
+        form = _form(box)
         form.addRow(_row_label("C&urrency:", self.currency_edit, box), self.currency_edit)
         form.addRow("", hint)
         return box
@@ -221,7 +228,7 @@ class SettingsPage(QWidget):
         buttons = QHBoxLayout()
         buttons.addWidget(self.apply_button)
         buttons.addStretch(1)
-        form = QFormLayout(box)
+        form = _form(box)
         form.addRow(_row_label("A&ddress:", self.host_edit, box), self.host_edit)
         form.addRow(_row_label("&Port:", self.port_spin, box), self.port_spin)
         form.addRow("", self.lan_check)
@@ -305,19 +312,19 @@ class SettingsPage(QWidget):
         self.close_combo.setSizePolicy(QSizePolicy.Policy.Minimum, QSizePolicy.Policy.Fixed)
         self.close_combo.setEnabled(self._tray)
         self.close_combo.currentIndexChanged.connect(self._close_action_changed)
-        self.login_check = QCheckBox("Start when I log in, in the background (in the system tray)", box)
+        self.login_check = QCheckBox("Start at &login, in the tray", box)
         self.login_check.setEnabled(self._autostart is not None and self._autostart.available)
         self.login_check.toggled.connect(self._login_toggled)
         self.background_note = QLabel(box)
         self.background_note.setWordWrap(True)
         self.background_note.setText(
-            "The server keeps answering clients while the window is closed; the tray icon opens the window "
-            "again or quits."
+            "In the tray, the server keeps answering clients while the window is closed, and the tray icon "
+            "opens the window again or quits. Started at login, it serves at once, with the window closed."
             if self._tray
             else "This desktop shows no system tray icons: closing the window quits and stops serving."
         )
-        form = QFormLayout(box)
-        form.addRow(_row_label("When the &window is closed:", self.close_combo, box), self.close_combo)
+        form = _form(box)
+        form.addRow(_row_label("On closing the &window:", self.close_combo, box), self.close_combo)
         form.addRow("", self.login_check)
         form.addRow("", self.background_note)
         if self._autostart is not None and self._autostart.available:
@@ -379,7 +386,7 @@ class SettingsPage(QWidget):
         row.addWidget(self.open_data_button)
         row.addWidget(self.copy_path_button)
         row.addStretch(1)
-        form = QFormLayout(box)
+        form = _form(box)
         form.addRow(_row_label("Data directory:", path, box), path)
         form.addRow("", row)
         form.addRow("", self.data_message)
