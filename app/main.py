@@ -22,6 +22,7 @@ from app.autostart import BACKGROUND
 from app.icons import app_icon
 from app.pages.info import load_help
 from app.preferences import load_preferences
+from app.refcounts import guard_singletons
 from app.single_instance import activate_running
 from app.theme import ThemeManager
 from app.window import PAGES, MainWindow, Startup
@@ -96,6 +97,7 @@ async def run_window(window: MainWindow, background: bool = False) -> None:
 def open_window(background: bool = False) -> int:
     """Run the window until it quits; the exit status for the shell. ``background``: started at login,
     serving with only the tray icon showing."""
+    guard_singletons()  # before Qt is used from Python at all: see app.refcounts
     app = QApplication.instance() or QApplication(sys.argv[:1])
     assert isinstance(app, QApplication)
     app.setApplicationName(APP_NAME)

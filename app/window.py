@@ -206,13 +206,9 @@ class MainWindow(QMainWindow):
         self.playground_page.show_server(self.server.view)
         self.server.requests_changed.connect(self.usage_page.requests_recorded)
         self.server.requests_changed.connect(self.logs_page.requests_recorded)
-        # The key dialogs offer the models the server has, except those that failed to load.
-        self.server.status_changed.connect(
-            lambda view: self.keys_page.set_models([m.name for m in view.models if m.state != "failed"])
-        )
-        self.models_page.names_changed.connect(
-            lambda _: self.tasks.spawn(self.server.refresh(), "reading the server's status")
-        )
+        # The key dialogs offer the models of the table (as soon as it changes), except those that failed.
+        self.models_page.names_changed.connect(self.keys_page.set_models)
+        self.server.status_changed.connect(self.keys_page.show_models)
         self.settings_page.preferences_saved.connect(self._preferences_saved)
         self.tasks.failed.connect(lambda message: self.statusBar().showMessage(message, STATUS_MESSAGE_MS))
         self.server.start_failed.connect(

@@ -36,6 +36,7 @@ from app.pages.key_dialogs import (
     SecretDialog,
 )
 from app.pages.key_limits import budget_text, budget_tooltip, rate_text
+from app.server_control import ServerView
 from app.tasks import Tasks
 from app.theme import set_tone
 from server.errors import APIError
@@ -128,7 +129,8 @@ class KeysPage(QWidget):
         self._currency = currency
         self._keys = keys
         self._limiter = limiter
-        self._models = list(models)
+        self._names = list(models)
+        self._failed: set[str] = set()
         self._tasks = tasks
         self._records: list[KeyRecord] = []
         self._shown: list[tuple[str, ...]] = []
@@ -331,7 +333,15 @@ class KeysPage(QWidget):
 
     def set_models(self, names: Sequence[str]) -> None:
         """The model table changed: offer these names in the key dialogs from now on."""
-        self._models = list(names)
+        self._names = list(names)
+
+    def show_models(self, view: ServerView) -> None:
+        """The server's models and their states: those that failed to load are not offered."""
+        self._failed = {m.name for m in view.models if m.state == "failed"}
+
+    @property
+    def _models(self) -> list[str]:
+        return [name for name in self._names if name not in self._failed]
 
     def edit_limits_selected(self) -> None:
         record = self.selected()

@@ -22,12 +22,18 @@ from app.autostart import Autostart
 from app.main import build_window, prepare
 from app.pages.hardware import probe_in_child
 from app.pages.usage import UsagePage
+from app.refcounts import guard_singletons
 from app.window import MainWindow
 from server.config import Settings
 from server.gpu import Hardware
 from server.reports import UsageSeries
 
 SCREENSHOTS = "screenshots"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """As the window does at start-up: see app.refcounts (the GUI tests make millions of Qt calls)."""
+    guard_singletons()
 
 
 @pytest.fixture
