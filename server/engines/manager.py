@@ -147,8 +147,10 @@ class ModelManager:
         *,
         max_queue: int,
         engines: Mapping[str, Factory] | None = None,
+        retire_grace_s: float = RETIRE_GRACE_S,
     ) -> None:
         self._engines = dict(BUILTIN_ENGINES if engines is None else engines)
+        self._retire_grace_s = retire_grace_s
         self._max_queue = max_queue
         self._lock = threading.Lock()
         self._slots: dict[str, _Slot] = {c.name: _Slot(c) for c in configs}
@@ -260,13 +262,17 @@ class ModelManager:
 
     def _retire(self, name: str, backend: Backend | None, worker: ModelWorker | None) -> None:
         """Close a replaced instance once the requests it had have ended (on a thread of its own)."""
+        held: list[Any] = [backend, worker]  # let go of before the collector runs, so they can be freed
 
         def retire() -> None:
-            self._closed.wait(RETIRE_GRACE_S)
-            if worker is not None:
-                worker.finish(0.0 if self._closed.is_set() else DRAIN_S)
-            if backend is not None:
-                backend.close()
+            self._closed.wait(self._retire_grace_s)
+            old_backend, old_worker = held
+            held.clear()
+            if old_worker is not None:
+                old_worker.finish(0.0 if self._closed.is_set() else DRAIN_S)
+            if old_backend is not None:
+                old_backend.close()
+            del old_backend, old_worker
             if not self._closed.is_set():
                 release()  # what the old engine left in reference cycles is freed
             log.info("the previous instance of model %s is closed", name)

@@ -37,7 +37,7 @@ def test_a_full_collection_on_a_running_server_walks_only_what_requests_made(liv
 
 def test_an_unloaded_model_is_freed_even_when_it_holds_reference_cycles() -> None:
     config = ModelConfig(name="tangled", kind="chat", engine="fake", source="reply=hi")
-    manager = ModelManager([config], max_queue=4, engines={"fake": _tangled})
+    manager = ModelManager([config], max_queue=4, engines={"fake": _tangled}, retire_grace_s=0.0)
     try:
         assert manager.load("tangled").state == "loaded"
         engine = weakref.ref(manager.get("tangled", "chat")[0])
@@ -47,7 +47,10 @@ def test_an_unloaded_model_is_freed_even_when_it_holds_reference_cycles() -> Non
 
         manager.load("tangled")
         reloaded = weakref.ref(manager.get("tangled", "chat")[0])
-        manager.load("tangled")  # a reload frees the engine it replaces, too
+        manager.load("tangled")  # a reload frees the engine it replaces, too, once it has retired
+        deadline = time.monotonic() + 10
+        while reloaded() is not None and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert reloaded() is None
     finally:
         manager.close()
