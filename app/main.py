@@ -58,6 +58,7 @@ def prepare(settings: Settings) -> Startup:
 
 def build_window(app: QApplication, startup: Startup) -> MainWindow:
     """The themed window for ``startup`` (not shown, the server not started)."""
+    guard_singletons()  # whoever builds a window (the program, a test, a benchmark): see app.refcounts
     theme = ThemeManager(app, startup.preferences.theme, startup.preferences.font_size)
     theme.apply()
     return MainWindow(startup, theme)
