@@ -3,6 +3,7 @@ currency), whatever range the graphs below show."""
 
 from __future__ import annotations
 
+import html
 import time
 from dataclasses import dataclass
 
@@ -59,12 +60,12 @@ class Card(QFrame):
         layout.addWidget(self.cost)
 
     def show_amounts(self, amounts: Amounts, currency: str) -> None:
-        self.requests.setText(f"{amounts.requests:,} requests")
+        self.requests.setText(f"<b>{amounts.requests:,}</b> requests")
         self.tokens.setText(
-            f"{amounts.input_tokens + amounts.output_tokens:,} tokens "
+            f"<b>{amounts.input_tokens + amounts.output_tokens:,}</b> tokens "
             f"({amounts.input_tokens:,} in, {amounts.output_tokens:,} out)"
         )
-        self.cost.setText(money(amounts.cost, currency))
+        self.cost.setText(f"<b>{html.escape(money(amounts.cost, currency))}</b>")
 
 
 class GlanceCards(QWidget):

@@ -82,7 +82,9 @@ def nice_scale(peak: float, whole: bool) -> Scale:
     step = next(s * power for s in STEPS if s * power >= raw * (1 - 1e-9))
     if whole:
         step = max(1.0, math.ceil(step))
-    top = math.ceil(peak / step - 1e-9) * step
+    top = (
+        math.floor(peak / step + 1e-9) + 1
+    ) * step  # a step above the highest point: it never grazes the top
     decimals = max(0, -math.floor(math.log10(step) + 1e-9))
     if round(step, decimals) != step:  # 2.5 times a power of ten takes one more
         decimals += 1
