@@ -52,6 +52,7 @@ Name: "english"; MessagesFile: "compiler:Default.isl"
 
 [Tasks]
 Name: "desktopicon"; Description: "{cm:CreateDesktopIcon}"; GroupDescription: "{cm:AdditionalIcons}"; Flags: unchecked
+Name: "startatlogin"; Description: "Start when I log in, serving in the background (icon in the system tray)"; GroupDescription: "Background:"; Flags: unchecked
 
 [InstallDelete]
 ; An upgrade replaces the program's libraries whole, so none of the old version's linger beside the new ones.
@@ -65,6 +66,10 @@ Source: "{#BundleDir}\_internal\*"; DestDir: "{app}\_internal"; Flags: ignorever
 [Icons]
 Name: "{autoprograms}\{#AppName}"; Filename: "{app}\{#AppExeName}"; WorkingDir: "{app}"; Comment: "Manage keys, usage and models of your private AI service"
 Name: "{autodesktop}\{#AppName}"; Filename: "{app}\{#AppExeName}"; WorkingDir: "{app}"; Tasks: desktopicon
+
+[Registry]
+; The same value the window's Settings switch (app/autostart.py) reads and writes; removed on uninstall.
+Root: HKCU; Subkey: "Software\Microsoft\Windows\CurrentVersion\Run"; ValueType: string; ValueName: "{#AppName}"; ValueData: """{app}\{#AppExeName}"" --background"; Tasks: startatlogin; Flags: uninsdeletevalue
 
 [Run]
 Filename: "{app}\{#AppExeName}"; Description: "{cm:LaunchProgram,{#AppName}}"; Flags: nowait postinstall skipifsilent

@@ -8,8 +8,9 @@ Reading happens once at start-up (before the window exists); saving is called th
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Literal
 
+from app.currency import DEFAULT_CURRENCY, clean_currency
 from app.theme import DEFAULT_FONT_STEP, THEMES, ThemeName, font_step
 from server.config import ConfigError, Settings, load_settings
 from server.store import Store
@@ -17,6 +18,12 @@ from server.store import Store
 WINDOW_SETTING = "window"
 SERVER_SETTING = "server"
 MAX_CONTACT = 500
+CloseAction = Literal["ask", "background", "quit"]
+CLOSE_ACTIONS: tuple[tuple[CloseAction, str], ...] = (
+    ("ask", "Ask what to do"),
+    ("background", "Keep serving (in the tray)"),
+    ("quit", "Quit and stop serving"),
+)
 
 
 @dataclass(frozen=True)
@@ -26,6 +33,10 @@ class Preferences:
     theme: ThemeName = "system"
     font_size: str = DEFAULT_FONT_STEP
     support_contact: str = ""
+    currency: str = DEFAULT_CURRENCY
+    """What the models' prices are in; costs and money budgets are shown in it."""
+    close_action: CloseAction = "ask"
+    """What closing the window does: ask (the first time), keep serving in the background, or quit."""
 
 
 def load_preferences(store: Store) -> Preferences:
@@ -35,10 +46,14 @@ def load_preferences(store: Store) -> Preferences:
         return Preferences()
     theme = saved.get("theme")
     contact = saved.get("support_contact")
+    currency = saved.get("currency")
+    close = saved.get("close_action")
     return Preferences(
         theme=theme if theme in {name for name, _ in THEMES} else "system",
         font_size=font_step(str(saved.get("font_size", DEFAULT_FONT_STEP))).key,
         support_contact=contact.strip()[:MAX_CONTACT] if isinstance(contact, str) else "",
+        currency=clean_currency(currency) if isinstance(currency, str) else DEFAULT_CURRENCY,
+        close_action=close if close in {key for key, _ in CLOSE_ACTIONS} else "ask",
     )
 
 

@@ -13,11 +13,13 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 from PySide6.QtCore import QObject, QTimer, Signal
+from PySide6.QtNetwork import QAbstractSocket, QNetworkInterface
 
 from app.preferences import Network, network_of
 from app.tasks import Tasks
 from server.config import load_settings
 from server.engines.manager import ModelStatus
+from server.reports import totals
 from server.runner import ServerStartError, ServerThread
 from server.services import Services
 
@@ -41,10 +43,31 @@ class ServerView:
     error: str | None
     storage_error: str | None = None
     """Why usage cannot be recorded right now (shown in the status strip until the store recovers)."""
+    recorded: int | None = None
+    """Requests in the ledger, from every run (``None`` until read); ``requests`` counts this run's."""
+    lan_addresses: tuple[str, ...] = ()
+    """Every address of this machine other computers may reach it at (``lan_address`` first)."""
 
     @property
     def base_url(self) -> str:
         return self.url + "/v1"
+
+    @property
+    def port(self) -> str:
+        return self.url.rsplit(":", 1)[-1]
+
+    def urls(self) -> list[str]:
+        """The base URLs clients may use: the main one first, then the machine's other LAN addresses,
+        then this computer's own."""
+        found = [self.base_url]
+        for address in self.lan_addresses:
+            url = f"http://{address}:{self.port}/v1"
+            if url not in found:
+                found.append(url)
+        local = f"http://127.0.0.1:{self.port}/v1"
+        if self.lan and local not in found:
+            found.append(local)
+        return found
 
     def loaded(self, kind: str) -> list[str]:
         """Names of the loaded models of one kind (``chat`` or ``embedding``)."""
@@ -56,6 +79,30 @@ def bind_host(network: Network) -> str:
     return load_settings(
         environ={}, host=network.host, port=network.port, lan=network.lan, models=()
     ).bind_host
+
+
+def lan_addresses(network: Network) -> tuple[str, ...]:
+    """Every IPv4 address of this machine's interfaces that are up, not loopback (blocking): the one that
+    routes outwards first. Empty when LAN serving is off."""
+    main = lan_address(network)
+    if main is None:
+        return ()
+    found = [main]
+    for interface in QNetworkInterface.allInterfaces():
+        flags = interface.flags()
+        if not (
+            flags & QNetworkInterface.InterfaceFlag.IsUp and flags & QNetworkInterface.InterfaceFlag.IsRunning
+        ):
+            continue
+        if flags & QNetworkInterface.InterfaceFlag.IsLoopBack:
+            continue
+        for entry in interface.addressEntries():
+            address = entry.ip()
+            if address.protocol() == QAbstractSocket.NetworkLayerProtocol.IPv4Protocol:
+                text = address.toString()
+                if text not in found and not ipaddress.ip_address(text).is_loopback:
+                    found.append(text)
+    return tuple(found)
 
 
 def lan_address(network: Network) -> str | None:
@@ -96,10 +143,11 @@ class ServerController(QObject):
         self._tasks = tasks
         self._network = network_of(services.settings)
         self._thread = ServerThread(services, host=bind_host(self._network), port=self._network.port)
-        self._lan_address: str | None = None  # found when the server starts, off the GUI thread
+        self._lan_addresses: tuple[str, ...] = ()  # found when the server starts, off the GUI thread
         self._transition: Transition = None
         self._polling = False
         self._error: str | None = None
+        self._recorded: int | None = None
         self._view = ServerView(False, None, self._thread.url, self._network.lan, None, 0, (), None)
         self._timer = QTimer(self)
         self._timer.setInterval(POLL_MS)
@@ -126,7 +174,7 @@ class ServerController(QObject):
         self._transition, self._error = "starting", None
         self._publish()
         try:
-            self._lan_address = await self._tasks.call(lan_address, self._network)
+            self._lan_addresses = await self._tasks.call(lan_addresses, self._network)
             await self._tasks.call(self._thread.start)
         except ServerStartError as exc:
             self._error = str(exc)
@@ -172,21 +220,26 @@ class ServerController(QObject):
         """Read the server's status off the GUI thread and announce it if anything changed."""
         try:
             status = await self._tasks.call(self._thread.status)
+            if self._recorded is None or status.requests != self._view.requests:
+                self._recorded = (await self._tasks.call(totals, self._services.store)).requests
         finally:
             self._polling = False
         url = self._thread.url
-        if self._lan_address is not None:
-            url = f"http://{self._lan_address}:{status.port}"
+        main = self._lan_addresses[0] if self._lan_addresses else None
+        if main is not None:
+            url = f"http://{main}:{status.port}"
         view = ServerView(
             running=status.running,
             transition=self._transition,
             url=url,
             lan=self._network.lan,
-            lan_address=self._lan_address,
+            lan_address=main,
             requests=status.requests,
             models=status.models,
             error=self._error or status.error,
             storage_error=status.storage_error,
+            recorded=self._recorded,
+            lan_addresses=self._lan_addresses,
         )
         previous, self._view = self._view, view
         if view != previous:

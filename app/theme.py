@@ -13,9 +13,11 @@ from dataclasses import dataclass
 from typing import Literal
 
 from PySide6.QtCharts import QAbstractAxis, QChart
-from PySide6.QtCore import QObject, Qt, Signal
+from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal
 from PySide6.QtGui import QBrush, QColor, QFont, QPalette, QPen
-from PySide6.QtWidgets import QApplication, QLabel
+from PySide6.QtWidgets import QApplication, QComboBox, QLabel
+
+from app.style import WindowStyle
 
 ThemeName = Literal["system", "light", "dark"]
 Scheme = Literal["light", "dark"]
@@ -123,6 +125,16 @@ def set_tone(label: QLabel, tone: Tone) -> None:
     _paint_tone(label, tone)
 
 
+def _forget_combo_sizes() -> None:
+    # A combo box keeps the minimum size it first computed, whatever the font becomes (Qt forgets only
+    # its preferred size on a font change): back at a small font it would stay as tall as at the
+    # largest. A style change is what makes it forget both.
+    for widget in QApplication.allWidgets():
+        if isinstance(widget, QComboBox):
+            QApplication.sendEvent(widget, QEvent(QEvent.Type.StyleChange))
+            widget.updateGeometry()
+
+
 def font_step(key: str) -> FontStep:
     """The step named ``key`` (the default step if the name is unknown, e.g. from an older version)."""
     for step in FONT_STEPS:
@@ -168,8 +180,11 @@ class ThemeManager(QObject):
         hints = app.styleHints()
         self._system: Scheme = "dark" if hints.colorScheme() == Qt.ColorScheme.Dark else "light"
         hints.colorSchemeChanged.connect(self._system_scheme_changed)
-        if app.style().name().lower() != "fusion":
-            app.setStyle("Fusion")  # draws from the palette on every platform, so light and dark look alike
+        if not isinstance(app.style(), WindowStyle):
+            # Fusion draws from the palette on every platform, so light and dark look alike; the window's
+            # own style on top of it draws check boxes that are visible in both and grow with the font.
+            self._style = WindowStyle()
+            app.setStyle(self._style)
 
     @property
     def theme(self) -> ThemeName:
@@ -192,6 +207,10 @@ class ThemeManager(QObject):
         self._font_size = font_step(key).key
         self.apply()
 
+    def detach(self) -> None:
+        """Stop following the system's colour scheme (the window this theme served has closed)."""
+        self._app.styleHints().colorSchemeChanged.disconnect(self._system_scheme_changed)
+
     def _system_scheme_changed(self, scheme: Qt.ColorScheme) -> None:
         # The signal's argument is the truth: offscreen and some desktops never update colorScheme().
         self._system = "dark" if scheme == Qt.ColorScheme.Dark else "light"
@@ -209,6 +228,9 @@ class ThemeManager(QObject):
             tone = widget.property("tone")
             if isinstance(widget, QLabel) and tone is not None:
                 _paint_tone(widget, tone)
+        # Widgets take the new font from events posted just now: once they have, combo boxes forget
+        # the size they measured with the old one.
+        QTimer.singleShot(0, _forget_combo_sizes)
         self.changed.emit()
 
     def style_chart(self, chart: QChart) -> None:

@@ -152,8 +152,10 @@ def _preset(config: ModelConfig, ask: Ask, thinks: bool) -> SamplingPreset | Non
 
 def _sampling(config: ModelConfig, ask: Ask, thinks: bool, room: int, grammar: str | None) -> Sampling:
     preset = _preset(config, ask, thinks)
+    # A request that sets no maximum gets the model's default one, within the room left.
+    default = min(room, config.default_max_tokens or room)
     return Sampling(
-        max_tokens=ask.max_tokens if ask.max_tokens is not None else room,
+        max_tokens=ask.max_tokens if ask.max_tokens is not None else default,
         temperature=preset.temperature if preset else 1.0 if ask.temperature is None else ask.temperature,
         top_p=preset.top_p if preset else 1.0 if ask.top_p is None else ask.top_p,
         top_k=preset.top_k if preset else 0,

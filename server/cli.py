@@ -182,7 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "serve":
             settings = _settings(host=args.host, port=args.port, lan=args.lan)
-            configure_logging(settings.log_level)
+            configure_logging(settings.log_level, settings.log_path)
             return serve(settings)
         settings = _settings()
         configure_logging("warning" if settings.log_level == "info" else settings.log_level)

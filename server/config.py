@@ -109,6 +109,9 @@ class ModelConfig(BaseModel):
     dtype: Precision | None = None
     """Embeddings (sentence-transformers): the precision the weights are loaded and run in; unset: as they
     are stored."""
+    default_max_tokens: Annotated[int, Field(ge=1, le=1_048_576)] | None = 4096
+    """Chat: the most tokens a reply may have when the request sets no maximum (``None``: up to the
+    context). A client that forgets ``max_tokens`` cannot keep the model busy for minutes."""
 
     @model_validator(mode="after")
     def _engine_matches_kind(self) -> ModelConfig:
@@ -143,6 +146,33 @@ class ModelConfig(BaseModel):
                 f"{self.name} cannot run in float16: its activations do not support it (use float32 or bfloat16)"
             )
         return self
+
+
+RELOAD_FIELDS: frozenset[str] = frozenset(
+    {
+        "kind",
+        "engine",
+        "source",
+        "n_gpu_layers",
+        "context_length",
+        "threads",
+        "upstream_model",
+        "credential_env",
+        "parallel",
+        "chat_template",
+        "prompts",
+        "default_input_type",
+        "matryoshka_dimensions",
+        "dtype",
+    }
+)
+"""The fields an engine is built with: changing one takes a new instance of the model. Every other field
+(prices, reasoning, the name shown, limits) is read per request and applies at once."""
+
+
+def needs_reload(old: ModelConfig, new: ModelConfig) -> bool:
+    """Whether going from ``old`` to ``new`` takes loading the model again."""
+    return any(getattr(old, name) != getattr(new, name) for name in RELOAD_FIELDS)
 
 
 def package_dir(module: str) -> Path | None:
@@ -311,6 +341,11 @@ class Settings(BaseModel):
     @property
     def secret_path(self) -> Path:
         return self.data_dir / "server-secret"
+
+    @property
+    def log_path(self) -> Path:
+        """The server's own log (model loads, crashes, warnings; never what clients send), rotated."""
+        return self.data_dir / "logs" / "server.log"
 
     def model(self, name: str) -> ModelConfig | None:
         return next((m for m in self.models if m.name == name), None)

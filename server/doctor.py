@@ -3,8 +3,9 @@
 It prints the CPU and its instruction sets, which llama.cpp CPU backend was chosen (and that the AMX one
 never is), GPU offload, the GPUs with their free and total memory, torch's version and device, and the
 memory; then it loads each configured model (or the one named, or those of one kind), generates four
-tokens or one embedding, and prints the speed. The exit status is 0 only if everything it tried worked;
-otherwise the last line gives the reason.
+tokens or one embedding, and prints the speed, and where the server's own log is (a support request
+wants it too). The exit status is 0 only if everything it tried worked; otherwise the last line gives the
+reason.
 
 Models load in their engine processes, as the server runs them, so a crash is reported with its cause.
 ``--in-process`` runs them in the doctor's own process instead: for a debugger (gdb) or an emulator
@@ -232,13 +233,18 @@ def run(
         report: dict[str, Any] = {
             "hardware": asdict(hardware),
             "facts": fact_lines(hardware),
+            "log_file": str(settings.log_path),
             "models": [asdict(check) for check in checks],
             "ok": failed_reason is None,
             "reason": failed_reason,
         }
         out.write(json.dumps(report, indent=2) + "\n")
     else:
-        for line in fact_lines(hardware) + [_model_line(check) for check in checks]:
+        lines = fact_lines(hardware) + [_model_line(check) for check in checks]
+        lines.append(
+            f"Server log: {settings.log_path} (model loads, crashes and warnings; what it did, never what clients sent)"
+        )
+        for line in lines:
             out.write(line + "\n")
         out.write(f"doctor: FAILED: {failed_reason}\n" if failed_reason else "doctor: everything worked\n")
     return 0 if failed_reason is None else 1

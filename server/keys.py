@@ -287,6 +287,26 @@ class KeyService:
         )
         return self.get(key_id)
 
+    def set_expiry(self, key_id: str, expires_at: float | None) -> KeyRecord:
+        """Give a key a new expiry (``None``: never). A revoked key stays revoked; a rolled key's expiry
+        is the end of its grace period, which this moves."""
+        record = self.get(key_id)
+        if record.revoked_at is not None:
+            raise InvalidRequest(f"key {key_id} is revoked; its expiry cannot change", param="key_id")
+        if expires_at is not None and expires_at <= now():
+            raise InvalidRequest("the expiry must be in the future", param="expires_at")
+        if expires_at is None and record.rolled_to is not None:
+            raise InvalidRequest("a rolled key stops when its grace period ends", param="expires_at")
+        self._update(key_id, expires_at=expires_at)
+        return self.get(key_id)
+
+    def delete(self, key_id: str) -> None:
+        """Remove a revoked or expired key from the list (its usage stays in the ledger, by id)."""
+        record = self.get(key_id)
+        if record.usable():
+            raise InvalidRequest(f"key {key_id} still works: revoke it before deleting it", param="key_id")
+        self._table.delete().where(self._table.public_id == key_id).execute()
+
     def revoke(self, key_id: str) -> KeyRecord:
         record = self.get(key_id)
         if record.revoked_at is None:

@@ -1,8 +1,9 @@
 """Per-key limits: requests and tokens per minute, requests in flight, and budgets that hold under
 concurrency; and a throttle on failed authentication per client address.
 
-Rates and concurrency are counted in memory (one server process serves a data directory). Budgets are
-kept in SQLite: the worst case of a request is reserved by one conditional INSERT, so that no number
+A rolled key and the key it replaced are one client: they share one budget and one set of rate windows
+(otherwise the grace period would double both). Rates and concurrency are counted in memory (one server
+process serves a data directory), per lineage of keys. Budgets are kept in SQLite: the worst case of a request is reserved by one conditional INSERT, so that no number
 of concurrent requests can together reserve more than the budget left; the reservation is removed in
 the same transaction that writes the request's ledger row (see ``usage.Ledger``), and reservations left
 by a process that died are released at start-up.
@@ -11,6 +12,7 @@ by a process that died are released at start-up.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import secrets
 import threading
 import time
@@ -56,12 +58,22 @@ def period_end(period: BudgetPeriod, at: float) -> float | None:
 _RESERVE = (
     'INSERT INTO "budget_reservation" ("key_id", "unit", "amount", "boot", "created_at", "request_id", '
     '"model", "endpoint", "stream") '
-    "SELECT ?1, ?2, ?3, ?4, ?5, ?8, ?9, ?10, ?11 WHERE "
+    "SELECT ?1, ?2, ?3, ?4, ?5, ?9, ?10, ?11, ?12 WHERE "
     '(SELECT COALESCE(SUM(CASE ?2 WHEN \'tokens\' THEN "tokens" ELSE "cost" END), 0) FROM "key_spend_daily" '
-    'WHERE "key_id" = ?1 AND "day" >= ?6) '
-    '+ (SELECT COALESCE(SUM("amount"), 0) FROM "budget_reservation" WHERE "key_id" = ?1 AND "unit" = ?2) '
+    'WHERE "key_id" IN (SELECT value FROM json_each(?8)) AND "day" >= ?6) '
+    '+ (SELECT COALESCE(SUM("amount"), 0) FROM "budget_reservation" '
+    'WHERE "key_id" IN (SELECT value FROM json_each(?8)) AND "unit" = ?2) '
     "+ ?3 <= ?7"
 )
+_LINEAGE = (
+    # The keys a key replaced (older, with how far back) and the keys that replaced it (newer).
+    'WITH RECURSIVE older(id, depth) AS (SELECT ?1, 0 UNION SELECT k."public_id", older.depth + 1 '
+    'FROM "api_key" k JOIN older ON k."rolled_to" = older.id), '
+    'newer(id) AS (SELECT ?1 UNION SELECT k."rolled_to" FROM "api_key" k JOIN newer ON k."public_id" = newer.id '
+    'WHERE k."rolled_to" IS NOT NULL) '
+    "SELECT id, depth FROM older UNION SELECT id, -1 FROM newer"
+)
+LINEAGE_MEMO = 4096
 
 
 @dataclass(frozen=True)
@@ -79,6 +91,7 @@ class Admission:
     """A request let in: it holds a place in its key's windows and maybe a budget reservation."""
 
     key_id: str
+    """The lineage the request counts in: the first key of the rolls that led to the request's key."""
     estimate: int
     reservation_id: int | None
     stamp: list[float]
@@ -113,6 +126,8 @@ class Limiter:
         self.boot = secrets.token_hex(8)
         self._lock = threading.Lock()
         self._keys: dict[str, _KeyWindow] = {}
+        self._firsts: dict[str, str] = {}
+        """Key id → the first key of its lineage (a key's predecessors never change once it exists)."""
 
     def release_orphans(self) -> int:
         """Release reservations held by processes that are gone (called once at start-up, once what they
@@ -121,6 +136,18 @@ class Limiter:
             'DELETE FROM "budget_reservation" WHERE "boot" != ?', (self.boot,)
         )
         return int(cursor.rowcount)
+
+    def lineage(self, key: KeyRecord) -> tuple[str, ...]:
+        """The keys that share ``key``'s budget and rates: the first of its lineage first, then the rest."""
+        first = self._firsts.get(key.id)
+        if first == key.id and key.rolled_to is None:
+            return (key.id,)  # never rolled, and replaced no key: the common case costs no query
+        rows = self._store.db.execute_sql(_LINEAGE, (key.id,)).fetchall()
+        first = max(rows, key=lambda row: row[1])[0]
+        if len(self._firsts) >= LINEAGE_MEMO:
+            self._firsts.clear()
+        self._firsts[key.id] = first
+        return (first, *sorted({row[0] for row in rows} - {first}))
 
     def admit(
         self,
@@ -138,13 +165,14 @@ class Limiter:
         limits = key.limits
         estimate = input_tokens + max_output
         now = time.monotonic()
+        lineage = self.lineage(key)
         with self._lock:
-            window = self._keys.setdefault(key.id, _KeyWindow())
+            window = self._keys.setdefault(lineage[0], _KeyWindow())
             self._prune(window, now)
             self._check_rates(limits, window, estimate, now)
             reservation = (
                 self._reserve(
-                    key, model, input_tokens, max_output, (request_id, model.name, endpoint, stream)
+                    key, lineage, model, input_tokens, max_output, (request_id, model.name, endpoint, stream)
                 )
                 if limits.has_budget
                 else None
@@ -153,7 +181,7 @@ class Limiter:
             window.events.append(stamp)
             window.tokens += estimate
             window.in_flight += 1
-        return Admission(key.id, estimate, reservation, stamp)
+        return Admission(lineage[0], estimate, reservation, stamp)
 
     def _check_rates(self, limits: KeyLimits, window: _KeyWindow, estimate: int, now: float) -> None:
         if limits.max_concurrent is not None and window.in_flight >= limits.max_concurrent:
@@ -190,7 +218,13 @@ class Limiter:
                 )
 
     def _reserve(
-        self, key: KeyRecord, model: ModelConfig, input_tokens: int, max_output: int, request: tuple[Any, ...]
+        self,
+        key: KeyRecord,
+        lineage: tuple[str, ...],
+        model: ModelConfig,
+        input_tokens: int,
+        max_output: int,
+        request: tuple[Any, ...],
     ) -> int:
         limits = key.limits
         assert limits.budget_unit and limits.budget_period and limits.budget_amount is not None
@@ -202,7 +236,17 @@ class Limiter:
         start = period_start(limits.budget_period, wall)
         cursor = self._store.db.execute_sql(
             _RESERVE,
-            (key.id, limits.budget_unit, amount, self.boot, wall, int(start), limits.budget_amount, *request),
+            (
+                key.id,
+                limits.budget_unit,
+                amount,
+                self.boot,
+                wall,
+                int(start),
+                limits.budget_amount,
+                json.dumps(lineage),
+                *request,
+            ),
         )
         if cursor.rowcount != 1:
             state = self.budget(key)
@@ -253,13 +297,16 @@ class Limiter:
         assert limits.budget_unit and limits.budget_period and limits.budget_amount is not None
         wall = time.time()
         column = "tokens" if limits.budget_unit == "tokens" else "cost"
+        lineage = json.dumps(self.lineage(key))
         spent = self._store.db.execute_sql(
-            f'SELECT COALESCE(SUM("{column}"), 0) FROM "key_spend_daily" WHERE "key_id" = ? AND "day" >= ?',
-            (key.id, int(period_start(limits.budget_period, wall))),
+            f'SELECT COALESCE(SUM("{column}"), 0) FROM "key_spend_daily" '
+            'WHERE "key_id" IN (SELECT value FROM json_each(?)) AND "day" >= ?',
+            (lineage, int(period_start(limits.budget_period, wall))),
         ).fetchone()[0]
         reserved = self._store.db.execute_sql(
-            'SELECT COALESCE(SUM("amount"), 0) FROM "budget_reservation" WHERE "key_id" = ? AND "unit" = ?',
-            (key.id, limits.budget_unit),
+            'SELECT COALESCE(SUM("amount"), 0) FROM "budget_reservation" '
+            'WHERE "key_id" IN (SELECT value FROM json_each(?)) AND "unit" = ?',
+            (lineage, limits.budget_unit),
         ).fetchone()[0]
         return BudgetState(
             limits.budget_unit,
@@ -273,8 +320,9 @@ class Limiter:
     def activity(self, key: KeyRecord) -> KeyActivity:
         """The key's use against its limits, for the window and ``keys list``."""
         now = time.monotonic()
+        first = self.lineage(key)[0]
         with self._lock:
-            window = self._keys.get(key.id, _KeyWindow())
+            window = self._keys.get(first, _KeyWindow())
             self._prune(window, now)
             requests, tokens, in_flight = (
                 len(window.events),

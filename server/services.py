@@ -16,6 +16,7 @@ from server.datadir import protect
 from server.engines.manager import Factory, ModelManager
 from server.engines.upstream import UpstreamClient
 from server.inflight import InFlight, recover
+from server.instance import InstanceLock
 from server.keys import KeyService, load_or_create_secret
 from server.limits import AuthThrottle, Limiter
 from server.responses import ResponseStore
@@ -53,13 +54,23 @@ class Services:
     """The HTTP session to upstream engines; opened and closed on the server's event loop."""
     inflight: InFlight
     """The requests being served, checkpointed; ended with their rows when the server stops."""
+    instance: InstanceLock | None = None
+    """This process's hold on the data directory: one window or server per data folder."""
 
     @classmethod
     def open(cls, settings: Settings, *, engines: Mapping[str, Factory] | None = None) -> Services:
         """Open the data directory (creating it, private to its user), migrate the store, and start loading
-        the models."""
+        the models.
+
+        Raises :class:`server.instance.DataDirInUse` if another process runs on the same data directory.
+        """
         protect(settings.data_dir)  # the user's alone, whatever an older version left
-        store = Store(settings.database_path)
+        instance = InstanceLock(settings.data_dir)
+        try:
+            store = Store(settings.database_path)
+        except BaseException:
+            instance.release()
+            raise
         secret = load_or_create_secret(settings.secret_path)
         models = ModelManager(settings.models, max_queue=settings.max_queue, engines=engines)
         ledger = Ledger(store)
@@ -79,6 +90,7 @@ class Services:
                 max_body_bytes=settings.upstream_max_body_bytes,
             ),
             inflight=InFlight(store, limiter.boot),
+            instance=instance,
         )
         recovered = recover(store, ledger, limiter.boot, settings.models)
         if recovered:
@@ -113,3 +125,5 @@ class Services:
         self.keys.close()
         self.models.close()
         self.store.close()
+        if self.instance is not None:
+            self.instance.release()

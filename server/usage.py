@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import csv
 import io
+import itertools
 import json
 import logging
 import operator
@@ -87,6 +88,8 @@ class UsageEntry:
     """The budget reservation this row settles; it is removed in the same transaction."""
     checkpointed: bool = False
     """A checkpoint of the request may be among the reservations: removed, by request id, with the row."""
+    error: str | None = None
+    """What the client was told went wrong, if anything; kept in memory for the window, never stored."""
 
     @property
     def total_tokens(self) -> int:
@@ -170,6 +173,8 @@ CHECKPOINT_EVERY = 256
 """Transactions committed on an event loop (which never checkpoints) between two checkpoints by the writer."""
 GATHER_S = 0.05
 """How long rows that nobody awaits may wait for others to share their transaction."""
+RECENT_ENTRIES = 1000
+"""Requests the ledger keeps in memory, as they happen, for the window's Logs page."""
 
 
 class _Bell:
@@ -272,6 +277,9 @@ class Ledger:
         self._loop_transactions = 0
         self._checkpoint_due = False
         self.last_error: str | None = None
+        self._numbers = itertools.count(1)
+        self.recent: deque[tuple[int, UsageEntry]] = deque(maxlen=RECENT_ENTRIES)
+        """The latest entries, numbered from 1 as they came (their error messages included)."""
         self._thread = threading.Thread(target=self._run, name="usage-ledger", daemon=True)
         self._thread.start()
 
@@ -283,6 +291,7 @@ class Ledger:
     def submit(self, entry: UsageEntry) -> Future[None]:
         """Queue a row without waiting for it; it is written within ``gather_s`` (or at a flush). The future,
         shared by the rows written with it, completes once the row is committed."""
+        self.recent.append((next(self._numbers), entry))
         rows = self._gathered
         rows.append(entry)
         # Read after the append: the commit this returns is taken after the row was queued.
@@ -296,6 +305,7 @@ class Ledger:
 
     async def record(self, entry: UsageEntry) -> None:
         """Write a row and wait for its commit; a store that cannot be written raises StorageFailure."""
+        self.recent.append((next(self._numbers), entry))
         loop = asyncio.get_running_loop()
         if self._on_loop:
             # Committed at the end of this pass, or handed to the writer, whose wait is bounded there.

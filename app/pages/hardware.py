@@ -76,6 +76,16 @@ def source_size(config: ModelConfig) -> int | None:
     return None
 
 
+def source_problem(config: ModelConfig) -> str | None:
+    """Why a local model's file or directory cannot be where the form says (blocking), or ``None``."""
+    path = Path(config.source)
+    if config.engine == "llama.cpp" and not path.is_file():
+        return f"no file at {config.source}"
+    if config.engine == "sentence-transformers" and not path.is_dir():
+        return f"no directory at {config.source}"
+    return None
+
+
 def fit_of(config: ModelConfig, hardware: Hardware) -> FitEstimate:
     """Whether ``config`` would fit (blocking: reads the model's metadata)."""
     if config.engine == "upstream":

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from PySide6.QtCore import QDateTime, Qt
+from PySide6.QtGui import QKeyEvent, QKeySequence
 from PySide6.QtWidgets import (
     QApplication,
     QCheckBox,
@@ -22,6 +23,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
+    QMessageBox,
     QPushButton,
     QSizePolicy,
     QVBoxLayout,
@@ -84,6 +86,33 @@ def _refuse(dialog: QDialog, error: QLabel, limits: LimitsBox) -> KeyLimits | No
         return None
 
 
+class ExpiryRow(QWidget):
+    """“Expires” and, when ticked, the moment: a key's expiry as the create and edit dialogs ask for it."""
+
+    def __init__(self, expires_at: float | None, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        now = QDateTime.currentDateTime()
+        start = now.addDays(30) if expires_at is None else QDateTime.fromSecsSinceEpoch(int(expires_at))
+        self.expires = QCheckBox("Expires", self)
+        self.expires.setChecked(expires_at is not None)
+        self.expiry = QDateTimeEdit(start, self)
+        self.expiry.setCalendarPopup(True)
+        self.expiry.setMinimumDateTime(min(now, start))
+        self.expiry.setDisplayFormat("yyyy-MM-dd HH:mm")
+        self.expiry.setAccessibleName("Expiry date and time")
+        self.expiry.setEnabled(expires_at is not None)
+        self.expires.toggled.connect(self.expiry.setEnabled)
+        row = QHBoxLayout(self)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(self.expires)
+        row.addWidget(self.expiry, 1)
+
+    def expires_at(self) -> float | None:
+        if not self.expires.isChecked():
+            return None
+        return float(self.expiry.dateTime().toSecsSinceEpoch())
+
+
 class CreateKeyDialog(QDialog):
     """Name, owner note, optional expiry, allowed models and limits of a new key."""
 
@@ -96,14 +125,8 @@ class CreateKeyDialog(QDialog):
         self.note = QLineEdit(self)
         self.note.setPlaceholderText("optional: who to ask about this key")
         self.note.setMaxLength(2000)
-        self.expires = QCheckBox("Expires", self)
-        self.expiry = QDateTimeEdit(QDateTime.currentDateTime().addDays(30), self)
-        self.expiry.setCalendarPopup(True)
-        self.expiry.setMinimumDateTime(QDateTime.currentDateTime())
-        self.expiry.setDisplayFormat("yyyy-MM-dd HH:mm")
-        self.expiry.setAccessibleName("Expiry date and time")
-        self.expiry.setEnabled(False)
-        self.expires.toggled.connect(self.expiry.setEnabled)
+        self.expiry_row = ExpiryRow(None, self)
+        self.expires, self.expiry = self.expiry_row.expires, self.expiry_row.expiry
         self.picker = ModelPicker(models, None, self)
         self.all_models, self.models = self.picker.all_models, self.picker.models
         self.limits = LimitsBox(KeyLimits(), self)
@@ -115,13 +138,10 @@ class CreateKeyDialog(QDialog):
         self.name.textChanged.connect(self._check)
         self.picker.changed.connect(self._check)
 
-        expiry_row = QHBoxLayout()
-        expiry_row.addWidget(self.expires)
-        expiry_row.addWidget(self.expiry, 1)
         form = QFormLayout()
         form.addRow(_label("&Name:", self.name, self), self.name)
         form.addRow(_label("Owner &note:", self.note, self), self.note)
-        form.addRow(_label("E&xpiry:", self.expires, self), expiry_row)
+        form.addRow(_label("E&xpiry:", self.expires, self), self.expiry_row)
         form.addRow(_label("&Models:", self.all_models, self), self.picker)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
@@ -141,11 +161,10 @@ class CreateKeyDialog(QDialog):
             super().accept()
 
     def form(self) -> KeyForm:
-        expires = self.expiry.dateTime().toSecsSinceEpoch() if self.expires.isChecked() else None
         return KeyForm(
             name=self.name.text().strip(),
             owner_note=self.note.text().strip(),
-            expires_at=float(expires) if expires is not None else None,
+            expires_at=self.expiry_row.expires_at(),
             allowed_models=self.picker.allowed(),
             limits=self.limits.limits(),
         )
@@ -156,22 +175,20 @@ class CreateKeyDialog(QDialog):
 
 
 class EditLimitsDialog(QDialog):
-    """The models an existing key may use, and its rates and budget."""
+    """The models an existing key may use, its rates and budget, and its expiry."""
 
     def __init__(self, record: KeyRecord, models: Sequence[str], parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.setWindowTitle("Key limits")
+        self.setWindowTitle("Edit API key")
         self.key_id = record.id
-        heading = QLabel(f"What “{record.name}” ({record.hint}) may use", self)
+        self._rolled = record.rolled_to is not None
+        heading = QLabel(f"What “{record.name}” ({record.hint}) may use, and until when", self)
         heading.setTextFormat(Qt.TextFormat.PlainText)
         heading.setWordWrap(True)
-        expiry = (
-            "never"
-            if record.expires_at is None
-            else QDateTime.fromSecsSinceEpoch(int(record.expires_at)).toString("yyyy-MM-dd HH:mm")
-        )
-        self.expiry = QLabel(f"Expires: {expiry}. To give a key a new expiry, create a new key.", self)
-        self.expiry.setWordWrap(True)
+        self.expiry_row = ExpiryRow(record.expires_at, self)
+        if self._rolled:  # a rolled key stops at the end of its grace period, which may move but not go
+            self.expiry_row.expires.setEnabled(False)
+            self.expiry_row.expires.setToolTip("A rolled key works until the end of its grace period")
         self.picker = ModelPicker(models, record.allowed_models, self)
         self.limits = LimitsBox(record.limits, self)
         self.error = QLabel(self)
@@ -183,19 +200,29 @@ class EditLimitsDialog(QDialog):
             lambda: self.buttons.button(QDialogButtonBox.StandardButton.Ok).setEnabled(self.picker.valid())
         )
         form = QFormLayout()
+        form.addRow(_label("E&xpiry:", self.expiry_row.expires, self), self.expiry_row)
         form.addRow(_label("&Models:", self.picker.all_models, self), self.picker)
         layout = QVBoxLayout(self)
         layout.addWidget(heading)
-        layout.addWidget(self.expiry)
         layout.addLayout(form)
         layout.addWidget(self.limits)
         layout.addWidget(self.error)
         layout.addWidget(self.buttons)
 
     def accept(self) -> None:
-        if _refuse(self, self.error, self.limits) is not None:
-            self.error.hide()
-            super().accept()
+        if _refuse(self, self.error, self.limits) is None:
+            return
+        expires = self.expiry_row.expires_at()
+        if expires is not None and expires <= QDateTime.currentDateTime().toSecsSinceEpoch():
+            self.error.setText("The expiry must be in the future")
+            self.error.show()
+            self.expiry_row.expiry.setFocus()
+            return
+        self.error.hide()
+        super().accept()
+
+    def expires_at(self) -> float | None:
+        return self.expiry_row.expires_at()
 
     def allowed_models(self) -> tuple[str, ...] | None:
         return self.picker.allowed()
@@ -205,12 +232,18 @@ class EditLimitsDialog(QDialog):
 
 
 class SecretDialog(QDialog):
-    """Shows a new key's secret once, with a Copy button and a plain warning."""
+    """Shows a new key's secret once, with a Copy button and a plain warning.
+
+    Closing it without copying the key (Escape, the window's close button) asks first: the key cannot be
+    shown again. “I have saved the key” closes it at once.
+    """
 
     def __init__(self, secret: str, name: str, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("Copy your new API key")
         self.secret = secret
+        self.copied = False
+        self.confirm_box: QMessageBox | None = None
         heading = QLabel(f"<b>The key “{html.escape(name)}” is ready.</b>", self)
         heading.setTextFormat(Qt.TextFormat.RichText)
         warning = QLabel(
@@ -248,6 +281,41 @@ class SecretDialog(QDialog):
     def copy(self) -> None:
         QApplication.clipboard().setText(self.secret)
         self.copy_button.setText("Copied")
+        self.copied = True
+
+    def keyPressEvent(self, event: QKeyEvent) -> None:
+        if event.matches(QKeySequence.StandardKey.Copy) and not self.field.hasSelectedText():
+            self.copy()  # Ctrl+C anywhere in the dialog copies the key
+            return
+        super().keyPressEvent(event)
+
+    def reject(self) -> None:
+        """Escape or the close button: at once if the key was copied, else only once confirmed."""
+        if self.copied or not self.secret:
+            super().reject()
+            return
+        if self.confirm_box is not None:
+            return
+        box = QMessageBox(
+            QMessageBox.Icon.Warning,
+            "Close without copying the key?",
+            "You have not copied the key. Once this window closes, it cannot be shown again: you would "
+            "have to roll the key (or create another) to get a new one.",
+            QMessageBox.StandardButton.NoButton,
+            self,
+        )
+        back = box.addButton("Go back and copy it", QMessageBox.ButtonRole.RejectRole)
+        close = box.addButton("Close without copying", QMessageBox.ButtonRole.DestructiveRole)
+        box.setDefaultButton(back)
+        box.setEscapeButton(back)
+        box.finished.connect(lambda _: self._close_confirmed(box.clickedButton() is close))
+        self.confirm_box = box
+        box.open()
+
+    def _close_confirmed(self, confirmed: bool) -> None:
+        self.confirm_box = None
+        if confirmed:
+            super().reject()
 
     def forget(self) -> None:
         """Drop the secret from the dialog (it is closed and will not be shown again)."""

@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.currency import amount
 from server.errors import InvalidRequest
 from server.keys import KeyLimits
 from server.limits import BudgetState, KeyActivity
@@ -42,7 +43,7 @@ MNEMONICS = {
     "max_concurrent": "Requests at &once:",
 }
 BUDGET_FIELDS = {"budget": "The budget", "budget_amount": "The budget", "budget_unit": "The budget's unit"}
-UNITS = (("tokens", "tokens"), ("cost", "cost (from the models' prices)"))
+UNITS = (("tokens", "tokens"), ("cost", "money (from the models' prices)"))
 PERIODS = (
     ("", "choose a period"),
     ("day", "per day"),
@@ -222,24 +223,21 @@ def renews_text(budget: BudgetState) -> str:
     return f" (renews {moment.tm_mday} {time.strftime('%b', moment)})"
 
 
-def _money(amount: float) -> str:
-    """Two decimals, or enough to show that a little has been spent."""
-    return f"{amount:,.4f}" if 0 < amount < 0.01 else f"{amount:,.2f}"
-
-
-def budget_text(budget: BudgetState | None) -> str:
-    """Spending against the budget, e.g. ``3,400/100,000 tokens this month (renews 1 Dec)``."""
+def budget_text(budget: BudgetState | None, renews: bool = True, currency: str = "") -> str:
+    """Spending against the budget, e.g. ``3,400/100,000 tokens this month (renews 1 Dec)`` or
+    ``1.20/5.00 EUR this month``."""
     if budget is None:
         return "No budget"
     if budget.unit == "tokens":
         amounts = f"{budget.spent:,.0f}/{budget.amount:,.0f} tokens"
     else:
-        amounts = f"{_money(budget.spent)}/{_money(budget.amount)} cost"
-    return f"{amounts} {PERIOD_WORDS.get(budget.period, budget.period)}{renews_text(budget)}"
+        amounts = f"{amount(budget.spent)}/{amount(budget.amount)} {currency or 'cost'}"
+    period = PERIOD_WORDS.get(budget.period, budget.period)
+    return f"{amounts} {period}{renews_text(budget) if renews else ''}"
 
 
-def budget_tooltip(budget: BudgetState | None) -> str:
+def budget_tooltip(budget: BudgetState | None, currency: str = "") -> str:
     if budget is None:
         return "No budget"
     held = f"; {budget.reserved:,.6g} held for requests in flight" if budget.reserved else ""
-    return f"{budget_text(budget)}{held}"
+    return f"{budget_text(budget, currency=currency)}{held}"

@@ -36,6 +36,7 @@ from app.pages.key_dialogs import (
     SecretDialog,
 )
 from app.pages.key_limits import budget_text, budget_tooltip, rate_text
+from app.server_control import ServerView
 from app.tasks import Tasks
 from app.theme import set_tone
 from server.errors import APIError
@@ -43,7 +44,9 @@ from server.keys import KeyLimits, KeyRecord, KeyService
 from server.limits import KeyActivity, Limiter
 
 REFRESH_MS = 2000
-COLUMNS = ("Name", "Hint", "Created", "Last used", "Expires", "Status", "Last minute", "Budget")
+COLUMNS = ("Name", "Status", "Models", "Budget", "Last minute", "Last used", "Expires", "Created", "Hint")
+"""What an operator looks for first comes first: at the default window size all of it up to the budget
+shows without scrolling sideways."""
 
 
 def when(moment: float | None, never: str = "Never") -> str:
@@ -60,27 +63,34 @@ def status_text(record: KeyRecord, at: float) -> str:
     return {"active": "Active", "expired": "Expired", "revoked": "Revoked"}[status]
 
 
-def _row(record: KeyRecord, activity: KeyActivity, at: float) -> tuple[str, ...]:
+def models_text(record: KeyRecord) -> str:
+    if record.allowed_models is None:
+        return "All"
+    return ", ".join(record.allowed_models) or "None"
+
+
+def _row(record: KeyRecord, activity: KeyActivity, at: float, currency: str) -> tuple[str, ...]:
     return (
         record.name,
-        record.hint,
-        when(record.created_at),
+        status_text(record, at),
+        models_text(record),
+        budget_text(activity.budget, renews=False, currency=currency),
+        rate_text(record.limits, activity),
         when(record.last_used_at),
         when(record.expires_at),
-        status_text(record, at),
-        rate_text(record.limits, activity),
-        budget_text(activity.budget),
+        when(record.created_at),
+        record.hint,
     )
 
 
-def _tooltip(record: KeyRecord, activity: KeyActivity) -> str:
+def _tooltip(record: KeyRecord, activity: KeyActivity, currency: str) -> str:
     models = (
         "all models" if record.allowed_models is None else ", ".join(record.allowed_models) or "no models"
     )
     note = f"<br>Note: {html.escape(record.owner_note)}" if record.owner_note else ""
     return (
         f"<b>{html.escape(record.name)}</b> ({record.id})<br>May use: {html.escape(models)}{note}"
-        f"<br>Budget: {html.escape(budget_tooltip(activity.budget))}"
+        f"<br>Budget: {html.escape(budget_tooltip(activity.budget, currency))}"
     )
 
 
@@ -96,6 +106,8 @@ class KeysPage(QWidget):
     """A key was created (the argument is its id); its secret has been shown."""
     key_renamed = Signal(str)
     key_revoked = Signal(str)
+    key_deleted = Signal(str)
+    expiry_changed = Signal(str)
     key_rolled = Signal(str, str)
     """A key was rolled: the old id, then the new one."""
     limits_changed = Signal(str)
@@ -110,11 +122,15 @@ class KeysPage(QWidget):
         models: Sequence[str],
         tasks: Tasks,
         parent: QWidget | None = None,
+        *,
+        currency: str = "",
     ) -> None:
         super().__init__(parent)
+        self._currency = currency
         self._keys = keys
         self._limiter = limiter
-        self._models = list(models)
+        self._names = list(models)
+        self._failed: set[str] = set()
         self._tasks = tasks
         self._records: list[KeyRecord] = []
         self._shown: list[tuple[str, ...]] = []
@@ -125,6 +141,7 @@ class KeysPage(QWidget):
         self.limits_dialog: EditLimitsDialog | None = None
         self.roll_dialog: RollDialog | None = None
         self.revoke_box: QMessageBox | None = None
+        self.delete_box: QMessageBox | None = None
 
         title = QLabel("<h2>API Keys</h2>", self)
         intro = QLabel(
@@ -135,18 +152,21 @@ class KeysPage(QWidget):
         intro.setWordWrap(True)
         self.new_button = QPushButton("&New key…", self)
         self.new_button.setToolTip("Create a key (Ctrl+N)")
-        self.limits_button = QPushButton("Edit &limits…", self)
-        self.limits_button.setToolTip("Change the models, rates and budget of the key")
+        self.limits_button = QPushButton("&Edit…", self)
+        self.limits_button.setToolTip("Change the models, rates, budget and expiry of the key")
         self.rename_button = QPushButton("Rena&me…", self)
         self.roll_button = QPushButton("R&oll…", self)
         self.roll_button.setToolTip("Replace the key; the old one keeps working for a grace period")
         self.revoke_button = QPushButton("Re&voke…", self)
         self.revoke_button.setToolTip("Refuse the key from the next request on")
+        self.delete_button = QPushButton("De&lete…", self)
+        self.delete_button.setToolTip("Remove a revoked or expired key from the list (its usage stays)")
         self.new_button.clicked.connect(self.new_key)
         self.limits_button.clicked.connect(self.edit_limits_selected)
         self.rename_button.clicked.connect(self.rename_selected)
         self.roll_button.clicked.connect(self.roll_selected)
         self.revoke_button.clicked.connect(self.revoke_selected)
+        self.delete_button.clicked.connect(self.delete_selected)
         self.table = QTableWidget(0, len(COLUMNS), self)
         self.table.setAccessibleName("API keys")
         self.table.setHorizontalHeaderLabels(COLUMNS)
@@ -174,6 +194,7 @@ class KeysPage(QWidget):
             self.rename_button,
             self.roll_button,
             self.revoke_button,
+            self.delete_button,
         ):
             buttons.addWidget(button)
         buttons.addStretch(1)
@@ -215,7 +236,7 @@ class KeysPage(QWidget):
     def _show(self, found: list[tuple[KeyRecord, KeyActivity]]) -> None:
         at = time.time()
         records = [record for record, _ in found]
-        rows = [_row(record, activity, at) for record, activity in found]
+        rows = [_row(record, activity, at, self._currency) for record, activity in found]
         if records == self._records and rows == self._shown:
             self.keys_loaded.emit()
             return
@@ -226,7 +247,7 @@ class KeysPage(QWidget):
             for column, text in enumerate(row):
                 item = QTableWidgetItem(text)
                 item.setData(Qt.ItemDataRole.UserRole, record.id)
-                item.setToolTip(_tooltip(record, activity))
+                item.setToolTip(_tooltip(record, activity, self._currency))
                 self.table.setItem(i, column, item)
             if selected is not None and record.id == selected.id:
                 self.table.selectRow(i)
@@ -256,6 +277,7 @@ class KeysPage(QWidget):
         self.limits_button.setEnabled(record is not None and record.status() != "revoked")
         self.roll_button.setEnabled(usable and record is not None and record.rolled_to is None)
         self.revoke_button.setEnabled(record is not None and record.status() != "revoked")
+        self.delete_button.setEnabled(record is not None and not record.usable())
 
     def _fail(self, message: str) -> None:
         self.message.setText(message)
@@ -302,9 +324,24 @@ class KeysPage(QWidget):
             self.secret_dialog = None
 
     # -- changing --------------------------------------------------------------------------------
+    def set_currency(self, currency: str) -> None:
+        """Money budgets are shown in ``currency`` from now on."""
+        if currency != self._currency:
+            self._currency = currency
+            self._shown = []  # redrawn at the next read, which is now
+            self.reload()
+
     def set_models(self, names: Sequence[str]) -> None:
         """The model table changed: offer these names in the key dialogs from now on."""
-        self._models = list(names)
+        self._names = list(names)
+
+    def show_models(self, view: ServerView) -> None:
+        """The server's models and their states: those that failed to load are not offered."""
+        self._failed = {m.name for m in view.models if m.state == "failed"}
+
+    @property
+    def _models(self) -> list[str]:
+        return [name for name in self._names if name not in self._failed]
 
     def edit_limits_selected(self) -> None:
         record = self.selected()
@@ -313,23 +350,33 @@ class KeysPage(QWidget):
         dialog = EditLimitsDialog(record, self._models, self)
         dialog.accepted.connect(
             lambda: self._tasks.spawn(
-                self._set_limits(record.id, dialog.allowed_models(), dialog.key_limits()),
+                self._set_limits(record, dialog.allowed_models(), dialog.key_limits(), dialog.expires_at()),
                 "changing a key's limits",
             )
         )
         self.limits_dialog = dialog
         dialog.open()
 
-    async def _set_limits(self, key_id: str, models: tuple[str, ...] | None, limits: KeyLimits) -> None:
+    async def _set_limits(
+        self,
+        record: KeyRecord,
+        models: tuple[str, ...] | None,
+        limits: KeyLimits,
+        expires_at: float | None,
+    ) -> None:
         try:
-            await self._tasks.call(self._keys.set_limits, key_id, limits)
-            await self._tasks.call(self._keys.set_models, key_id, models)
+            await self._tasks.call(self._keys.set_limits, record.id, limits)
+            await self._tasks.call(self._keys.set_models, record.id, models)
+            if expires_at != record.expires_at:
+                await self._tasks.call(self._keys.set_expiry, record.id, expires_at)
         except APIError as exc:
-            self._fail(f"The key's limits could not be saved: {exc.message}")
+            self._fail(f"The key could not be changed: {exc.message}")
             return
         self.message.hide()
         await self._load()
-        self.limits_changed.emit(key_id)
+        self.limits_changed.emit(record.id)
+        if expires_at != record.expires_at:
+            self.expiry_changed.emit(record.id)
 
     def rename_selected(self) -> None:
         record = self.selected()
@@ -377,6 +424,37 @@ class KeysPage(QWidget):
         await self._tasks.call(self._keys.revoke, key_id)
         await self._load()
         self.key_revoked.emit(key_id)
+
+    def delete_selected(self) -> None:
+        record = self.selected()
+        if record is None or record.usable():
+            return
+        box = QMessageBox(
+            QMessageBox.Icon.Warning,
+            "Delete API key",
+            f"Delete “{record.name}” ({record.hint}) from the list?\n\nIt no longer works either way. Its "
+            "usage stays in the ledger and on the Usage page, as a deleted key.",
+            QMessageBox.StandardButton.Cancel,
+            self,
+        )
+        delete = box.addButton("Delete key", QMessageBox.ButtonRole.DestructiveRole)
+        box.setDefaultButton(QMessageBox.StandardButton.Cancel)
+        box.finished.connect(lambda _: self._delete_confirmed(box.clickedButton() is delete, record.id))
+        self.delete_box = box
+        box.open()
+
+    def _delete_confirmed(self, confirmed: bool, key_id: str) -> None:
+        if confirmed:
+            self._tasks.spawn(self._delete(key_id), "deleting a key")
+
+    async def _delete(self, key_id: str) -> None:
+        try:
+            await self._tasks.call(self._keys.delete, key_id)
+        except APIError as exc:
+            self._fail(f"The key could not be deleted: {exc.message}")
+            return
+        await self._load()
+        self.key_deleted.emit(key_id)
 
     def roll_selected(self) -> None:
         record = self.selected()

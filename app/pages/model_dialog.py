@@ -32,10 +32,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.pages.hardware import fit_of, fit_text
+from app.pages.hardware import fit_of, fit_text, source_problem
 from app.tasks import Tasks
 from app.theme import Tone, set_tone
-from server.config import ModelConfig
+from server.config import ModelConfig, needs_reload
 from server.gpu import Hardware
 from server.model_presets import PRESETS, preset
 
@@ -64,12 +64,15 @@ FIELD_NAMES = {
     "price_input_per_million": "Input price",
     "price_output_per_million": "Output price",
     "max_batch": "Inputs per request",
+    "default_max_tokens": "Default max reply",
     "upstream_model": "Upstream model",
     "credential_env": "Credential variable",
 }
 ESTIMATE_DELAY_MS = 250
 ENGINE_SETTINGS = ("prompts", "default_input_type", "matryoshka_dimensions", "dtype")
 """Settings the form shows no field for that only the sentence-transformers engine takes."""
+LOCAL = ("llama.cpp", "sentence-transformers")
+NO_OFFLOAD = " llama.cpp here has no GPU offload, so the model runs on the CPU."
 
 
 def _label(text: str, buddy: QWidget, parent: QWidget) -> QLabel:
@@ -114,7 +117,12 @@ def problems(error: ValidationError) -> str:
 
 
 class ModelDialog(QDialog):
-    """Add a model, or change the settings of ``existing`` (its name stays)."""
+    """Add a model, or change the settings of ``existing`` (its name stays).
+
+    ``loaded``: ``existing`` is serving now. Its prices, limits and reasoning change at once; settings the
+    engine is built with take a reload, which the OK button then says (the model keeps answering while
+    its new instance loads).
+    """
 
     estimated = Signal(str)
     """The estimate shown was updated; the argument is its text."""
@@ -126,15 +134,20 @@ class ModelDialog(QDialog):
         taken: Collection[str],
         existing: ModelConfig | None = None,
         parent: QWidget | None = None,
+        *,
+        loaded: bool = False,
+        currency: str = "",
     ) -> None:
         super().__init__(parent)
         self._tasks = tasks
         self._hardware = hardware
         self._taken = set(taken)
         self.existing = existing
+        self._loaded = loaded
         self._estimating = 0
         self._preset_settings: dict[str, Any] = {}
         """The chosen preset's settings, those the form shows no field for (prompts, sizes…) included."""
+        self._checking = False
         self.picker: QFileDialog | None = None
         self.setWindowTitle(f"Settings of {existing.name}" if existing else "Add a model")
 
@@ -184,12 +197,19 @@ class ModelDialog(QDialog):
         self.reasoning = QCheckBox("Thinks in <think> blocks (returned as reasoning_content)", self)
         self.max_batch = QSpinBox(self)
         self.max_batch.setRange(1, 4096)
+        self.max_reply = QSpinBox(self)
+        self.max_reply.setRange(0, 1_048_576)
+        self.max_reply.setSingleStep(256)
+        self.max_reply.setSuffix(" tokens")
+        self.max_reply.setGroupSeparatorShown(True)
+        self.max_reply.setSpecialValueText("Up to the context")
+        self.max_reply.setToolTip("The longest reply when a request sets no maximum of its own")
         self.price_in = QDoubleSpinBox(self)
         self.price_out = QDoubleSpinBox(self)
         for price in (self.price_in, self.price_out):
             price.setRange(0, 1_000_000)
             price.setDecimals(4)
-            price.setSuffix(" per 1M tokens")
+            price.setSuffix(f" {currency} per 1M tokens" if currency else " per 1M tokens")
         for box in (
             self.preset,
             self.kind,
@@ -198,6 +218,7 @@ class ModelDialog(QDialog):
             self.context,
             self.threads,
             self.parallel,
+            self.max_reply,
         ):
             box.setSizePolicy(QSizePolicy.Policy.Minimum, QSizePolicy.Policy.Fixed)  # never cut short
         self.estimate = WrappedLabel(self)
@@ -211,7 +232,7 @@ class ModelDialog(QDialog):
             QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel, self
         )
         self.ok_button = self.buttons.button(QDialogButtonBox.StandardButton.Ok)
-        self.ok_button.setText("Save and reload" if existing else "Add and load")
+        self.ok_button.setText("Save" if existing else "Add and load")
         self.buttons.accepted.connect(self.accept)
         self.buttons.rejected.connect(self.reject)
         self._build_form()
@@ -223,9 +244,9 @@ class ModelDialog(QDialog):
         self.preset.currentIndexChanged.connect(self._preset_chosen)
         self.engine.currentIndexChanged.connect(self._engine_changed)
         self.browse_button.clicked.connect(self.browse)
-        for edit in (self.source, self.name):
+        for edit in (self.source, self.name, self.upstream_model, self.credential_env):
             edit.textChanged.connect(self._changed)
-        for spin in (self.gpu_layers, self.context, self.parallel):
+        for spin in (self.gpu_layers, self.context, self.threads, self.parallel):
             spin.valueChanged.connect(self._changed)
         self.use_gpu.toggled.connect(self._changed)
         self.kind.currentIndexChanged.connect(self._kind_changed)
@@ -263,6 +284,7 @@ class ModelDialog(QDialog):
         form.addRow(_label("&Threads:", self.threads, self), self.threads)
         form.addRow(_label("P&arallel requests:", self.parallel, self), self.parallel)
         form.addRow("", self.reasoning)
+        form.addRow(_label("Default max &reply:", self.max_reply, self), self.max_reply)
         form.addRow(_label("Inputs per re&quest:", self.max_batch, self), self.max_batch)
         form.addRow(_label("&Input price:", self.price_in, self), self.price_in)
         form.addRow(_label("O&utput price:", self.price_out, self), self.price_out)
@@ -288,6 +310,7 @@ class ModelDialog(QDialog):
         self.parallel.setValue(config.parallel or 0)
         self.reasoning.setChecked(config.reasoning)
         self.max_batch.setValue(config.max_batch)
+        self.max_reply.setValue(config.default_max_tokens or 0)
         self.price_in.setValue(config.price_input_per_million)
         self.price_out.setValue(config.price_output_per_million)
         self._engine_changed()
@@ -302,6 +325,7 @@ class ModelDialog(QDialog):
         self._preset_settings = dict(chosen.settings)
         self._fill(chosen.config(source=""))
         self.preset_note.setText(chosen.description)
+        self._match_hardware()
         self._fit()
         self.source.setPlaceholderText(
             f"the {'GGUF file' if chosen.source_kind == 'file' else 'model directory'} of {chosen.name}"
@@ -335,10 +359,23 @@ class ModelDialog(QDialog):
         self._kind_changed()
         self._changed()
 
+    def _match_hardware(self) -> None:
+        """A preset offloads every layer to the GPU; where llama.cpp has no GPU offload, none."""
+        name = self.preset.currentData()
+        hardware = self._hardware
+        if not name or hardware is None or hardware.llama_gpu_offload:
+            return
+        if self.engine.currentData() == "llama.cpp" and self.gpu_layers.value() != 0:
+            self.gpu_layers.setValue(0)
+            self.preset_note.setText(preset(name).description + NO_OFFLOAD)
+
     def _kind_changed(self) -> None:
         chat = self.kind.currentData() == "chat"
         self.form.setRowVisible(self.reasoning, chat)
+        self.form.setRowVisible(self.max_reply, chat)
         self.form.setRowVisible(self.max_batch, not chat)
+        self.form.setRowVisible(self.price_out, chat)  # an embedding has no output to price
+        self._changed()
         self._fit()
 
     def _fit(self) -> None:
@@ -397,8 +434,9 @@ class ModelDialog(QDialog):
             "parallel": (self.parallel.value() or None) if engine == "llama.cpp" else None,
             "reasoning": kind == "chat" and self.reasoning.isChecked(),
             "max_batch": self.max_batch.value(),
+            "default_max_tokens": self.max_reply.value() or None,
             "price_input_per_million": self.price_in.value(),
-            "price_output_per_million": self.price_out.value(),
+            "price_output_per_million": self.price_out.value() if kind == "chat" else 0.0,
             "upstream_model": (self.upstream_model.text().strip() or None) if engine == "upstream" else None,
             "credential_env": (self.credential_env.text().strip() or None) if engine == "upstream" else None,
         }
@@ -422,14 +460,38 @@ class ModelDialog(QDialog):
         return None
 
     def accept(self) -> None:
+        """Close with valid settings whose file or directory exists (checked off the GUI thread)."""
         problem = self.check()
         if problem is not None:
-            self.error.setText(problem)
-            self.error.show()
-            self._fit()
+            self._refuse(problem)
+            return
+        config = self.config()
+        moved = self.existing is None or config.source != self.existing.source
+        if config.engine in LOCAL and moved:
+            if not self._checking:
+                self._checking = True
+                self._tasks.spawn(self._accept_if_found(config), "checking where the model is")
             return
         self.error.hide()
         super().accept()
+
+    async def _accept_if_found(self, config: ModelConfig) -> None:
+        try:
+            missing = await self._tasks.call(source_problem, config)
+        finally:
+            self._checking = False
+        if missing is not None:
+            self._refuse(f"{SOURCE_LABELS[config.engine][0].replace('&', '').rstrip(':')}: {missing}.")
+            self.source.setFocus()
+            return
+        if self.isVisible():
+            self.error.hide()
+            super().accept()
+
+    def _refuse(self, problem: str) -> None:
+        self.error.setText(problem)
+        self.error.show()
+        self._fit()
 
     def done(self, result: int) -> None:
         self._estimating += 1  # an estimate still on its way has no dialog left to show it in
@@ -439,10 +501,17 @@ class ModelDialog(QDialog):
     # -- the estimate ----------------------------------------------------------------------------
     def set_hardware(self, hardware: Hardware) -> None:
         self._hardware = hardware
+        self._match_hardware()
         self._changed()
 
     def _changed(self) -> None:
         self._estimate_timer.start()
+        if self.existing is not None:
+            try:
+                reload = self._loaded and needs_reload(self.existing, self.config())
+            except ValidationError:
+                reload = False
+            self.ok_button.setText("Save and reload" if reload else "Save")
 
     def _start_estimate(self) -> None:
         self._estimating += 1
@@ -458,9 +527,13 @@ class ModelDialog(QDialog):
             except ValidationError:
                 text = "Fill in the settings to see whether the model fits."
             else:
-                fit = await self._tasks.call(fit_of, config, self._hardware)
-                text = fit_text(fit)
-                tone = "warning" if fit.fits is False else ""
+                if config.engine in LOCAL and not config.source:
+                    what = "file" if config.engine == "llama.cpp" else "directory"
+                    text = f"Choose the model's {what} to see whether it fits."
+                else:
+                    fit = await self._tasks.call(fit_of, config, self._hardware)
+                    text = fit_text(fit)
+                    tone = "warning" if fit.fits is False else ""
         if attempt != self._estimating:
             return  # the form changed meanwhile; a newer estimate is on its way
         self.estimate.setText(text)

@@ -28,10 +28,11 @@ COLUMNS = (
     "Parallel",
     "GPU layers",
     "Threads",
-    "Price in / out (per 1M)",
+    "Price in / out (per 1M)",  # the heading shown names the currency (ModelsPage.set_currency)
     "Memory",
     "Source",
 )
+PRICE_COLUMN = "Price in / out (per 1M)"
 REPLICA_COLUMNS = (
     "Replica",
     "Healthy",
@@ -94,6 +95,10 @@ def state_text(status: ModelStatus) -> str:
     state = STATES.get(status.state, status.state)
     if status.state == "failed" and status.error:
         return f"{state}: {status.error}"
+    if status.reloading:
+        return f"{state}; loading the new settings…"
+    if status.state == "loaded" and status.reload_error:
+        return f"{state} with the previous settings: the new ones failed ({status.reload_error})"
     if status.state == "loaded" and status.restarts:
         return f"{state} (restarted {status.restarts}× after a crash)"
     return state
@@ -184,10 +189,17 @@ def cells(row: ModelRow, whole: bool = False) -> tuple[str, ...]:
 
 def suggestion(row: ModelRow) -> str | None:
     """What the operator could do about a model that failed, or that may not fit."""
-    error = (row.status.error or "").lower()
-    too_big = "out of memory" in error or (row.fit is not None and row.fit.fits is False)
+    error = (row.status.error or row.status.reload_error or "").lower()
+    fit = row.fit
+    if fit is not None and fit.message.startswith("cannot read the model's metadata"):
+        return "The file is not a GGUF model, or it is damaged: choose the model's .gguf file (Edit…)."
+    too_big = "out of memory" in error or "will not fit" in error or (fit is not None and fit.fits is False)
     if too_big:
-        return "Offload fewer GPU layers or choose a smaller context (Edit…), then load it again."
+        # Fewer GPU layers help only where layers go to a GPU at all.
+        offloaded = fit.gpu_bytes > 0 if fit is not None else row.config.n_gpu_layers != 0
+        if offloaded:
+            return "Offload fewer GPU layers or choose a smaller context (Edit…), then load it again."
+        return "Choose a smaller context or a smaller model (Edit…), then load it again."
     if row.status.state == "failed" and error.startswith("no "):
         return "Check where the model is (Edit…), then load it again."
     if row.status.state == "failed":

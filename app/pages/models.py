@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
     QMessageBox,
     QPushButton,
     QSizePolicy,
+    QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
@@ -30,6 +31,7 @@ from app.pages.hardware import HardwarePanel
 from app.pages.model_dialog import ModelDialog
 from app.pages.model_rows import (
     COLUMNS,
+    PRICE_COLUMN,
     REPLICA_COLUMNS,
     ModelRow,
     cells,
@@ -69,8 +71,11 @@ class ModelsPage(QWidget):
         probe: Callable[[], Hardware],
         tasks: Tasks,
         parent: QWidget | None = None,
+        *,
+        currency: str = "",
     ) -> None:
         super().__init__(parent)
+        self._currency = currency
         self._models = models
         self._save = save
         self._tasks = tasks
@@ -91,11 +96,13 @@ class ModelsPage(QWidget):
             self,
         )
         intro.setWordWrap(True)
-        self.hardware_panel = HardwarePanel(probe, tasks, self)
         self.add_button = QPushButton("A&dd model…", self)
         self.add_button.setToolTip("Add a model from a GGUF file, a model directory or another server")
         self.edit_button = QPushButton("&Edit…", self)
-        self.edit_button.setToolTip("Change the model's settings; it loads again with them")
+        self.edit_button.setToolTip(
+            "Change the model's settings: prices and limits apply at once; a new file or context loads a "
+            "new instance while this one keeps answering"
+        )
         self.load_button = QPushButton("&Load", self)
         self.unload_button = QPushButton("&Unload", self)
         self.unload_button.setToolTip("Stop serving the model and free its memory until it is loaded again")
@@ -106,6 +113,7 @@ class ModelsPage(QWidget):
         set_tone(self.message, "error")
         self.message.hide()
         self.table = RowsTable(COLUMNS, "Models", 4, self)
+        self.set_currency(currency)
         self.details_box = QGroupBox("Selected model", self)
         self.details = QLabel("Select a model to see its details.", self.details_box)
         self.details.setWordWrap(True)
@@ -119,6 +127,7 @@ class ModelsPage(QWidget):
         self.replicas_label.setBuddy(self.replicas)
         self.replicas_label.hide()
         self.replicas.hide()
+        self.hardware_panel = HardwarePanel(probe, tasks, self)
 
         self.add_button.clicked.connect(self.add_model)
         self.edit_button.clicked.connect(self.edit_selected)
@@ -147,15 +156,23 @@ class ModelsPage(QWidget):
         layout = QVBoxLayout(self)
         layout.addWidget(title)
         layout.addWidget(intro)
-        layout.addWidget(self.hardware_panel)
         layout.addLayout(buttons)
         layout.addWidget(self.message)
         layout.addWidget(self.table, 1)
         layout.addWidget(self.details_box)
+        # Last: what the hardware check finds grows the panel, and moves nothing the operator aims at.
+        layout.addWidget(self.hardware_panel)
         self._timer = QTimer(self)
         self._timer.setInterval(REFRESH_MS)
         self._timer.timeout.connect(self.reload)
         self._update_buttons()
+
+    def set_currency(self, currency: str) -> None:
+        """Prices are in ``currency``: the price column says so."""
+        self._currency = currency
+        column = COLUMNS.index(PRICE_COLUMN)
+        unit = f"{currency} per 1M" if currency else "per 1M"
+        self.table.setHorizontalHeaderItem(column, QTableWidgetItem(f"Price in / out ({unit})"))
 
     # -- reading ---------------------------------------------------------------------------------
     @property
@@ -292,18 +309,30 @@ class ModelsPage(QWidget):
     # -- adding and changing ---------------------------------------------------------------------
     def add_model(self) -> None:
         """Open the form for a new model."""
-        self._open_dialog(ModelDialog(self._tasks, self.hardware, self._names, parent=self))
+        self._open_dialog(
+            ModelDialog(self._tasks, self.hardware, self._names, parent=self, currency=self._currency)
+        )
 
     def edit_selected(self) -> None:
         row = self.selected()
         if row is not None:
-            self._open_dialog(ModelDialog(self._tasks, self.hardware, self._names, row.config, parent=self))
+            serving = row.status.state in ("loaded", "restarting")
+            dialog = ModelDialog(
+                self._tasks,
+                self.hardware,
+                self._names,
+                row.config,
+                parent=self,
+                loaded=serving,
+                currency=self._currency,
+            )
+            self._open_dialog(dialog, row.status.state)
 
-    def _open_dialog(self, dialog: ModelDialog) -> None:
+    def _open_dialog(self, dialog: ModelDialog, state: str = "unloaded") -> None:
         editing = dialog.existing is not None
         dialog.accepted.connect(
             lambda: self._tasks.spawn(
-                self._change(dialog.config()) if editing else self._add(dialog.config()),
+                self._change(dialog.config(), state) if editing else self._add(dialog.config()),
                 "changing a model" if editing else "adding a model",
             )
         )
@@ -330,17 +359,22 @@ class ModelsPage(QWidget):
         self.select(config.name)
         await self._load(config.name)
 
-    async def _change(self, config: ModelConfig) -> None:
+    async def _change(self, config: ModelConfig, state: str) -> None:
+        """Save new settings: those read per request apply at once; the others load a new instance
+        (unless the operator had unloaded the model), the running one answering meanwhile."""
         self._busy.add(config.name)
         try:
             async with self._table_lock:
-                await self._tasks.call(self._models.replace, config)
+                reload = await self._tasks.call(self._models.replace, config)
                 await self._tasks.call(self._save)
         finally:
             self._busy.discard(config.name)
         self.message.hide()
         self.model_changed.emit(config.name)
-        await self._load(config.name)
+        if reload and state != "unloaded":
+            await self._load(config.name)
+        else:
+            await self._read()
 
     # -- loading ---------------------------------------------------------------------------------
     def load_selected(self) -> None:
@@ -354,8 +388,9 @@ class ModelsPage(QWidget):
         self._update_buttons()
         self.reload()  # shows "Loading…" while the load runs
         try:
-            await self._tasks.call(self._models.load, name)  # failures are recorded, not raised
-            await self._tasks.call(self._remember, name, True)
+            status = await self._tasks.call(self._models.load, name)  # failures are recorded, not raised
+            # A model that failed (a missing or damaged file) is not tried again at every start.
+            await self._tasks.call(self._remember, name, status.state == "loaded")
         finally:
             self._busy.discard(name)
         await self._read()

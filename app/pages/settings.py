@@ -1,5 +1,6 @@
-"""Settings: theme and font size (applied at once and saved), the support contact, the server's address,
-port and LAN switch (saved, applied by restarting the server), and the data directory."""
+"""Settings: theme and font size (applied at once and saved), the support contact, the currency, the
+server's address, port and LAN switch (saved, applied by restarting the server), what closing the window
+does and starting at login, and the data directory."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 from PySide6.QtCore import Qt, QUrl, Signal
 from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import (
+    QApplication,
     QCheckBox,
     QComboBox,
     QFormLayout,
@@ -24,7 +26,18 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.preferences import MAX_CONTACT, Network, Preferences, check_network, save_network, save_preferences
+from app.autostart import Autostart
+from app.currency import MAX_CURRENCY, clean_currency
+from app.preferences import (
+    CLOSE_ACTIONS,
+    MAX_CONTACT,
+    CloseAction,
+    Network,
+    Preferences,
+    check_network,
+    save_network,
+    save_preferences,
+)
 from app.server_control import ServerController, lan_address
 from app.tasks import Tasks
 from app.theme import FONT_STEPS, THEMES, ThemeManager, Tone, set_tone
@@ -35,6 +48,13 @@ LAN_WARNING = (
     "others on the network could read. Switch this on only on a network you trust."
 )
 OVERRIDES = {"AISP_HOST": "address", "AISP_PORT": "port", "AISP_LAN": "LAN switch"}
+
+
+def _form(box: QGroupBox) -> QFormLayout:
+    """A form whose fields go under their labels when the two do not fit side by side (large fonts)."""
+    form = QFormLayout(box)
+    form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)
+    return form
 
 
 def _row_label(text: str, buddy: QWidget, parent: QWidget) -> QLabel:
@@ -50,6 +70,8 @@ class SettingsPage(QWidget):
     """New :class:`Preferences` were applied and written to the store."""
     network_applied = Signal(object)
     """A new :class:`Network` was saved and the server restarted with it."""
+    autostart_changed = Signal(bool)
+    """Starting at login was switched on (True) or off."""
 
     def __init__(
         self,
@@ -60,17 +82,24 @@ class SettingsPage(QWidget):
         server: ServerController,
         tasks: Tasks,
         parent: QWidget | None = None,
+        *,
+        autostart: Autostart | None = None,
+        tray: bool = False,
     ) -> None:
         super().__init__(parent)
         self._store, self._data_dir, self._preferences = store, data_dir, preferences
         self._theme, self._server, self._tasks = theme, server, tasks
+        self._autostart = autostart
+        self._tray = tray
         self._writing = False
         title = QLabel("<h2>Settings</h2>", self)
         layout = QVBoxLayout(self)
         layout.addWidget(title)
         layout.addWidget(self._appearance_box())
         layout.addWidget(self._support_box())
+        layout.addWidget(self._costs_box())
         layout.addWidget(self._server_box())
+        layout.addWidget(self._background_box())
         layout.addWidget(self._data_box())
         layout.addStretch(1)
 
@@ -89,7 +118,7 @@ class SettingsPage(QWidget):
             combo.setSizePolicy(QSizePolicy.Policy.Minimum, QSizePolicy.Policy.Fixed)  # never cut short
         self.theme_combo.currentIndexChanged.connect(self._appearance_changed)
         self.font_combo.currentIndexChanged.connect(self._appearance_changed)
-        form = QFormLayout(box)
+        form = _form(box)
         form.addRow(_row_label("&Theme:", self.theme_combo, box), self.theme_combo)
         form.addRow(_row_label("&Font size:", self.font_combo, box), self.font_combo)
         return box
@@ -111,7 +140,7 @@ class SettingsPage(QWidget):
         self.contact_edit.editingFinished.connect(self._contact_changed)
         hint = QLabel("Shown to users at the end of General Information.", box)
         hint.setWordWrap(True)
-        form = QFormLayout(box)
+        form = _form(box)
         form.addRow(_row_label("Support &contact:", self.contact_edit, box), self.contact_edit)
         form.addRow("", hint)
         return box
@@ -120,6 +149,28 @@ class SettingsPage(QWidget):
         contact = self.contact_edit.text().strip()
         if contact != self._preferences.support_contact:
             self._save(replace(self._preferences, support_contact=contact))
+
+    # -- costs ---------------------------------------------------------------------------------------
+    def _costs_box(self) -> QGroupBox:
+        box = QGroupBox("Costs", self)
+        self.currency_edit = QLineEdit(self._preferences.currency, box)
+        self.currency_edit.setMaxLength(MAX_CURRENCY)
+        self.currency_edit.setPlaceholderText("e.g. USD, EUR, £")
+        self.currency_edit.editingFinished.connect(self._currency_changed)
+        hint = QLabel(
+            "The models' prices are in this currency; costs and money budgets are shown in it.", box
+        )
+        hint.setWordWrap(True)
+        form = _form(box)
+        form.addRow(_row_label("C&urrency:", self.currency_edit, box), self.currency_edit)
+        form.addRow("", hint)
+        return box
+
+    def _currency_changed(self) -> None:
+        currency = clean_currency(self.currency_edit.text())
+        self.currency_edit.setText(currency)
+        if currency != self._preferences.currency:
+            self._save(replace(self._preferences, currency=currency))
 
     def _save(self, preferences: Preferences) -> None:
         self._preferences = preferences
@@ -170,10 +221,14 @@ class SettingsPage(QWidget):
         note.setVisible(bool(overridden))
         self.lan_check.toggled.connect(self._lan_toggled)
         self.apply_button.clicked.connect(self.apply_network)
+        # What was said about the values applied last no longer holds once they are edited.
+        self.host_edit.textEdited.connect(self._network_edited)
+        self.port_spin.valueChanged.connect(self._network_edited)
+        self.lan_check.toggled.connect(self._network_edited)
         buttons = QHBoxLayout()
         buttons.addWidget(self.apply_button)
         buttons.addStretch(1)
-        form = QFormLayout(box)
+        form = _form(box)
         form.addRow(_row_label("A&ddress:", self.host_edit, box), self.host_edit)
         form.addRow(_row_label("&Port:", self.port_spin, box), self.port_spin)
         form.addRow("", self.lan_check)
@@ -184,6 +239,10 @@ class SettingsPage(QWidget):
         form.addRow("", note)
         self._lan_toggled(network.lan)
         return box
+
+    def _network_edited(self) -> None:
+        if self.apply_button.isEnabled():  # not while a restart is under way: its outcome is coming
+            self.server_message.hide()
 
     def network(self) -> Network:
         return Network(self.host_edit.text().strip(), self.port_spin.value(), self.lan_check.isChecked())
@@ -235,6 +294,76 @@ class SettingsPage(QWidget):
         set_tone(self.server_message, tone)
         self.server_message.show()
 
+    def serve_lan(self, on: bool) -> None:
+        """Switch LAN serving on or off and apply it at once (the tray's menu does this)."""
+        network = self._server.network
+        self.host_edit.setText(network.host)
+        self.port_spin.setValue(network.port)
+        self.lan_check.setChecked(on)
+        self.apply_network()
+
+    # -- in the background -------------------------------------------------------------------------
+    def _background_box(self) -> QGroupBox:
+        box = QGroupBox("In the background", self)
+        self.close_combo = QComboBox(box)
+        for key, text in CLOSE_ACTIONS:
+            self.close_combo.addItem(text, key)
+        self.close_combo.setCurrentIndex(self.close_combo.findData(self._preferences.close_action))
+        self.close_combo.setSizePolicy(QSizePolicy.Policy.Minimum, QSizePolicy.Policy.Fixed)
+        self.close_combo.setEnabled(self._tray)
+        self.close_combo.currentIndexChanged.connect(self._close_action_changed)
+        self.login_check = QCheckBox("Start at &login, in the tray", box)
+        self.login_check.setEnabled(self._autostart is not None and self._autostart.available)
+        self.login_check.toggled.connect(self._login_toggled)
+        self.background_note = QLabel(box)
+        self.background_note.setWordWrap(True)
+        self.background_note.setText(
+            "In the tray, the server keeps answering clients while the window is closed, and the tray icon "
+            "opens the window again or quits. Started at login, it serves at once, with the window closed."
+            if self._tray
+            else "This desktop shows no system tray icons: closing the window quits and stops serving."
+        )
+        form = _form(box)
+        form.addRow(_row_label("On closing the &window:", self.close_combo, box), self.close_combo)
+        form.addRow("", self.login_check)
+        form.addRow("", self.background_note)
+        if self._autostart is not None and self._autostart.available:
+            self._tasks.spawn(self._read_autostart(), "reading whether the window starts at login")
+        return box
+
+    def close_action(self) -> CloseAction:
+        return self._preferences.close_action
+
+    def set_close_action(self, action: CloseAction) -> None:
+        """Remember what closing the window does (the window asks once, then says so here)."""
+        self.close_combo.setCurrentIndex(self.close_combo.findData(action))
+
+    def _close_action_changed(self) -> None:
+        action: CloseAction = self.close_combo.currentData()
+        if action != self._preferences.close_action:
+            self._save(replace(self._preferences, close_action=action))
+
+    async def _read_autostart(self) -> None:
+        assert self._autostart is not None
+        enabled = await self._tasks.call(self._autostart.enabled)
+        self.login_check.blockSignals(True)
+        self.login_check.setChecked(enabled)
+        self.login_check.blockSignals(False)
+
+    def _login_toggled(self, on: bool) -> None:
+        if self._autostart is not None:
+            self._tasks.spawn(self._set_autostart(on), "changing whether the window starts at login")
+
+    async def _set_autostart(self, on: bool) -> None:
+        assert self._autostart is not None
+        try:
+            await self._tasks.call(self._autostart.set_enabled, on)
+        except OSError as exc:
+            self.background_note.setText(f"Start at login could not be changed: {exc.strerror or exc}")
+            set_tone(self.background_note, "error")
+            raise
+        self.autostart_changed.emit(on)
+
     # -- data directory --------------------------------------------------------------------------
     def _data_box(self) -> QGroupBox:
         box = QGroupBox("Data", self)
@@ -247,13 +376,34 @@ class SettingsPage(QWidget):
             "The database (keys, usage, settings) and the server secret live here"
         )
         self.open_data_button.clicked.connect(self.open_data_dir)
+        self.copy_path_button = QPushButton("Cop&y path", box)
+        self.copy_path_button.setToolTip("Copy the data directory's path to the clipboard")
+        self.copy_path_button.clicked.connect(self.copy_data_path)
+        self.data_message = QLabel(box)
+        self.data_message.setWordWrap(True)
+        self.data_message.hide()
         row = QHBoxLayout()
         row.addWidget(self.open_data_button)
+        row.addWidget(self.copy_path_button)
         row.addStretch(1)
-        form = QFormLayout(box)
+        form = _form(box)
         form.addRow(_row_label("Data directory:", path, box), path)
         form.addRow("", row)
+        form.addRow("", self.data_message)
         return box
 
     def open_data_dir(self) -> None:
-        QDesktopServices.openUrl(QUrl.fromLocalFile(str(self._data_dir)))
+        """Open the folder in the desktop's file manager, or say why not and how to get there."""
+        if QDesktopServices.openUrl(QUrl.fromLocalFile(str(self._data_dir))):
+            self.data_message.hide()
+            return
+        self.data_message.setText(
+            "No program to open folders was found on this desktop. Open the folder above in your file "
+            "manager yourself: <b>Copy path</b> puts its path on the clipboard."
+        )
+        set_tone(self.data_message, "warning")
+        self.data_message.show()
+
+    def copy_data_path(self) -> None:
+        QApplication.clipboard().setText(str(self._data_dir))
+        self.copy_path_button.setText("Copied")

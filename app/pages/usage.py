@@ -1,9 +1,11 @@
-"""Usage: requests, input and output tokens and cost over a chosen range, by model or by key.
+"""Usage: today and this month at a glance, then requests, input and output tokens and cost over a chosen
+range (the last hour by the minute, up to months by the day), by model, by key, or by key and model.
 
 The numbers come from :func:`server.reports.usage_series` (the hourly roll-up, fast at millions of
-ledger rows), read off the GUI thread; a newer request wins over an older one still on its way. The
-page re-reads when it is shown, when the range or breakdown changes, and when the server records
-requests while it is visible.
+ledger rows; the last hour from the ledger's own rows), read off the GUI thread; a newer request wins
+over an older one still on its way. The page re-reads when it is shown, when the range or breakdown
+changes, and when the server records requests while it is visible. Costs are in the operator's
+currency (Settings).
 """
 
 from __future__ import annotations
@@ -27,17 +29,20 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.pages.usage_chart import METRIC_TITLES, MetricView
+from app.currency import DEFAULT_CURRENCY
+from app.pages.usage_cards import Glance, GlanceCards, read_glance
+from app.pages.usage_chart import MetricView
+from app.pages.usage_labels import KeyName, Labels, key_names
 from app.tasks import Tasks
 from app.theme import ThemeManager
 from server.reports import (
     HOUR,
     METRICS,
-    OTHER,
     GroupBy,
     UsageSeries,
     export_ledger_csv,
     export_series_csv,
+    ledger_series,
     usage_series,
 )
 from server.services import Services
@@ -50,7 +55,9 @@ SETTLE_MS = 250
 REFRESH_MS = 60_000
 """While visible, re-read at least this often so the range follows the clock."""
 
+MINUTE = 60
 PRESETS: tuple[tuple[str, str], ...] = (
+    ("hour", "Last hour"),
     ("day", "Last 24 hours"),
     ("week", "Last 7 days"),
     ("month", "Last 30 days"),
@@ -59,8 +66,10 @@ PRESETS: tuple[tuple[str, str], ...] = (
 BREAKDOWNS: tuple[tuple[GroupBy, str], ...] = (
     ("model", "By model"),
     ("key", "By API key"),
+    ("key_model", "By key and model"),
     ("none", "Total only"),
 )
+DEFAULT_PRESET = "day"
 
 
 @dataclass(frozen=True)
@@ -79,7 +88,11 @@ def _local_midnight(moment: float) -> float:
 
 
 def preset_span(preset: str, now: float) -> Span:
-    """The last day (hourly), week (6-hourly) or month (daily), ending with the bucket that holds now."""
+    """The last hour (by the minute), day (hourly), week (6-hourly) or month (daily), ending with the
+    bucket that holds now."""
+    if preset == "hour":
+        end = (now // MINUTE + 1) * MINUTE
+        return Span(end - HOUR, end, MINUTE)
     span, bucket = {"day": (DAY, HOUR), "week": (7 * DAY, 6 * HOUR), "month": (30 * DAY, DAY)}[preset]
     midnight = _local_midnight(now)
     end = midnight + -(-(now - midnight) // bucket) * bucket
@@ -97,11 +110,6 @@ def custom_span(start: float, end: float) -> Span:
     return Span(start, start + length, 7 * DAY)
 
 
-def key_labels(services: Services) -> dict[str, str]:
-    """Key id → "name (…last four)": names repeat (a rolled key keeps its name), hints tell them apart."""
-    return {r.id: f"{r.name} (…{r.hint[-4:]})" for r in services.keys.list()}
-
-
 class UsagePage(QWidget):
     """The Usage page."""
 
@@ -112,23 +120,34 @@ class UsagePage(QWidget):
     export_failed = Signal(str)
 
     def __init__(
-        self, services: Services, tasks: Tasks, theme: ThemeManager, parent: QWidget | None = None
+        self,
+        services: Services,
+        tasks: Tasks,
+        theme: ThemeManager,
+        parent: QWidget | None = None,
+        *,
+        currency: str = DEFAULT_CURRENCY,
     ) -> None:
         super().__init__(parent)
         self._services = services
         self._tasks = tasks
+        self._currency = currency
         self._generation = 0
         self._series: UsageSeries | None = None
-        self._labels: dict[str, str] = {}
+        self._keys: dict[str, KeyName] = {}
+        self._labels = Labels("model", {})
+        self._glance: Glance | None = None
         self._span: Span | None = None
         self.file_dialog: QFileDialog | None = None
         self.exporting = False
 
         # Built in reading order (controls, graphs, exports), which is the order Tab visits them in.
         title = QLabel("<h2>Usage</h2>", self)
+        self.cards = GlanceCards(self)
         self.range = QComboBox(self)
         for key, text in PRESETS:
             self.range.addItem(text, key)
+        self.range.setCurrentIndex(self.range.findData(DEFAULT_PRESET))
         range_label = QLabel("&Range:", self)
         range_label.setBuddy(self.range)
         self.breakdown = QComboBox(self)
@@ -150,8 +169,9 @@ class UsagePage(QWidget):
         self.tabs = QTabWidget(self)
         self.tabs.setAccessibleName("Usage metrics")
         self.views = {m: MetricView(m, theme, self.tabs) for m in METRICS}
-        for metric, view in self.views.items():
-            self.tabs.addTab(view, METRIC_TITLES[metric])
+        for view in self.views.values():
+            view.set_currency(currency)
+            self.tabs.addTab(view, view.title())
         self.export_table_button = QPushButton("Export &table…", self)
         self.export_table_button.setToolTip("Save the numbers shown (every period and group) as CSV")
         self.export_ledger_button = QPushButton("Export &ledger rows…", self)
@@ -179,6 +199,7 @@ class UsagePage(QWidget):
         exports.addWidget(self.status, 1)
         layout = QVBoxLayout(self)
         layout.addWidget(title)
+        layout.addWidget(self.cards)
         layout.addLayout(controls)
         layout.addLayout(custom)
         layout.addWidget(self.tabs, 1)
@@ -221,15 +242,22 @@ class UsagePage(QWidget):
         return self._series
 
     def label(self, group: str) -> str:
-        """How a group is named on the graphs, in the tables and in the export."""
-        mode = self._series.group_by if self._series is not None else "model"
-        if mode == "none":
-            return "All requests"
-        if group == OTHER:
-            return "Other keys" if mode == "key" else "Other models"
-        if mode == "key":
-            return self._labels.get(group, group) if group else "(no key)"
-        return group
+        """How a group is named on the graphs and in the tables (its whole name is in their tooltips)."""
+        return self._labels.short(group)
+
+    def full_label(self, group: str) -> str:
+        """A group's whole name, as the export writes it."""
+        return self._labels.full(group)
+
+    def set_currency(self, currency: str) -> None:
+        """Costs are in ``currency`` from now on."""
+        self._currency = currency
+        for index, view in enumerate(self.views.values()):
+            view.set_currency(currency)
+            self.tabs.setTabText(index, view.title())
+        if self._glance is not None:
+            self.cards.show_glance(self._glance, currency)
+        self._show_status()
 
     # -- reading ---------------------------------------------------------------------------------
     def showEvent(self, event: QShowEvent) -> None:
@@ -254,26 +282,36 @@ class UsagePage(QWidget):
         )
 
     async def _load(self, generation: int, span: Span, group_by: GroupBy) -> None:
-        series, labels = await self._tasks.call(self._read, span, group_by)
+        series, keys, glance = await self._tasks.call(self._read, span, group_by)
         if generation != self._generation:
             return
-        unchanged = series == self._series and labels == self._labels
-        self._series, self._labels, self._span = series, labels, span
+        unchanged = series == self._series and keys == self._keys
+        self._series, self._keys, self._span, self._glance = series, keys, span, glance
         if not unchanged:  # a periodic re-read usually finds nothing new: then nothing is redrawn
+            self._labels = Labels(series.group_by, keys, series.groups)
             for view in self.views.values():
-                view.show_series(series, self.label)
-        total = series.total()
-        self.status.setText(
-            f"{total.requests} requests · {total.input_tokens} input and {total.output_tokens} output tokens · "
-            f"cost {total.cost:.6f}"
-        )
+                view.show_series(series, self._labels)
+        self.cards.show_glance(glance, self._currency)
+        self._show_status()
         self.usage_loaded.emit()
 
-    def _read(self, span: Span, group_by: GroupBy) -> tuple[UsageSeries, dict[str, str]]:
-        series = usage_series(
-            self._services.store, span.start, span.end, bucket_seconds=span.bucket_seconds, group_by=group_by
+    def _show_status(self) -> None:
+        if self._series is None or self.exporting:
+            return
+        total = self._series.total()
+        self.status.setText(
+            f"{total.requests:,} requests · {total.input_tokens:,} input and {total.output_tokens:,} output "
+            f"tokens · cost {total.cost:.6f} {self._currency}"
+        )
+
+    def _read(self, span: Span, group_by: GroupBy) -> tuple[UsageSeries, dict[str, KeyName], Glance]:
+        store = self._services.store
+        read = ledger_series if span.bucket_seconds < HOUR else usage_series
+        series = read(
+            store, span.start, span.end, bucket_seconds=span.bucket_seconds, group_by=group_by
         ).limited(MAX_GROUPS)
-        return series, key_labels(self._services) if group_by == "key" else {}
+        keys = key_names(self._services.keys) if group_by in ("key", "key_model") else {}
+        return series, keys, read_glance(store, time.time())
 
     # -- exporting -------------------------------------------------------------------------------
     def _choose_file(self, what: str) -> None:
@@ -303,11 +341,19 @@ class UsagePage(QWidget):
         self.status.setText(f"Exporting to {path}…")
         try:
             if what == "table":
-                labels = {group: self.label(group) for group in series.groups}
-                rows = await self._tasks.call(export_series_csv, series, path, labels.__getitem__)
+                labels = {group: self.full_label(group) for group in series.groups}
+                rows = await self._tasks.call(
+                    export_series_csv, series, path, labels.__getitem__, self._currency
+                )
             else:
                 rows = await self._tasks.call(
-                    export_ledger_csv, self._services.store, path, series.start, series.end
+                    export_ledger_csv,
+                    self._services.store,
+                    path,
+                    series.start,
+                    series.end,
+                    None,
+                    self._currency,
                 )
         except OSError as exc:
             self.status.setText(f"The export failed: {exc.strerror or exc}")

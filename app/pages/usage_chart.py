@@ -1,13 +1,19 @@
-"""One metric of the Usage page: a QtCharts line graph over time and, beside it, a table of the same numbers.
+"""One metric of the Usage page: a QtCharts line graph over time, its legend, and under them a table of
+the same numbers.
 
-Both are filled from the same :class:`server.reports.UsageSeries`, so what the graph draws, what the
-table lists and what the export writes cannot disagree.
+All are filled from the same :class:`server.reports.UsageSeries`, so what the graph draws, what the
+table lists and what the export writes cannot disagree. The legend is a wrapping label of its own (the
+chart's legend cuts names short when they do not fit on one line); every name it and the table headings
+show in short has its whole name in a tooltip. The value axis steps in round numbers (1, 2, 2.5 or 5
+times a power of ten), so its labels read as the amounts they are.
 """
 
 from __future__ import annotations
 
+import html
+import math
 import time
-from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from PySide6.QtCharts import QChart, QChartView, QDateTimeAxis, QLineSeries, QValueAxis
@@ -21,8 +27,17 @@ from PySide6.QtCore import (
     Qt,
 )
 from PySide6.QtGui import QFont, QFontMetrics, QPainter, QShowEvent
-from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QSplitter, QTableView, QWidget
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QHeaderView,
+    QLabel,
+    QSplitter,
+    QTableView,
+    QVBoxLayout,
+    QWidget,
+)
 
+from app.pages.usage_labels import Labels
 from app.theme import ThemeManager
 from server.reports import Metric, UsageSeries, format_value
 
@@ -34,17 +49,64 @@ METRIC_TITLES: dict[Metric, str] = {
 }
 DAY = 86400
 _ROOT = QModelIndex()
+STEPS = (1.0, 2.0, 2.5, 5.0, 10.0)
+"""Round steps for the value axis, times a power of ten."""
+TICKS = 4
+"""Steps between zero and the top of the value axis, about."""
+
+
+@dataclass(frozen=True)
+class Scale:
+    """A value axis from zero in round steps."""
+
+    top: float
+    step: float
+    decimals: int
+
+    @property
+    def ticks(self) -> int:
+        return round(self.top / self.step) + 1
+
+    def labels(self) -> list[str]:
+        return [f"{i * self.step:.{self.decimals}f}" for i in range(self.ticks)]
+
+
+def nice_scale(peak: float, whole: bool) -> Scale:
+    """Zero to a little above ``peak`` in about :data:`TICKS` round steps (whole ones for counts)."""
+    if whole:
+        peak = max(peak, TICKS)  # a few requests still get a few lines
+    if peak <= 0:
+        return Scale(1.0, 0.25, 2)
+    raw = peak / TICKS
+    power = 10.0 ** math.floor(math.log10(raw))
+    step = next(s * power for s in STEPS if s * power >= raw * (1 - 1e-9))
+    if whole:
+        step = max(1.0, math.ceil(step))
+    top = (
+        math.floor(peak / step + 1e-9) + 1
+    ) * step  # a step above the highest point: it never grazes the top
+    decimals = max(0, -math.floor(math.log10(step) + 1e-9))
+    if round(step, decimals) != step:  # 2.5 times a power of ten takes one more
+        decimals += 1
+    return Scale(top, step, decimals)
 
 
 def bucket_label(start: int, bucket_seconds: int) -> str:
-    """A bucket as the table shows it: a date for whole days from midnight, else a date and an hour."""
+    """A bucket as the table shows it: a date for whole days from midnight, the minute for minutes, else
+    a date and an hour."""
     local = time.localtime(start)
+    if bucket_seconds < 3600:
+        return time.strftime("%H:%M", local)
     if bucket_seconds >= DAY and local.tm_hour == 0 and local.tm_min == 0:
         return time.strftime("%Y-%m-%d", local)
     return time.strftime("%Y-%m-%d %H:%M", local)
 
 
 def _per(bucket_seconds: int) -> str:
+    if bucket_seconds == 60:
+        return "per minute"
+    if bucket_seconds < 3600:
+        return f"per {bucket_seconds // 60} minutes"
     if bucket_seconds == 3600:
         return "per hour"
     if bucket_seconds % DAY == 0:
@@ -59,13 +121,15 @@ class SeriesTableModel(QAbstractTableModel):
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self._headers: list[str] = []
+        self._tips: list[str] = []
         self._rows: list[list[str]] = []
         self._bold = QFont()
         self._bold.setBold(True)  # only the weight: the size still follows the font setting
 
-    def set_rows(self, headers: list[str], rows: list[list[str]]) -> None:
+    def set_rows(self, headers: list[str], rows: list[list[str]], tips: list[str] | None = None) -> None:
         self.beginResetModel()
         self._headers, self._rows = headers, rows
+        self._tips = tips if tips is not None else headers
         self.endResetModel()
 
     def rowCount(self, parent: QModelIndex | QPersistentModelIndex = _ROOT) -> int:
@@ -88,8 +152,12 @@ class SeriesTableModel(QAbstractTableModel):
     def headerData(
         self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole
     ) -> Any:
-        if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
+        if orientation != Qt.Orientation.Horizontal:
+            return None
+        if role == Qt.ItemDataRole.DisplayRole:
             return self._headers[section]
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return self._tips[section]
         return None
 
     def cell(self, row: int, header: str) -> str:
@@ -97,19 +165,30 @@ class SeriesTableModel(QAbstractTableModel):
 
 
 class MetricView(QSplitter):
-    """The graph and the table of one metric."""
+    """The graph, its legend and the table of one metric: the table below, as wide as the page."""
 
     def __init__(self, metric: Metric, theme: ThemeManager, parent: QWidget | None = None) -> None:
-        super().__init__(Qt.Orientation.Horizontal, parent)
+        super().__init__(Qt.Orientation.Vertical, parent)
         self.measure = metric
         self._theme = theme
+        self._currency = ""
         title = METRIC_TITLES[metric]
         self.chart = QChart()
-        self.chart.legend().setAlignment(Qt.AlignmentFlag.AlignBottom)
+        self.chart.legend().hide()  # the legend below wraps instead of cutting names short
         self.chart_view = QChartView(self.chart, self)
         self.chart_view.setRenderHint(QPainter.RenderHint.Antialiasing)
         self.chart_view.setAccessibleName(f"{title} graph")
-        self.chart_view.setMinimumSize(320, 240)
+        self.chart_view.setMinimumSize(320, 200)
+        self.legend = QLabel(self)
+        self.legend.setWordWrap(True)
+        self.legend.setTextFormat(Qt.TextFormat.RichText)
+        self.legend.setAccessibleName(f"{title} legend")
+        self.legend.hide()
+        graph = QWidget(self)
+        column = QVBoxLayout(graph)
+        column.setContentsMargins(0, 0, 0, 0)
+        column.addWidget(self.chart_view, 1)
+        column.addWidget(self.legend)
         self.model = SeriesTableModel(self)
         self.table = QTableView(self)
         self.table.setModel(self.model)
@@ -117,22 +196,23 @@ class MetricView(QSplitter):
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setTabKeyNavigation(False)
         self.table.setAlternatingRowColors(True)
+        self.table.setMinimumHeight(120)
         self.table.verticalHeader().hide()
         self.table.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        self.addWidget(self.chart_view)
+        self.addWidget(graph)
         self.addWidget(self.table)
         self.setStretchFactor(0, 3)
         self.setStretchFactor(1, 2)
-        self.setSizes([600, 400])
         self.setChildrenCollapsible(False)
-        self._pending: tuple[UsageSeries, Callable[[str], str]] | None = None
+        self._pending: tuple[UsageSeries, Labels] | None = None
+        self._drawn: tuple[UsageSeries, Labels] | None = None
         self._lines: dict[str, QLineSeries] = {}
         # The axes live as long as the chart: rebuilding them on every refresh makes QtCharts lay the
         # whole chart out again, which costs tens of milliseconds of the GUI thread.
         self.x_axis = QDateTimeAxis()
         self.y_axis = QValueAxis()
-        self.y_axis.setLabelFormat("%.4f" if metric == "cost" else "%d")
+        self.scale = nice_scale(0, metric != "cost")
         self.chart.addAxis(self.x_axis, Qt.AlignmentFlag.AlignBottom)
         self.chart.addAxis(self.y_axis, Qt.AlignmentFlag.AlignLeft)
         self._buckets = 2
@@ -140,10 +220,19 @@ class MetricView(QSplitter):
         theme.changed.connect(self._restyle)
         self._restyle()
 
-    def show_series(self, series: UsageSeries, label: Callable[[str], str]) -> None:
-        """List ``series`` (groups named by ``label``) now, and draw it now or as soon as it is shown."""
-        self._fill_table(series, label)
-        self._pending = (series, label)
+    def title(self) -> str:
+        """The metric's name, with the currency for cost."""
+        name = METRIC_TITLES[self.measure]
+        return f"{name} ({self._currency})" if self.measure == "cost" and self._currency else name
+
+    def set_currency(self, currency: str) -> None:
+        self._currency = currency
+        self.y_axis.setTitleText(currency if self.measure == "cost" else "")
+
+    def show_series(self, series: UsageSeries, labels: Labels) -> None:
+        """List ``series`` (groups named by ``labels``) now, and draw it now or as soon as it is shown."""
+        self._fill_table(series, labels)
+        self._pending = (series, labels)
         if self.isVisible():
             self._draw()
 
@@ -153,13 +242,14 @@ class MetricView(QSplitter):
 
     def _draw(self) -> None:
         if self._pending is not None:
-            series, label = self._pending
+            series, labels = self._pending
             self._pending = None
-            self._fill_chart(series, label)
+            self._fill_chart(series, labels)
+            self._drawn = (series, labels)
 
-    def _fill_chart(self, series: UsageSeries, label: Callable[[str], str]) -> None:
+    def _fill_chart(self, series: UsageSeries, labels: Labels) -> None:
         chart = self.chart
-        chart.setTitle(f"{METRIC_TITLES[self.measure]} {_per(series.bucket_seconds)}")
+        chart.setTitle(f"{self.title()} {_per(series.bucket_seconds)}")
         days = (series.end - series.start) / DAY
         x_axis, y_axis = self.x_axis, self.y_axis
         x_axis.setFormat(
@@ -169,7 +259,7 @@ class MetricView(QSplitter):
         self._buckets = len(series.buckets)
         self._fit_ticks()
         groups = series.groups or ("",)
-        names = [label(g) for g in groups]
+        names = [labels.short(g) for g in groups]
         if list(self._lines) != names:
             chart.removeAllSeries()
             self._lines = {}
@@ -186,17 +276,30 @@ class MetricView(QSplitter):
             values = series.values(self.measure, group)
             peak = max([peak, *values])
             line.replace([QPointF(b * 1000.0, v) for b, v in zip(series.buckets, values, strict=True)])
-        chart.legend().setVisible(bool(series.groups))
-        if self.measure == "cost":
-            y_axis.setRange(0, peak * 1.1 if peak > 0 else 0.0001)
-        else:
-            y_axis.setRange(0, max(peak * 1.1, 4))
-            y_axis.applyNiceNumbers()
+        self.scale = nice_scale(peak, self.measure != "cost")
+        y_axis.setRange(0, self.scale.top)
+        y_axis.setTickCount(self.scale.ticks)
+        y_axis.setLabelFormat(f"%.{self.scale.decimals}f")
+        self._fill_legend(series, labels)
         total = format_value(self.measure, series.total().get(self.measure))
         self.chart_view.setAccessibleDescription(
-            f"{METRIC_TITLES[self.measure]} {_per(series.bucket_seconds)}: {total} in all, from "
+            f"{self.title()} {_per(series.bucket_seconds)}: {total} in all, from "
             f"{bucket_label(series.start, 3600)} to {bucket_label(series.end, 3600)}"
         )
+
+    def _fill_legend(self, series: UsageSeries, labels: Labels) -> None:
+        """A swatch and a name per line, wrapping from one line to the next between entries only."""
+        if not series.groups:
+            self.legend.hide()
+            return
+        entries = []
+        for group, line in zip(series.groups, self._lines.values(), strict=True):
+            colour = line.color().name()
+            name = html.escape(labels.short(group)).replace(" ", "&nbsp;")
+            entries.append(f'<span style="color:{colour}">&#9632;</span>&nbsp;{name}')
+        self.legend.setText("&nbsp;&nbsp; ".join(entries))
+        self.legend.setToolTip("\n".join(labels.full(group) for group in series.groups))
+        self.legend.show()
 
     def _fit_ticks(self) -> None:
         """As many time labels as fit the plot's width at the current font, so none is cut short."""
@@ -210,12 +313,14 @@ class MetricView(QSplitter):
         if ticks != axis.tickCount():
             axis.setTickCount(ticks)
 
-    def _fill_table(self, series: UsageSeries, label: Callable[[str], str]) -> None:
+    def _fill_table(self, series: UsageSeries, labels: Labels) -> None:
         groups = list(series.groups)
-        headers = ["Period", *(label(g) for g in groups)]
+        headers = ["Period", *(labels.short(g) for g in groups)]
+        tips = ["The start of each period", *(labels.full(g) for g in groups)]
         with_total = len(groups) != 1
         if with_total:
             headers.append("Total")
+            tips.append("Every group together")
         rows: list[list[str]] = []
         for bucket in series.buckets:
             cells = [series.amounts(bucket, g).get(self.measure) for g in groups]
@@ -228,7 +333,7 @@ class MetricView(QSplitter):
         if with_total:
             totals.append(series.total().get(self.measure))
         rows.append(["Total", *(format_value(self.measure, v) for v in totals)])
-        self.model.set_rows(headers, rows)
+        self.model.set_rows(headers, rows, tips)
 
     def cell(self, row: int, header: str) -> str:
         """The text of the table cell in ``row`` under the column titled ``header``."""
@@ -237,6 +342,8 @@ class MetricView(QSplitter):
     def _restyle(self) -> None:
         self._theme.style_chart(self.chart)
         self._fit_ticks()
+        if self._drawn is not None:  # a new chart theme gives the lines new colours
+            self._fill_legend(*self._drawn)
 
 
 def _datetime(epoch: int) -> QDateTime:

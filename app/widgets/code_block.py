@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
-from PySide6.QtCore import QEvent, QSize, Qt, QTimer, Signal
-from PySide6.QtGui import QFont, QFontDatabase
-from PySide6.QtWidgets import QApplication, QHBoxLayout, QPlainTextEdit, QPushButton, QVBoxLayout, QWidget
+from PySide6.QtCore import QEvent, QPointF, QSize, Qt, QTimer, Signal
+from PySide6.QtGui import QFont, QFontDatabase, QWheelEvent
+from PySide6.QtWidgets import (
+    QAbstractScrollArea,
+    QApplication,
+    QHBoxLayout,
+    QPlainTextEdit,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
 
 COPIED_FEEDBACK_MS = 2000
 
@@ -15,6 +23,32 @@ def monospace() -> QFont:
     font.setFamilies(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont).families())
     font.setStyleHint(QFont.StyleHint.Monospace)
     return font
+
+
+def scroll_page(widget: QWidget, event: QWheelEvent) -> None:
+    """Hand a turn of the mouse wheel over ``widget`` to the scroll area that holds it (the page)."""
+    area = widget.parentWidget()
+    while area is not None and not isinstance(area, QAbstractScrollArea):
+        area = area.parentWidget()
+    if area is None:
+        event.ignore()
+        return
+    viewport = area.viewport()
+    at = QPointF(viewport.mapFromGlobal(event.globalPosition().toPoint()))
+    QApplication.sendEvent(
+        viewport,
+        QWheelEvent(
+            at,
+            event.globalPosition(),
+            event.pixelDelta(),
+            event.angleDelta(),
+            event.buttons(),
+            event.modifiers(),
+            event.phase(),
+            event.inverted(),
+        ),
+    )
+    event.accept()
 
 
 class CodeText(QPlainTextEdit):
@@ -55,6 +89,14 @@ class CodeText(QPlainTextEdit):
         super().changeEvent(event)
         if event.type() == QEvent.Type.FontChange:
             self.updateGeometry()
+
+    def wheelEvent(self, event: QWheelEvent) -> None:
+        # The code is shown whole in height: turning the wheel over it scrolls the page, never the code
+        # sideways. Only a sideways wheel (or Shift with a mouse that has one) moves along a long line.
+        if event.angleDelta().x() == 0:
+            scroll_page(self, event)
+            return
+        super().wheelEvent(event)
 
 
 class CodeBlock(QWidget):

@@ -13,9 +13,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import QLabel, QTabWidget, QVBoxLayout, QWidget
+from PySide6.QtGui import QWheelEvent
+from PySide6.QtWidgets import QLabel, QTabBar, QTabWidget, QVBoxLayout, QWidget
 
-from app.widgets.code_block import CodeBlock
+from app.widgets.code_block import CodeBlock, scroll_page
 
 _PLACEHOLDER = re.compile(r"\{\{\s*([a-z_]+)\s*\}\}")
 _FENCE = re.compile(r"^```\s*([\w+-]*)\s*(.*)$")
@@ -88,6 +89,21 @@ def parse(markdown: str) -> list[Part]:
     return parts
 
 
+class _WheelPassingTabBar(QTabBar):
+    def wheelEvent(self, event: QWheelEvent) -> None:
+        scroll_page(self, event)  # tabs change by click or keyboard only
+
+
+class ExampleTabs(QTabWidget):
+    """The languages of one example. Turning the mouse wheel over them scrolls the page, as it does
+    everywhere else on it, rather than switch the language under the pointer."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setTabBar(_WheelPassingTabBar(self))
+        self.setDocumentMode(True)
+
+
 class DocumentView(QWidget):
     """One rendered help document."""
 
@@ -119,7 +135,7 @@ class DocumentView(QWidget):
 
     def _example(self, example: Example) -> QWidget:
         # The tabs exist before the blocks inside them, so Tab visits the tab bar first, then the example.
-        tabs = QTabWidget(self) if len(example.blocks) > 1 else None
+        tabs = ExampleTabs(self) if len(example.blocks) > 1 else None
         owner: QWidget = tabs if tabs is not None else self
         blocks = [
             CodeBlock("", section=example.section, title=code.title, language=code.language, parent=owner)
@@ -131,7 +147,6 @@ class DocumentView(QWidget):
         if tabs is None:
             return blocks[0]
         tabs.setAccessibleName(f"{example.section} examples")
-        tabs.setDocumentMode(True)
         for block in blocks:
             tabs.addTab(block, block.title)
         return tabs

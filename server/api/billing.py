@@ -8,6 +8,7 @@ request refused before its bill was opened leaves a row that costs nothing (:cla
 from __future__ import annotations
 
 import asyncio
+import sys
 from dataclasses import dataclass
 
 from fastapi import Request
@@ -19,6 +20,7 @@ from server.inflight import Flight, InFlight
 from server.keys import KeyRecord
 from server.limits import Admission, Limiter
 from server.protocol.wire import BodyError
+from server.redaction import redact
 from server.services import Services
 from server.usage import Ledger, Status, UsageEntry, cost_of
 
@@ -40,7 +42,9 @@ class Bill:
     flight: Flight
     settled: bool = False
 
-    def _entry(self, status: Status, http_status: int, disconnected: bool) -> UsageEntry:
+    def _entry(
+        self, status: Status, http_status: int, disconnected: bool, error: str | None = None
+    ) -> UsageEntry:
         checkpointed = self.inflight.end(self.flight)
         if self.flight.stopped and status != "completed":
             status, http_status, disconnected = "server_stopped", 503, False
@@ -65,6 +69,7 @@ class Bill:
             reservation_id=self.admission.reservation_id,
             exact=m.exact,
             checkpointed=checkpointed,
+            error=error,
         )
 
     async def settle(self) -> None:
@@ -77,11 +82,17 @@ class Bill:
                 self.limiter.settle(self.admission, self.meter.input_tokens + self.meter.output_tokens)
 
     def abandon(self, *, disconnected: bool, http_status: int = 499) -> None:
-        """The request ended early: record exactly what was used, without waiting."""
+        """The request ended early: record exactly what was used, without waiting. Called while an error
+        is being handled, its message goes with the entry (for the window's log, never to disk)."""
         if not self.settled:
             self.settled = True
             self.ledger.submit(
-                self._entry("disconnected" if disconnected else "failed", http_status, disconnected)
+                self._entry(
+                    "disconnected" if disconnected else "failed",
+                    http_status,
+                    disconnected,
+                    None if disconnected else error_text(sys.exc_info()[1]),
+                )
             )
             self.limiter.settle(self.admission, self.meter.input_tokens + self.meter.output_tokens)
 
@@ -170,8 +181,17 @@ class Intake:
                 endpoint=self.endpoint,
                 status="rejected",
                 http_status=error.status,
+                error=error_text(error),
             )
         )
+
+
+def error_text(error: BaseException | None) -> str | None:
+    """What a client was told went wrong, as the window's log shows it (keys redacted, bounded)."""
+    if error is None or isinstance(error, asyncio.CancelledError):
+        return None
+    text = error.message if isinstance(error, APIError) else f"{type(error).__name__}: {error}"
+    return redact(text)[:500]
 
 
 def configured_model(services: Services, name: object) -> str:

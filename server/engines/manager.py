@@ -3,6 +3,12 @@
 Engines are found by name in a registry of factories; the built-in ones are registered exactly as an
 extension's would be. Loading happens on a background thread so the server answers at once; a model
 that fails is reported with its reason and is never replaced by another.
+
+Changing a model's settings never interrupts it: what is read per request (prices, reasoning, the name
+shown, limits) applies at once, and a change that needs a new instance of the engine loads that instance
+beside the running one, which keeps answering until the new one is ready. Then requests go to the new
+instance, and the old one finishes what it had started before it closes. (For that time both are in
+memory: a model too large for two copies is unloaded first, then loaded.)
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from server.config import ModelConfig
+from server.config import ModelConfig, needs_reload
 from server.engines.base import ChatBackend, EmbeddingBackend, LoadError
 from server.engines.chat_process import ProcessChat
 from server.engines.supervisor import Crash, Supervisor
@@ -28,6 +34,11 @@ log = logging.getLogger(__name__)
 Backend = ChatBackend | EmbeddingBackend
 Factory = Callable[[ModelConfig], Backend]
 State = Literal["loading", "loaded", "restarting", "failed", "unloaded"]
+RETIRE_GRACE_S = 5.0
+"""How long a replaced instance stays open after the switch for the requests that found it just before
+(they render their prompt on it, then queue on its worker)."""
+DRAIN_S = 300.0
+"""How long a replaced instance may take to finish the requests it was running or had queued."""
 
 
 def _llama(config: ModelConfig) -> Backend:
@@ -84,6 +95,10 @@ class ModelStatus:
     restarts: int = 0
     engine_info: dict[str, Any] | None = None
     """What the engine process reported of itself (the llama.cpp backend it chose, …)."""
+    reloading: bool = False
+    """A new instance with new settings is loading; this one keeps answering until it is ready."""
+    reload_error: str | None = None
+    """Why the latest new settings did not load (the model kept serving with its previous ones)."""
 
 
 def _supervisor(backend: Backend | None) -> Supervisor | None:
@@ -112,6 +127,15 @@ class _Slot:
         self.load_seconds: float | None = None
         self.load_lock = threading.Lock()
         self.created = int(time.time())
+        self.pending: ModelConfig | None = None
+        """New settings waiting for :meth:`ModelManager.load` (the running instance keeps the old ones)."""
+        self.reloading = False
+        self.reload_error: str | None = None
+
+    @property
+    def wanted(self) -> ModelConfig:
+        """The settings the table holds: the pending ones, if any."""
+        return self.pending or self.config
 
 
 class ModelManager:
@@ -123,13 +147,17 @@ class ModelManager:
         *,
         max_queue: int,
         engines: Mapping[str, Factory] | None = None,
+        retire_grace_s: float = RETIRE_GRACE_S,
     ) -> None:
         self._engines = dict(BUILTIN_ENGINES if engines is None else engines)
+        self._retire_grace_s = retire_grace_s
         self._max_queue = max_queue
         self._lock = threading.Lock()
         self._slots: dict[str, _Slot] = {c.name: _Slot(c) for c in configs}
         self._loader: threading.Thread | None = None
         self._closing = False
+        self._closed = threading.Event()
+        self._retiring: list[threading.Thread] = []
         self.loaded_event = threading.Event()
         self.loaded_event.set()  # nothing is loading until load_all_in_background
 
@@ -164,15 +192,16 @@ class ModelManager:
         return status
 
     def _load(self, name: str, slot: _Slot) -> ModelStatus:
+        if slot.backend is not None:
+            return self._reload(name, slot)
         if self._unload(name):
             release()  # the old engine's objects go back to the collector, which frees its reference cycles
-        slot.state, slot.error = "loading", None
-        factory = self._engines.get(slot.config.engine)
+        with self._lock:
+            slot.config, slot.pending = slot.wanted, None
+            slot.state, slot.error, slot.reload_error = "loading", None, None
         started = time.monotonic()
         try:
-            if factory is None:
-                raise LoadError(f"no engine named {slot.config.engine!r} is registered")
-            backend = factory(slot.config)
+            backend = self._build(slot.config)
         except LoadError as exc:
             slot.state, slot.error = "failed", str(exc)
             log.warning("model %s failed to load: %s", name, exc)
@@ -187,17 +216,74 @@ class ModelManager:
                 slot.state = "unloaded"
                 return self.status(name)
             slot.backend = backend
-            # An upstream schedules its own work; local engines get their worker thread.
-            # A model that generates several requests together gets a worker per slot.
-            slot.worker = (
-                None
-                if isinstance(backend, UpstreamModel)
-                else ModelWorker(name, self._max_queue, parallel=int(getattr(backend, "slots", 1)))
-            )
+            slot.worker = self._worker(name, backend)
             slot.load_seconds = time.monotonic() - started
             slot.state = "loaded"
         log.info("model %s loaded in %.2f s", name, slot.load_seconds)
         return self.status(name)
+
+    def _build(self, config: ModelConfig) -> Backend:
+        factory = self._engines.get(config.engine)
+        if factory is None:
+            raise LoadError(f"no engine named {config.engine!r} is registered")
+        return factory(config)
+
+    def _worker(self, name: str, backend: Backend) -> ModelWorker | None:
+        # An upstream schedules its own work; local engines get their worker thread, and a model that
+        # generates several requests together a worker per slot.
+        if isinstance(backend, UpstreamModel):
+            return None
+        return ModelWorker(name, self._max_queue, parallel=int(getattr(backend, "slots", 1)))
+
+    def _reload(self, name: str, slot: _Slot) -> ModelStatus:
+        """A new instance beside the running one, which answers until the new one is ready."""
+        config = slot.wanted
+        slot.reloading, slot.reload_error = True, None
+        started = time.monotonic()
+        try:
+            backend = self._build(config)
+        except Exception as exc:
+            reason = str(exc) if isinstance(exc, LoadError) else f"{type(exc).__name__}: {exc}"
+            with self._lock:
+                slot.pending, slot.reloading, slot.reload_error = None, False, reason
+            log.warning("model %s kept its previous settings: the new ones did not load: %s", name, reason)
+            return self.status(name)
+        with self._lock:
+            if self._closing:
+                backend.close()
+                slot.reloading = False
+                return self.status(name)
+            old = slot.backend, slot.worker
+            slot.config, slot.pending = config, None
+            slot.backend, slot.worker = backend, self._worker(name, backend)
+            slot.state, slot.error, slot.reloading = "loaded", None, False
+            slot.load_seconds = time.monotonic() - started
+            slot.created = int(time.time())
+        log.info("model %s reloaded with new settings in %.2f s", name, slot.load_seconds)
+        self._retire(name, *old)
+        return self.status(name)
+
+    def _retire(self, name: str, backend: Backend | None, worker: ModelWorker | None) -> None:
+        """Close a replaced instance once the requests it had have ended (on a thread of its own)."""
+        held: list[Any] = [backend, worker]  # let go of before the collector runs, so they can be freed
+
+        def retire() -> None:
+            self._closed.wait(self._retire_grace_s)
+            old_backend, old_worker = held
+            held.clear()
+            if old_worker is not None:
+                old_worker.finish(0.0 if self._closed.is_set() else DRAIN_S)
+            if old_backend is not None:
+                old_backend.close()
+            del old_backend, old_worker
+            if not self._closed.is_set():
+                release()  # what the old engine left in reference cycles is freed
+            log.info("the previous instance of model %s is closed", name)
+
+        thread = threading.Thread(target=retire, name=f"retire:{name}", daemon=True)
+        with self._lock:
+            self._retiring = [t for t in self._retiring if t.is_alive()] + [thread]
+        thread.start()
 
     def unload(self, name: str) -> None:
         if self._unload(name):
@@ -210,6 +296,7 @@ class ModelManager:
             backend, worker = slot.backend, slot.worker
             slot.backend, slot.worker = None, None
             slot.state = "unloaded"
+            slot.config, slot.pending = slot.wanted, None
         if worker is not None:
             worker.close()
         if backend is not None:
@@ -220,14 +307,20 @@ class ModelManager:
         """Unload everything. A load still running is not waited for beyond ``wait_s``: when it ends,
         its model is closed at once (the loader is a daemon thread, ended with the process)."""
         self._closing = True
+        self._closed.set()  # replaced instances close now, not after their grace period
         if self._loader is not None:
             self._loader.join(timeout=wait_s)
         for name in list(self._slots):
             self._unload(name)  # the process, or this table, is ending: no collector bookkeeping
+        with self._lock:
+            retiring = list(self._retiring)
+        for thread in retiring:
+            thread.join(timeout=wait_s + 10)
 
     # -- the table -------------------------------------------------------------------------------
     def configs(self) -> list[ModelConfig]:
-        return [slot.config for slot in self._snapshot()]
+        """The table as the operator set it (settings waiting for a reload included)."""
+        return [slot.wanted for slot in self._snapshot()]
 
     def add(self, config: ModelConfig) -> None:
         """Add a model to the table, unloaded."""
@@ -236,11 +329,17 @@ class ModelManager:
                 raise ValueError(f"a model named {config.name!r} already exists")
             self._slots[config.name] = _Slot(config)
 
-    def replace(self, config: ModelConfig) -> None:
-        """Change a model's settings; it is unloaded and must be loaded again."""
-        self.unload(config.name)
+    def replace(self, config: ModelConfig) -> bool:
+        """Change a model's settings. Those read per request (prices, reasoning, the name shown, limits)
+        apply at once and ``False`` is returned; ``True`` means the engine must be built again: the new
+        settings wait for :meth:`load`, and the running instance keeps answering meanwhile."""
+        slot = self._slot(config.name)
         with self._lock:
-            self._slots[config.name] = _Slot(config)
+            if needs_reload(slot.config, config):
+                slot.pending = config
+                return True
+            slot.config, slot.pending = config, None
+            return False
 
     def remove(self, name: str) -> None:
         self.unload(name)
@@ -307,6 +406,8 @@ class ModelManager:
             crashes=tuple(supervisor.crashes) if supervisor is not None else (),
             restarts=supervisor.restarts if supervisor is not None else 0,
             engine_info=dict(supervisor.info) if supervisor is not None else None,
+            reloading=slot.reloading,
+            reload_error=slot.reload_error,
         )
 
     def upstreams(self) -> list[UpstreamModel]:

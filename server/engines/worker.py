@@ -240,6 +240,16 @@ class ModelWorker:
                 mean_wait_s=self._total_wait / self._served if self._served else 0.0,
             )
 
+    def finish(self, timeout: float) -> None:
+        """Stop taking work, let what waits and what runs end (for up to ``timeout`` seconds), then close."""
+        with self._lock:
+            self._closed = True
+            self._lock.notify_all()
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        self.close()
+
     def close(self, timeout: float = 10.0) -> None:
         """Stop taking work, cancel what waits and what runs, and join the thread."""
         with self._lock:

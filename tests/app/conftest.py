@@ -18,15 +18,22 @@ from PySide6.QtCore import QEvent, QPoint, Qt
 from PySide6.QtWidgets import QApplication, QCheckBox, QTableWidget, QWidget
 from pytestqt.qtbot import QtBot
 
+from app.autostart import Autostart
 from app.main import build_window, prepare
 from app.pages.hardware import probe_in_child
 from app.pages.usage import UsagePage
+from app.refcounts import guard_singletons
 from app.window import MainWindow
 from server.config import Settings
 from server.gpu import Hardware
 from server.reports import UsageSeries
 
 SCREENSHOTS = "screenshots"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """As the window does at start-up: see app.refcounts (the GUI tests make millions of Qt calls)."""
+    guard_singletons()
 
 
 @pytest.fixture
@@ -44,11 +51,12 @@ def qloop(qapp: QApplication) -> Iterator[qasync.QEventLoop]:
 
 
 def close_window(qtbot: QtBot, window: MainWindow) -> None:
-    """Close the window as a user would and wait until the server and services are shut down."""
+    """Quit the window as a user would (closing it, or the tray's Quit) and wait until the server and
+    services are shut down."""
     if not shiboken6.isValid(window):  # closed and deleted already, by the test itself
         return
     if not window.is_closed:
-        window.close()
+        window.quit()
         qtbot.waitUntil(lambda: window.is_closed, timeout=20_000)
     window.deleteLater()
 
@@ -80,7 +88,8 @@ def make_window(
     """Build a window as ``ai-service-platform`` does; by default shown, with its server running.
 
     ``settings`` replaces the test's own (fake models on a fresh data directory), e.g. to start again
-    from what an earlier window saved there; ``probe`` replaces the session's one hardware probe."""
+    from what an earlier window saved there; ``probe`` replaces the session's one hardware probe;
+    ``tray`` says whether the desktop shows tray icons (offscreen, none does)."""
     opened: list[MainWindow] = []
 
     def build(
@@ -89,10 +98,16 @@ def make_window(
         start: bool = True,
         settings: Settings | None = None,
         probe: Callable[[], Hardware] = hardware,
+        tray: bool = False,
         **overrides: Any,
     ) -> MainWindow:
+        settings = settings if settings is not None else make_settings(**overrides)
         startup = replace(
-            prepare(settings if settings is not None else make_settings(**overrides)), probe=probe
+            prepare(settings),
+            probe=probe,
+            tray_available=lambda: tray,
+            # Starting at login is written under the test's own folder, never the real home.
+            autostart=Autostart(config_home=settings.data_dir.parent / "config"),
         )
         assert startup.services.models.wait_loaded(60)
         window = build_window(qapp, startup)

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QModelIndex, Qt
 from PySide6.QtWidgets import (
     QAbstractButton,
     QAbstractItemView,
@@ -22,8 +22,11 @@ from PySide6.QtWidgets import (
     QLabel,
     QLayout,
     QLineEdit,
+    QListWidget,
     QPlainTextEdit,
+    QStyle,
     QTabBar,
+    QTableView,
     QWidget,
 )
 from pytestqt.qtbot import QtBot
@@ -46,13 +49,59 @@ def _shown(widget: QWidget, root: QWidget) -> bool:
     return widget.isVisible() and widget.isVisibleTo(root) and widget.width() > 0
 
 
+CELLS_CHECKED = 40
+"""Rows of each table whose every cell is measured against its text."""
+
+
+def _cut_cells(view: QAbstractItemView) -> list[str]:
+    """Cells, headings and list entries narrower than their text (an elided "…" hides what they say)."""
+    problems = []
+    model = view.model()
+    if model is None:
+        return problems
+    columns = model.columnCount(QModelIndex()) if isinstance(view, QTableView) else 1
+    metrics = view.fontMetrics()
+    margin = 2 * (view.style().pixelMetric(QStyle.PixelMetric.PM_FocusFrameHMargin, None, view) + 1)
+    if isinstance(view, QTableView) and not view.horizontalHeader().isHidden():
+        header = view.horizontalHeader()
+        for column in range(columns):
+            if header.isSectionHidden(column):
+                continue
+            text = str(model.headerData(column, Qt.Orientation.Horizontal) or "")
+            if header.sectionSize(column) < header.fontMetrics().horizontalAdvance(text) + margin:
+                problems.append(f"{view.accessibleName()!r} heading {text!r} is cut short")
+    for row in range(min(model.rowCount(QModelIndex()), CELLS_CHECKED)):
+        for column in range(columns):
+            index = model.index(row, column)
+            text = str(model.data(index) or "")
+            if not text:
+                continue
+            rect = view.visualRect(index)
+            if rect.isEmpty():
+                continue
+            icon = view.iconSize().width() + margin if isinstance(view, QListWidget) else 0
+            if rect.width() < metrics.horizontalAdvance(text) + margin + icon:
+                problems.append(f"{view.accessibleName()!r} cell {text[:40]!r} is cut short")
+    return problems
+
+
 def clipped(root: QWidget) -> list[str]:
-    """Text-bearing widgets smaller than their text needs."""
+    """Text-bearing widgets smaller than their text needs: labels, buttons, fields, tabs, and the
+    cells and headings of tables and lists."""
     problems = []
     for widget in root.findChildren(QWidget):
         if not _shown(widget, root):
             continue
         size = widget.size()
+        if isinstance(widget, QAbstractItemView):
+            problems += _cut_cells(widget)
+            continue
+        if isinstance(widget, QTabBar):
+            for tab in range(widget.count()):
+                text = widget.tabText(tab).replace("&", "")
+                if widget.tabRect(tab).width() < widget.fontMetrics().horizontalAdvance(text):
+                    problems.append(f"tab {text!r} is cut short")
+            continue
         if isinstance(widget, QLabel) and widget.text():
             if widget.wordWrap():
                 need = widget.heightForWidth(size.width())
@@ -318,10 +367,10 @@ def test_the_models_page_and_its_form_fit_in_both_themes_at_the_smallest_and_lar
         suffix = f"{theme}-{step.key}"
         page.select("relay")
         failures += _check(
-            qtbot, window, f"upstream, {suffix}", screenshots / f"4-models-upstream-{suffix}.png"
+            qtbot, window, f"upstream, {suffix}", screenshots / f"5-models-upstream-{suffix}.png"
         )
         page.select("qwen3-30b-a3b")
-        failures += _check(qtbot, window, f"failed, {suffix}", screenshots / f"4-models-failed-{suffix}.png")
+        failures += _check(qtbot, window, f"failed, {suffix}", screenshots / f"5-models-failed-{suffix}.png")
         page.add_model()
         dialog = page.model_dialog
         assert dialog is not None
@@ -377,11 +426,12 @@ def test_tab_follows_the_layout_on_every_page(qtbot: QtBot, busy_window: MainWin
         window.show_page(index)
         settle(qtbot)
         stops = _tab_stops(qtbot, window)
-        assert stops[0] is window.header.toggle, name
+        header = window.header
+        assert stops[:2] == [header.copy_button, header.toggle], name  # the status strip, in reading order
         page = window.pages[index]
         inside = [w for w in stops if page.isAncestorOf(w)]
         assert inside, f"{name}: Tab never enters the page"
-        assert len(inside) == len(stops) - 1, f"{name}: Tab wanders outside the page"
+        assert len(inside) == len(stops) - 2, f"{name}: Tab wanders outside the page"
         places = [w.mapTo(page, w.rect().topLeft()) for w in inside]
         for (a, wa), (b, wb) in itertools.pairwise(zip(places, inside, strict=True)):
             reading_order = b.y() > a.y() + 2 or (abs(b.y() - a.y()) <= wa.height() and b.x() > a.x())

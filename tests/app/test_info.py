@@ -11,13 +11,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from PySide6.QtWidgets import QApplication, QLabel, QTabWidget
+from PySide6.QtCore import QPoint, QPointF, Qt
+from PySide6.QtGui import QWheelEvent
+from PySide6.QtWidgets import QApplication, QLabel, QPlainTextEdit, QScrollArea, QTabWidget, QWidget
 from pytestqt.qtbot import QtBot
 
 from app.pages.info import HELP_DIR, SECTIONS
 from app.widgets.code_block import CodeBlock
 from app.widgets.document import parse
-from app.window import MainWindow
+from app.window import PAGES, MainWindow
 
 from .conftest import click, opened
 
@@ -76,7 +78,7 @@ def test_examples_use_the_real_address_and_the_loaded_models(qtbot: QtBot, windo
 
 
 def test_the_examples_follow_the_server_to_the_lan(qtbot: QtBot, window: MainWindow) -> None:
-    window.show_page(4)
+    window.show_page(PAGES.index("Settings"))
     page = window.settings_page
     click(qtbot, page.lan_check)
     with qtbot.waitSignal(page.network_applied, timeout=15_000):
@@ -121,6 +123,7 @@ def test_every_example_works_against_this_server(window: MainWindow, tmp_path: P
     assert "fake-chat" in outputs[("List the models", "Python")]
     assert "Say hello in one short sentence." in outputs[("Chat completions", "Python")]
     assert "2 vectors of 64 numbers" in outputs[("Embeddings", "Python")]
+    assert '"max_tokens":100' not in outputs[("Chat completions", "curl")]  # a reply, not the request
     assert '"object":"response"' in outputs[("Responses", "curl")].replace(" ", "")
     if not node:
         pytest.skip("the JavaScript examples need node and tests/clients/node_modules (make test-clients)")
@@ -133,3 +136,64 @@ def test_parse_groups_consecutive_code_blocks_under_their_heading() -> None:
     example = parts[1]
     assert example.section == "Sub"  # type: ignore[union-attr]
     assert [(c.title, c.text) for c in example.blocks] == [("curl", "one"), ("Python", "two")]  # type: ignore[union-attr]
+
+
+def _wheel(widget: QWidget, at: QPoint, steps: int = -3) -> None:
+    """Turn the mouse wheel (downwards for negative steps) over ``at`` in ``widget``."""
+    event = QWheelEvent(
+        QPointF(at),
+        QPointF(widget.mapToGlobal(at)),
+        QPoint(0, 0),
+        QPoint(0, 120 * steps),
+        Qt.MouseButton.NoButton,
+        Qt.KeyboardModifier.NoModifier,
+        Qt.ScrollPhase.NoScrollPhase,
+        False,
+    )
+    QApplication.sendEvent(widget, event)
+
+
+def test_the_mouse_wheel_scrolls_the_page_over_tabs_and_code(qtbot: QtBot, window: MainWindow) -> None:
+    window.show_page(0)
+    area = window.stack.currentWidget()
+    assert isinstance(area, QScrollArea)
+    scroll = area.verticalScrollBar()
+    block = next(b for b in window.info_page.examples() if b.section == "Chat completions")
+    tabs = block.parentWidget()
+    while not isinstance(tabs, QTabWidget):
+        tabs = opened(tabs).parentWidget()
+    area.ensureWidgetVisible(tabs)
+    qtbot.wait(20)
+    scroll.setValue(scroll.maximum() // 2)
+    qtbot.wait(20)
+    chosen = tabs.currentIndex()
+    before = scroll.value()
+    _wheel(tabs.tabBar(), tabs.tabBar().rect().center())
+    assert tabs.currentIndex() == chosen, "the wheel switched the example's language"
+    assert scroll.value() > before, "the page did not scroll"
+    code = tabs.currentWidget().findChild(QPlainTextEdit)
+    assert code is not None
+    code.horizontalScrollBar().setMaximum(100)  # as if a line were too long for the box
+    sideways, before = code.horizontalScrollBar().value(), scroll.value()
+    _wheel(code.viewport(), code.viewport().rect().center(), steps=3)
+    assert code.horizontalScrollBar().value() == sideways, "the wheel scrolled the code sideways"
+    assert scroll.value() < before
+
+
+def test_no_example_needs_scrolling_sideways_at_the_default_size(qtbot: QtBot, window: MainWindow) -> None:
+    assert window.size().toTuple() == (1100, 760)
+    window.show_page(0)
+    for block in window.info_page.examples():
+        tabs = block.parentWidget()
+        while not isinstance(tabs, QTabWidget):
+            tabs = opened(tabs).parentWidget()
+        tabs.setCurrentWidget(block)
+        qtbot.wait(10)
+        assert block.code.horizontalScrollBar().maximum() == 0, f"{block.section} / {block.title}"
+
+
+def test_every_example_that_generates_caps_its_reply(window: MainWindow) -> None:
+    for block in window.info_page.examples():
+        if block.section in ("Chat completions", "Responses"):
+            cap = "max_output_tokens" if block.section == "Responses" else "max_tokens"
+            assert cap in block.text(), f"{block.section} / {block.title} sets no maximum"

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 import openai
 import pytest
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QDateTime, Qt
 from PySide6.QtWidgets import QApplication, QDialogButtonBox, QLabel, QLineEdit, QMessageBox, QPushButton
 from pytestqt.qtbot import QtBot
 
@@ -194,7 +194,8 @@ def test_rename_and_roll_with_a_grace_period(qtbot: QtBot, window: MainWindow, s
     assert records[old_id].status() == "expiring"
     assert opened(records[old_id].expires_at) - records[new_id].created_at == pytest.approx(3600, abs=5)
     click(qtbot, opened(page.secret_dialog).done_button)
-    statuses = sorted(cell_text(page.table, r, 5) for r in range(page.table.rowCount()))
+    status = COLUMNS.index("Status")
+    statuses = sorted(cell_text(page.table, r, status) for r in range(page.table.rowCount()))
     assert statuses[0] == "Active" and statuses[1].startswith("Rolled: works until ")
     for key in (old, new):
         off_thread(qtbot, lambda key=key: sdk(window, key).models.list())  # type: ignore[misc]
@@ -255,3 +256,65 @@ def test_the_table_follows_changes_made_elsewhere(qtbot: QtBot, window: MainWind
     assert cell(window, "made by the CLI", "Last used") == "Never"
     off_thread(qtbot, lambda: sdk(window, secret).models.list())
     qtbot.waitUntil(lambda: cell(window, "made by the CLI", "Last used") != "Never", timeout=5000)
+
+
+def test_escape_asks_before_closing_a_secret_that_was_not_copied(qtbot: QtBot, window: MainWindow) -> None:
+    create_key_in_window(qtbot, window, "Not copied yet")
+    page = window.keys_page
+    dialog = page.secret_dialog
+    assert dialog is not None
+    qtbot.keyClick(dialog, Qt.Key.Key_Escape)
+    box = dialog.confirm_box
+    assert dialog.isVisible() and box is not None and box.isVisible()
+    qtbot.keyClick(box, Qt.Key.Key_Escape)  # "Go back and copy it"
+    assert dialog.isVisible() and dialog.confirm_box is None
+    dialog.close()  # the window's close button asks too
+    box = dialog.confirm_box
+    assert dialog.isVisible() and box is not None
+    closing = next(b for b in box.buttons() if b.text() == "Close without copying")
+    click(qtbot, closing)
+    qtbot.waitUntil(lambda: page.secret_dialog is None)
+
+    create_key_in_window(qtbot, window, "Copied")
+    dialog = page.secret_dialog
+    assert dialog is not None
+    qtbot.keyClick(dialog, Qt.Key.Key_C, Qt.KeyboardModifier.ControlModifier)
+    assert QApplication.clipboard().text().startswith("aisp-") and dialog.copied
+    qtbot.keyClick(dialog, Qt.Key.Key_Escape)  # copied: no question
+    qtbot.waitUntil(lambda: page.secret_dialog is None)
+
+
+def test_expiry_can_change_and_a_revoked_key_can_be_deleted(
+    qtbot: QtBot, window: MainWindow, sdk: SDK
+) -> None:
+    secret = create_key_in_window(qtbot, window, "Temporary")
+    page = window.keys_page
+    click(qtbot, opened(page.secret_dialog).copy_button)
+    click(qtbot, opened(page.secret_dialog).done_button)
+    assert cell(window, "Temporary", "Expires") == "Never"
+    select_row(qtbot, window, "Temporary")
+    click(qtbot, page.limits_button)
+    edit = page.limits_dialog
+    assert edit is not None and not edit.expiry_row.expires.isChecked()
+    click(qtbot, edit.expiry_row.expires)
+    moment = QDateTime.currentDateTime().addDays(3)
+    edit.expiry_row.expiry.setDateTime(moment)
+    with qtbot.waitSignal(page.expiry_changed, timeout=10_000):
+        click(qtbot, edit.buttons.button(QDialogButtonBox.StandardButton.Ok))
+    assert cell(window, "Temporary", "Expires") == moment.toString("yyyy-MM-dd HH:mm")
+
+    assert not page.delete_button.isEnabled()  # a working key is revoked first
+    click(qtbot, page.revoke_button)
+    confirm = next(b for b in opened(page.revoke_box).buttons() if b.text() == "Revoke key")
+    with qtbot.waitSignal(page.key_revoked, timeout=10_000):
+        click(qtbot, confirm)
+    select_row(qtbot, window, "Temporary")
+    assert page.delete_button.isEnabled()
+    click(qtbot, page.delete_button)
+    box = page.delete_box
+    assert box is not None and box.isVisible()
+    with qtbot.waitSignal(page.key_deleted, timeout=10_000):
+        click(qtbot, next(b for b in box.buttons() if b.text() == "Delete key"))
+    assert all(r.name != "Temporary" for r in page.records())
+    with pytest.raises(openai.AuthenticationError):
+        off_thread(qtbot, lambda: sdk(window, secret).models.list())

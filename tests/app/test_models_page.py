@@ -28,7 +28,7 @@ from server.runner import ServerThread
 from server.services import Services, settings_from_store
 from tests.conftest import Live, fake_models
 
-from .conftest import SDK, cell_text, click, close_window
+from .conftest import SDK, cell_text, click, close_window, settle
 from .test_key_flow import off_thread
 
 MODELS = PAGES.index("Models")
@@ -66,7 +66,7 @@ def ask(qtbot: QtBot, client: openai.OpenAI, model: str, text: str = "say hi", t
     return reply.choices[0].message.content or ""
 
 
-def test_a_preset_with_a_missing_file_is_kept_failed_with_its_reason_and_not_served(
+def test_a_preset_fits_the_hardware_a_missing_file_is_refused_and_a_damaged_one_is_explained(
     qtbot: QtBot, window: MainWindow, sdk: SDK, tmp_path: Path
 ) -> None:
     page = models_page(qtbot, window)
@@ -80,6 +80,7 @@ def test_a_preset_with_a_missing_file_is_kept_failed_with_its_reason_and_not_ser
         "embedding",
     )
     assert dialog.context.value() == 2048 and dialog.max_batch.value() == 256 and dialog.use_gpu.isChecked()
+    assert not dialog.price_out.isVisible() and dialog.price_in.isVisible()  # embeddings have no output
     assert dialog.browse_button.accessibleName() == "Choose the model directory"
     assert not dialog.kind.isEnabled()  # sentence-transformers serves embeddings only
     click(qtbot, dialog.browse_button)
@@ -101,30 +102,104 @@ def test_a_preset_with_a_missing_file_is_kept_failed_with_its_reason_and_not_ser
         "llama.cpp",
         "chat",
     )
-    assert dialog.gpu_layers.text() == "All layers" and dialog.context.value() == 32768
+    hardware = page.hardware
+    assert hardware is not None
+    if hardware.llama_gpu_offload:
+        assert dialog.gpu_layers.text() == "All layers"
+    else:  # this machine: llama.cpp runs on the CPU, and the preset says so rather than offer a GPU
+        assert dialog.gpu_layers.value() == 0 and "no GPU offload" in dialog.preset_note.text()
+    assert dialog.context.value() == 32768 and dialog.max_reply.isVisible() and dialog.price_out.isVisible()
     assert dialog.reasoning.isChecked() and dialog.reasoning.isVisible() and not dialog.max_batch.isVisible()
     assert dialog.browse_button.accessibleName() == "Choose the GGUF file"
     assert "32K context" in dialog.preset_note.text()
+    qtbot.waitUntil(lambda: dialog.estimate.text() == "Choose the model's file to see whether it fits.")
     missing = tmp_path / "models" / "Qwen3-30B-A3B-Q4_K_M.gguf"
     qtbot.keyClicks(dialog.source, str(missing))
     qtbot.waitUntil(lambda: dialog.estimate.text() == f"No file at {missing}")
+    click(qtbot, dialog.ok_button)  # refused: nothing is saved to be tried again at every start
+    qtbot.waitUntil(dialog.error.isVisible)
+    assert dialog.isVisible() and dialog.error.text() == f"GGUF file: no file at {missing}."
+    assert window.services.store.get_setting("models") is None
 
-    with qtbot.waitSignal(page.model_loaded, timeout=10_000) as loaded:
+    damaged = tmp_path / "damaged.gguf"
+    damaged.write_bytes(b"GGUF" + b"\x00" * 64)
+    dialog.source.setText(str(damaged))
+    with qtbot.waitSignal(page.model_loaded, timeout=20_000) as loaded:
         click(qtbot, dialog.ok_button)
     assert loaded.args == ["qwen3-30b-a3b"]
-    assert page.cell("qwen3-30b-a3b", "State") == _cut(f"Failed: no GGUF file at {missing}")
-    assert page.cell("qwen3-30b-a3b", "Source") == missing.name
+    assert page.cell("qwen3-30b-a3b", "State").startswith("Failed: cannot load damaged.gguf")
+    assert page.cell("qwen3-30b-a3b", "Source") == damaged.name
     page.select("qwen3-30b-a3b")
-    assert f"no GGUF file at {missing}" in page.details.text()
-    assert "Check where the model is" in page.details.text()
+    qtbot.waitUntil(lambda: "not a GGUF model" in page.details.text())
+    assert "GPU layers" not in page.details.text().split("Suggestion:")[1].split("<br>")[0]
     assert page.load_button.isEnabled() and page.edit_button.isEnabled()
     assert not page.unload_button.isEnabled()
 
     key, _ = window.services.keys.create("lister")
     assert served(qtbot, sdk(window, key)) == {"fake-chat", "fake-embed"}
     saved = {row["name"]: row for row in window.services.store.get_setting("models")}
-    assert saved["qwen3-30b-a3b"]["source"] == str(missing)
-    assert saved["qwen3-30b-a3b"]["reasoning"] is True and saved["qwen3-30b-a3b"]["n_gpu_layers"] == -1
+    assert saved["qwen3-30b-a3b"]["source"] == str(damaged)
+    assert saved["qwen3-30b-a3b"]["reasoning"] is True
+    assert saved["qwen3-30b-a3b"]["load_at_start"] is False  # not tried again at every start
+
+
+def test_a_price_change_applies_at_once_and_a_reload_keeps_answering(
+    qtbot: QtBot, make_window: Callable[..., MainWindow], sdk: SDK
+) -> None:
+    window = make_window(models=fake_models(reply="old"))
+    page = models_page(qtbot, window)
+    client = sdk(window, window.services.keys.create("steady")[0])
+    before = window.services.models.status("fake-chat").load_seconds
+    page.select("fake-chat")
+    click(qtbot, page.edit_button)
+    edit = page.model_dialog
+    assert edit is not None and edit.ok_button.text() == "Save"
+    edit.price_in.setValue(7.5)
+    assert edit.ok_button.text() == "Save"  # a price needs no reload
+    with qtbot.waitSignal(page.model_changed, timeout=10_000):
+        click(qtbot, edit.ok_button)
+    qtbot.waitUntil(lambda: page.cell("fake-chat", "Price in / out (per 1M)").startswith("7.5 "))
+    status = window.services.models.status("fake-chat")
+    assert status.state == "loaded" and status.load_seconds == before and not status.reloading
+
+    page.select("fake-chat")
+    click(qtbot, page.edit_button)
+    edit = page.model_dialog
+    assert edit is not None
+    edit.source.setText("reply=new,load_delay=1.5")
+    assert edit.ok_button.text() == "Save and reload"
+    answers: list[str] = []
+    with qtbot.waitSignal(page.model_loaded, timeout=20_000):
+        click(qtbot, edit.ok_button)
+        qtbot.waitUntil(lambda: "loading the new settings" in page.cell("fake-chat", "State"), timeout=5000)
+        answers.append(ask(qtbot, client, "fake-chat"))  # the old instance answers meanwhile
+    assert answers == ["old"]
+    assert page.cell("fake-chat", "State") == "Loaded"
+    assert ask(qtbot, client, "fake-chat") == "new"
+
+
+def test_the_buttons_stay_put_when_the_hardware_check_finishes(
+    qtbot: QtBot, make_window: Callable[..., MainWindow], hardware: Callable[[], Hardware]
+) -> None:
+    gate = threading.Event()
+
+    def slow_probe() -> Hardware:
+        gate.wait(30)
+        return hardware()
+
+    window = make_window(probe=slow_probe)
+    page = window.models_page
+    window.show_page(MODELS)
+    qtbot.waitUntil(lambda: bool(page.rows()))
+    assert page.hardware_panel.text.text() == "Checking the GPU and memory…"
+    where = {b.text(): b.mapTo(window, b.rect().topLeft()) for b in (page.add_button, page.edit_button)}
+    gate.set()
+    qtbot.waitUntil(lambda: page.hardware is not None, timeout=30_000)
+    settle(qtbot)
+    assert page.hardware_panel.text.text().count("\n") >= 3
+    assert {
+        b.text(): b.mapTo(window, b.rect().topLeft()) for b in (page.add_button, page.edit_button)
+    } == where
 
 
 def _cut(text: str) -> str:
@@ -182,8 +257,9 @@ def test_add_load_unload_reload_change_remove_and_the_table_survives_a_restart(
 
     click(qtbot, page.edit_button)
     edit = page.model_dialog
-    assert edit is not None and edit.name.isReadOnly() and edit.ok_button.text() == "Save and reload"
+    assert edit is not None and edit.name.isReadOnly() and edit.ok_button.text() == "Save"
     edit.context.setValue(4096)
+    assert edit.ok_button.text() == "Save and reload"
     with qtbot.waitSignal(page.model_loaded, timeout=60_000):
         click(qtbot, edit.ok_button)
     assert page.cell("smol", "Context") == "4,096" and page.cell("smol", "State") == "Loaded"
@@ -351,7 +427,8 @@ def test_the_estimate_in_the_form_follows_the_context_length_and_the_page_sugges
         click(qtbot, dialog.ok_button)
     qtbot.waitUntil(lambda: page.cell("smol", "Memory") == "Does not fit")
     page.select("smol")
-    assert "Suggestion: Offload fewer GPU layers or choose a smaller context" in page.details.text()
+    # Every layer is on the CPU here: fewer GPU layers would change nothing.
+    assert "Suggestion: Choose a smaller context or a smaller model" in page.details.text()
     assert "exceeds the 8192 it was trained for" in page.details.text()
 
 

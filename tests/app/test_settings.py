@@ -15,12 +15,12 @@ from PySide6.QtGui import QDesktopServices, QPalette
 from PySide6.QtWidgets import QApplication, QLabel
 from pytestqt.qtbot import QtBot
 
-from app.preferences import SERVER_SETTING, WINDOW_SETTING
+from app.preferences import SERVER_SETTING, WINDOW_SETTING, Preferences
 from app.theme import FONT_STEPS, PALETTES
-from app.window import MainWindow
+from app.window import PAGES, MainWindow
 from server.services import settings_from_store
 
-from .conftest import click, close_window, opened
+from .conftest import click, close_window, opened, settle
 
 WINDOW = QPalette.ColorRole.Window
 
@@ -48,7 +48,7 @@ def test_theme_and_font_size_apply_everywhere_and_survive_a_restart(
     qtbot: QtBot, make_window: Callable[..., MainWindow]
 ) -> None:
     window = make_window()
-    window.show_page(4)
+    window.show_page(PAGES.index("Settings"))
     largest = FONT_STEPS[-1]
     assert window_colour() == PALETTES["light"][WINDOW]  # the system is not dark here: light
     choose(qtbot, window, "theme_combo", "dark")
@@ -82,7 +82,7 @@ def test_theme_and_font_size_apply_everywhere_and_survive_a_restart(
 
 
 def test_follow_the_system_follows_it_live(qtbot: QtBot, window: MainWindow) -> None:
-    window.show_page(4)
+    window.show_page(PAGES.index("Settings"))
     assert window.settings_page.theme_combo.currentData() == "system"
     hints = QApplication.styleHints()
     try:
@@ -109,7 +109,7 @@ def test_lan_is_off_by_default_and_switching_it_on_warns_and_shows_the_address(
     qtbot: QtBot, make_window: Callable[..., MainWindow], tmp_path: Path
 ) -> None:
     window = make_window()
-    window.show_page(4)
+    window.show_page(PAGES.index("Settings"))
     page = window.settings_page
     assert not page.lan_check.isChecked() and not window.services.settings.lan
     assert not page.lan_warning.isVisible() and not page.lan_address.isVisible()
@@ -141,7 +141,7 @@ def test_lan_is_off_by_default_and_switching_it_on_warns_and_shows_the_address(
 
 
 def test_an_unusable_address_is_refused_and_nothing_is_saved(qtbot: QtBot, window: MainWindow) -> None:
-    window.show_page(4)
+    window.show_page(PAGES.index("Settings"))
     page = window.settings_page
     url = window.server.view.url
     page.host_edit.setText("192.0.2.7")  # not loopback, and LAN serving is off
@@ -177,7 +177,7 @@ def desktop() -> Iterator[UrlCatcher]:
 
 
 def test_the_data_directory_is_shown_and_opens(qtbot: QtBot, window: MainWindow, desktop: UrlCatcher) -> None:
-    window.show_page(4)
+    window.show_page(PAGES.index("Settings"))
     data_dir = window.services.settings.data_dir
     labels = [label.text() for label in window.settings_page.findChildren(QLabel)]
     assert str(data_dir) in labels
@@ -189,7 +189,7 @@ def test_the_support_contact_is_saved_and_shown_in_general_information(
     qtbot: QtBot, make_window: Callable[..., MainWindow]
 ) -> None:
     window = make_window()
-    window.show_page(4)
+    window.show_page(PAGES.index("Settings"))
     page = window.settings_page
     page.contact_edit.setFocus()
     qtbot.keyClicks(page.contact_edit, "IT desk, it@example.com, ext. 1234")
@@ -201,3 +201,54 @@ def test_the_support_contact_is_saved_and_shown_in_general_information(
     again = make_window()
     assert again.settings_page.contact_edit.text() == "IT desk, it@example.com, ext. 1234"
     assert any("ext. 1234" in label.text() for label in again.info_page.documents[-1].findChildren(QLabel))
+
+
+def test_back_from_the_largest_font_the_form_is_as_compact_as_before(
+    qtbot: QtBot, make_window: Callable[..., MainWindow]
+) -> None:
+    window = make_window()
+    window.show_page(PAGES.index("Settings"))
+    page = window.settings_page
+    settle(qtbot)
+    fields = (page.theme_combo, page.font_combo, page.host_edit, page.port_spin)
+    before = [field.height() for field in fields]
+    choose(qtbot, window, "font_combo", FONT_STEPS[-1].key)
+    close_window(qtbot, window)
+    again = make_window()  # starts at the largest font, as saved
+    again.show_page(PAGES.index("Settings"))
+    page = again.settings_page
+    settle(qtbot)
+    choose(qtbot, again, "font_combo", "normal")
+    settle(qtbot)
+    fields = (page.theme_combo, page.font_combo, page.host_edit, page.port_spin)
+    assert [field.height() for field in fields] == before
+    for field in fields:  # each label sits level with its field
+        label = next(lab for lab in page.findChildren(QLabel) if lab.buddy() is field)
+        middle = label.mapTo(page, label.rect().center()).y()
+        assert abs(middle - field.mapTo(page, field.rect().center()).y()) <= 2, label.text()
+
+
+def test_a_validation_message_goes_once_the_value_is_edited(qtbot: QtBot, window: MainWindow) -> None:
+    window.show_page(PAGES.index("Settings"))
+    page = window.settings_page
+    page.host_edit.setText("192.0.2.7")
+    click(qtbot, page.apply_button)
+    assert page.server_message.isVisible()
+    page.host_edit.selectAll()
+    qtbot.keyClicks(page.host_edit, "127.0.0.1")
+    assert not page.server_message.isVisible()
+
+
+def test_without_a_file_manager_the_data_folder_says_where_it_is(qtbot: QtBot, window: MainWindow) -> None:
+    window.show_page(PAGES.index("Settings"))
+    page = window.settings_page
+    click(qtbot, page.open_data_button)  # offscreen there is no desktop to open folders with
+    assert page.data_message.isVisible() and "No program to open folders" in page.data_message.text()
+    click(qtbot, page.copy_path_button)
+    assert QApplication.clipboard().text() == str(window.services.settings.data_dir)
+
+
+def test_every_window_setting_is_documented() -> None:
+    text = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text(encoding="utf-8")
+    for name in Preferences.__dataclass_fields__:
+        assert f"| `{name}` |" in text, f"docs/configuration.md does not document the window setting {name}"

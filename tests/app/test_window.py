@@ -6,10 +6,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -21,12 +25,15 @@ from PySide6.QtWidgets import QApplication
 from pytestqt.qtbot import QtBot
 
 from app import main as app_main
+from app.single_instance import activate_running
 from app.theme import TONES
 from app.window import MainWindow
+from server.config import Settings
+from server.instance import DataDirInUse
 from server.store import Store
 from tests.conftest import fake_models
 
-from .conftest import SDK, click
+from .conftest import SDK, click, close_window
 
 
 def reachable(url: str) -> bool:
@@ -188,6 +195,9 @@ def restore_process_state() -> Iterator[None]:
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
     yield
+    for handler in root.handlers:
+        if handler not in handlers:
+            handler.close()  # the log file the window configured
     root.handlers[:] = handlers
     root.setLevel(level)
     asyncio.set_event_loop_policy(None)
@@ -222,3 +232,79 @@ def test_the_console_script_without_arguments_opens_the_window_fast_and_closes_c
     assert seen["reachable"] is True
     assert float(seen["shown"]) < 3.0  # type: ignore[arg-type]
     assert not reachable(str(seen["url"]))
+
+
+def test_a_second_launch_on_the_same_data_folder_brings_the_first_window_forward(
+    qtbot: QtBot, window: MainWindow, make_settings: Callable[..., Settings]
+) -> None:
+    settings = make_settings()
+    window.hide()  # as if it were in the tray, or behind other windows
+    # The second launch, as a user starts it: the same program, the same data folder, another process.
+    second = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from app.main import main; sys.exit(main([]))"],
+        env={**os.environ, "AISP_DATA_DIR": str(settings.data_dir), "QT_QPA_PLATFORM": "offscreen"},
+        cwd=Path(__file__).resolve().parents[2],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        with qtbot.waitSignal(window.brought_forward, timeout=60_000):
+            qtbot.waitUntil(lambda: second.poll() is not None, timeout=60_000)
+    finally:
+        if second.poll() is None:
+            second.kill()
+        output = second.communicate()[0].decode(errors="replace")
+    assert second.returncode == 0, output
+    assert window.isVisible() and window.server.view.running  # nothing was reloaded or restarted
+    assert window.services.instance is not None and window.services.instance.held
+    with pytest.raises(DataDirInUse):  # and in this process too, the folder is the first window's
+        app_main.prepare(settings)
+    assert not activate_running(settings.data_dir.parent / "elsewhere", wait_ms=200)
+
+
+def test_the_request_count_carries_over_from_earlier_runs(
+    qtbot: QtBot, make_window: Callable[..., MainWindow], sdk: SDK, tmp_path: Path
+) -> None:
+    window = make_window()
+    key, _ = window.services.keys.create("counted")
+    for n in range(2):
+        sdk(window, key).embeddings.create(model="fake-embed", input=f"request {n}")
+    qtbot.waitUntil(lambda: window.header.requests.text() == "Requests: 2", timeout=5000)
+    close_window(qtbot, window)
+    again = make_window()
+    qtbot.waitUntil(lambda: again.header.requests.text() == "Requests: 2", timeout=5000)
+    assert "0 of them since this window opened" in again.header.requests.toolTip()
+    sdk(again, key).embeddings.create(model="fake-embed", input="one more")
+    qtbot.waitUntil(lambda: again.header.requests.text() == "Requests: 3", timeout=5000)
+
+
+def test_copy_buttons_for_the_base_url_and_every_lan_address(qtbot: QtBot, window: MainWindow) -> None:
+    header = window.header
+    assert header.copy_button.isVisible() and not header.more_button.isVisible()
+    with qtbot.waitSignal(header.copied, timeout=2000):
+        click(qtbot, header.copy_button)
+    assert QApplication.clipboard().text() == window.server.view.base_url
+    assert header.copy_button.text() == "Copied"
+
+    # Serving the LAN on a machine with two networks: each address can be copied.
+    view = replace(
+        window.server.view,
+        url="http://192.0.2.10:8090",
+        lan=True,
+        lan_address="192.0.2.10",
+        lan_addresses=("192.0.2.10", "198.51.100.7"),
+    )
+    header.show_status(view)
+    assert header.more_button.isVisible()
+    assert header.urls() == [
+        "http://192.0.2.10:8090/v1",
+        "http://198.51.100.7:8090/v1",
+        "http://127.0.0.1:8090/v1",
+    ]
+    actions = header.copy_menu.actions()
+    assert [a.text() for a in actions] == [f"Copy {url}" for url in header.urls()]
+    actions[1].trigger()
+    assert QApplication.clipboard().text() == "http://198.51.100.7:8090/v1"
+    click(qtbot, header.copy_button)
+    assert QApplication.clipboard().text() == "http://192.0.2.10:8090/v1"
+    assert header.scope.text() == "LAN: 192.0.2.10"

@@ -252,3 +252,42 @@ def test_refused_requests_leave_a_free_ledger_row(live: Live) -> None:
     ]
     assert all(r["cost"] == 0 and r["model"] == "fake-chat" for r in rows[1:])
     assert not [r for r in ledger_rows(live.services.store) if r["key_id"] is None]
+
+
+def test_a_rolled_key_shares_one_budget_and_one_rate_limit_with_the_key_it_replaced(live: Live) -> None:
+    first = chat(live, live.key)
+    cost = first.usage.prompt_tokens + 8  # what one request reserves: its input and its maximum output
+    limits = KeyLimits(rpm=5, budget_unit="tokens", budget_amount=3 * cost, budget_period="day")
+    old = live.new_key("rolled", limits=limits)
+    keys = live.services.keys
+    record = next(r for r in keys.list() if r.name == "rolled")
+    chat(live, old)
+    chat(live, old)
+    new, replacement = keys.roll(record.id, grace_seconds=3600)
+    assert replacement.limits == limits
+    state = live.services.limiter.budget(replacement)
+    assert state is not None and state.spent > 0  # the new key starts where the old one was
+    assert state.spent == live.services.limiter.budget(keys.get(record.id)).spent  # type: ignore[union-attr]
+    chat(live, new)  # the third request of the shared budget
+    for key in (new, old):  # neither key has a budget of its own left
+        with pytest.raises(openai.RateLimitError) as caught:
+            chat(live, key)
+        assert caught.value.code == "insufficient_quota"
+
+    # Requests per minute too: five between them, not five each.
+    again = live.new_key("rate", limits=KeyLimits(rpm=5))
+    rate = next(r for r in keys.list() if r.name == "rate")
+    for _ in range(3):
+        chat(live, again)
+    rolled, _ = keys.roll(rate.id, grace_seconds=3600)
+    chat(live, rolled)
+    chat(live, again)
+    for key in (rolled, again):
+        with pytest.raises(openai.RateLimitError) as caught:
+            chat(live, key)
+        assert caught.value.code == "rate_limit_exceeded"
+    activity = live.services.limiter.activity(keys.get(rate.id))
+    assert activity.requests_last_minute == 5
+    assert live.services.limiter.activity(keys.get(rate.id)) == live.services.limiter.activity(
+        next(r for r in keys.list() if r.name == "rate" and r.id != rate.id)
+    )

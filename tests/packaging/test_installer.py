@@ -14,6 +14,7 @@ from pathlib import Path, PurePosixPath
 import platformdirs.windows
 import pytest
 
+from app.autostart import BACKGROUND, RUN_KEY, RUN_VALUE
 from server.config import APP_NAME
 from tests.packaging.bundle import BUILD_TIMEOUT, DIST, NAME, ROOT, build_script
 
@@ -197,3 +198,12 @@ def test_the_build_and_the_tests_agree_on_which_bundle_is_current() -> None:
         cwd=ROOT / "packaging", capture_output=True, text=True, check=True, timeout=60,
     )  # fmt: skip
     assert printed.stdout.strip() == build_script().fingerprint()
+
+
+def test_start_at_login_is_an_option_writing_what_the_window_reads(script: Script) -> None:
+    tasks = {task["Name"]: task for task in script.entries("Tasks")}
+    assert "unchecked" in tasks["startatlogin"]["Flags"]
+    (value,) = [entry for entry in script.entries("Registry") if entry.get("Tasks") == "startatlogin"]
+    assert value["Root"] == "HKCU" and "HKEY_CURRENT_USER\\" + value["Subkey"] == RUN_KEY
+    assert value["ValueName"] == RUN_VALUE and value["ValueType"] == "string"
+    assert value["ValueData"].endswith(f" {BACKGROUND}") and "uninsdeletevalue" in value["Flags"]

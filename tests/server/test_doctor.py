@@ -47,6 +47,7 @@ def test_the_facts_and_a_working_model_exit_zero(tmp_path: Path) -> None:
     assert any(line.startswith("AMX: not used") for line in lines)
     assert any(line.startswith("GPU offload: ") for line in lines)
     assert any(line.startswith("Memory: ") for line in lines)
+    assert f"Server log: {tmp_path / 'data' / 'logs' / 'server.log'} " in done.stdout
     # The fake engine answers with the words of the prompt ("Say hello."), one token each.
     assert any(
         re.match(r"chat fake-chat: loaded in [\d.]+ s; 2 tokens in [\d.]+ s", line) for line in lines

@@ -3,11 +3,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+import httpx
 import pytest
 
 from server import keys
-from server.errors import Unauthenticated
+from server.errors import InvalidRequest, Unauthenticated
 from server.services import Services
+from tests.conftest import Live
 
 
 def test_generated_keys_are_well_formed_unique_and_long() -> None:
@@ -122,3 +124,29 @@ def test_parse_duration() -> None:
     assert keys.parse_duration("90m") == 5400
     with pytest.raises(ValueError):
         keys.parse_duration("soon")
+
+
+def test_a_keys_expiry_can_change_and_a_revoked_key_can_be_deleted(live: Live) -> None:
+    service = live.services.keys
+    secret, record = service.create("changing", expires_at=time.time() + 3600)
+
+    def status(token: str) -> int:
+        return httpx.get(
+            live.base_url + "/models", headers={"Authorization": f"Bearer {token}"}, timeout=10
+        ).status_code
+
+    assert service.set_expiry(record.id, None).expires_at is None
+    assert status(secret) == 200
+    with pytest.raises(InvalidRequest, match="in the future"):
+        service.set_expiry(record.id, time.time() - 1)
+    service.set_expiry(record.id, time.time() + 0.5)
+    time.sleep(0.6)
+    assert status(secret) == 401
+    with pytest.raises(InvalidRequest, match="revoke it"):
+        service.delete(service.create("still works")[1].id)
+    service.revoke(record.id)
+    with pytest.raises(InvalidRequest, match="revoked"):
+        service.set_expiry(record.id, time.time() + 3600)
+    service.delete(record.id)
+    assert record.id not in {r.id for r in service.list()}
+    assert status(secret) == 401

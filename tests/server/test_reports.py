@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -51,7 +52,7 @@ def _same(a: Amounts, b: Amounts) -> None:
     assert a.cost == pytest.approx(b.cost, rel=1e-9, abs=1e-12)
 
 
-@pytest.mark.parametrize("group_by", ["model", "key", "none"])
+@pytest.mark.parametrize("group_by", ["model", "key", "key_model", "none"])
 @pytest.mark.parametrize("bucket_hours", [1, 6, 24])
 def test_every_bucket_and_group_equals_the_ledger(
     recorded: Services, group_by: reports.GroupBy, bucket_hours: int
@@ -59,7 +60,12 @@ def test_every_bucket_and_group_equals_the_ledger(
     start, end = BASE + 5 * HOUR, BASE + 60 * HOUR
     series = usage_series(recorded.store, start, end, bucket_seconds=bucket_hours * HOUR, group_by=group_by)
     assert series.buckets[0] == start and len(series.buckets) == -(-55 // bucket_hours)
-    column = {"model": "model", "key": "COALESCE(key_id, '')", "none": "''"}[group_by]
+    column = {
+        "model": "model",
+        "key": "COALESCE(key_id, '')",
+        "key_model": "COALESCE(key_id, '') || ' ' || model",
+        "none": "''",
+    }[group_by]
     for bucket in series.buckets:
         for group in series.groups:
             expected = ledger_totals(
@@ -104,15 +110,16 @@ def test_bad_ranges_are_refused(recorded: Services) -> None:
 def test_series_export_writes_what_the_series_holds(recorded: Services, tmp_path: Path) -> None:
     series = usage_series(recorded.store, BASE, BASE + 24 * HOUR, bucket_seconds=6 * HOUR, group_by="model")
     path = tmp_path / "usage.csv"
-    rows = reports.export_series_csv(series, path, label=str.upper)
-    with path.open(encoding="utf-8") as handle:
+    rows = reports.export_series_csv(series, path, label=str.upper, currency="EUR")
+    assert path.read_bytes().startswith(b"\xef\xbb\xbf")  # a byte-order mark, for spreadsheets
+    with path.open(encoding="utf-8-sig") as handle:
         read = list(csv.DictReader(handle))
     assert rows == len(read) == len(series.buckets) * len(series.groups)
     assert {r["group"] for r in read} == {g.upper() for g in series.groups}
     assert sum(int(r["requests"]) for r in read) == series.total().requests
     assert sum(float(r["cost"]) for r in read) == pytest.approx(series.total().cost, abs=1e-5)
     first = read[0]
-    assert first["period_start"] == reports.format_time(BASE)
+    assert first["period_start"] == reports.format_time(BASE) and first["currency"] == "EUR"
     assert first["input_tokens"] == reports.format_value(
         "input_tokens", series.amounts(BASE, first["group_id"]).input_tokens
     )
@@ -121,11 +128,45 @@ def test_series_export_writes_what_the_series_holds(recorded: Services, tmp_path
 def test_ledger_export_writes_every_row_in_range(recorded: Services, tmp_path: Path) -> None:
     path = tmp_path / "ledger.csv"
     seen: list[int] = []
-    count = reports.export_ledger_csv(recorded.store, path, BASE, BASE + 24 * HOUR, progress=seen.append)
-    with path.open(encoding="utf-8") as handle:
+    count = reports.export_ledger_csv(
+        recorded.store, path, BASE, BASE + 24 * HOUR, progress=seen.append, currency="EUR"
+    )
+    with path.open(encoding="utf-8-sig") as handle:
         read = list(csv.DictReader(handle))
     assert count == len(read) == ledger_totals(recorded.store, BASE, BASE + 24 * HOUR).requests
-    assert read[0]["request_id"] == "req_0"
+    assert read[0]["request_id"] == "req_0" and read[0]["currency"] == "EUR"
+    # A moment a spreadsheet reads as one: local time with its offset, not seconds since 1970.
+    assert read[0]["created_at"] == reports.format_instant(BASE)
+    assert dt.datetime.fromisoformat(read[1]["created_at"]).timestamp() == pytest.approx(BASE + 431.5)
+
+
+def test_minute_buckets_come_from_the_ledger_rows(recorded: Services) -> None:
+    start, end = BASE + 2 * HOUR + 100, BASE + 3 * HOUR + 100
+    series = reports.ledger_series(recorded.store, start, end, group_by="key_model")
+    assert series.bucket_seconds == 60 and len(series.buckets) == 61
+    for bucket in series.buckets:
+        for group in series.groups:
+            key, model = reports.split_pair(group)
+            expected = ledger_totals(
+                recorded.store,
+                bucket,
+                series.bucket_end(bucket),
+                "COALESCE(key_id, '') = ? AND model = ?",
+                key,
+                model,
+            )
+            _same(series.amounts(bucket, group), expected)
+    _same(series.total(), ledger_totals(recorded.store, series.start, series.end))
+    with pytest.raises(ValueError, match="by the hour"):
+        reports.ledger_series(recorded.store, BASE, BASE + 48 * HOUR)
+
+
+def test_totals_for_a_range_and_for_everything(recorded: Services) -> None:
+    _same(reports.totals(recorded.store), ledger_totals(recorded.store, 0, 1e12))
+    _same(
+        reports.totals(recorded.store, BASE + HOUR, BASE + 5 * HOUR),
+        ledger_totals(recorded.store, BASE + HOUR, BASE + 5 * HOUR),
+    )
 
 
 def test_a_range_over_a_million_ledger_rows_is_fast(make_services: Callable[..., Services]) -> None:
