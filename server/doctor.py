@@ -17,9 +17,9 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Literal, TextIO
+from typing import Any, Literal, TextIO, TypeVar
 
 from server.config import ModelConfig, Settings
 from server.engines.base import (
@@ -131,15 +131,26 @@ def _embedding_backend(config: ModelConfig, in_process: bool) -> EmbeddingBacken
     return BUILTIN_ENGINES[config.engine](config)  # type: ignore[return-value]
 
 
-def check_chat(config: ModelConfig, in_process: bool) -> ModelCheck:
-    check = ModelCheck(config.name, "chat", config.engine, ok=False)
+B = TypeVar("B")
+
+
+def _loaded(check: ModelCheck, load: Callable[[], B]) -> B | None:
+    """The model loaded (its load time noted in ``check``), or None with the reason noted."""
     started = time.perf_counter()
     try:
-        backend = _chat_backend(config, in_process)
+        backend = load()
     except LoadError as exc:
         check.error = f"did not load: {exc}"
-        return check
+        return None
     check.load_seconds = time.perf_counter() - started
+    return backend
+
+
+def check_chat(config: ModelConfig, in_process: bool) -> ModelCheck:
+    check = ModelCheck(config.name, "chat", config.engine, ok=False)
+    backend = _loaded(check, lambda: _chat_backend(config, in_process))
+    if backend is None:
+        return check
     try:
         prompt = backend.render(PROMPT)
         started = time.perf_counter()
@@ -162,13 +173,9 @@ def check_chat(config: ModelConfig, in_process: bool) -> ModelCheck:
 
 def check_embeddings(config: ModelConfig, in_process: bool) -> ModelCheck:
     check = ModelCheck(config.name, "embedding", config.engine, ok=False)
-    started = time.perf_counter()
-    try:
-        backend = _embedding_backend(config, in_process)
-    except LoadError as exc:
-        check.error = f"did not load: {exc}"
+    backend = _loaded(check, lambda: _embedding_backend(config, in_process))
+    if backend is None:
         return check
-    check.load_seconds = time.perf_counter() - started
     try:
         started = time.perf_counter()
         result = backend.embed(["The doctor checks that embeddings work."])

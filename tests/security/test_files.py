@@ -52,7 +52,10 @@ def _assert_private(directory: Path) -> None:
     modes = _modes(directory)
     assert modes.pop(".") == 0o700, f"the data folder is {oct(_modes(directory)['.'])}"
     assert modes, "the data folder is empty"
-    assert {name: oct(mode) for name, mode in modes.items() if mode != 0o600} == {}
+    # Folders in it (the log's) are the user's alone too: 0700, as files are 0600.
+    assert {
+        name: oct(mode) for name, mode in modes.items() if mode != (0o700 if (directory / name).is_dir() else 0o600)
+    } == {}
 
 
 def _nobody_reads(database: Path) -> subprocess.CompletedProcess[str]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import gc
 import subprocess
 import sys
+import time
 import weakref
 from pathlib import Path
 from typing import Any
@@ -104,7 +105,7 @@ def test_a_full_collection_in_a_tuned_process_walks_only_what_was_made_since() -
 
 def test_an_unloaded_model_is_freed_even_when_it_holds_reference_cycles() -> None:
     config = ModelConfig(name="tangled", kind="chat", engine="fake", source="reply=hi")
-    manager = ModelManager([config], max_queue=4, engines={"fake": _tangled})
+    manager = ModelManager([config], max_queue=4, engines={"fake": _tangled}, retire_grace_s=0.0)
     try:
         assert manager.load("tangled").state == "loaded"
         engine = weakref.ref(manager.get("tangled", "chat")[0])
@@ -114,7 +115,10 @@ def test_an_unloaded_model_is_freed_even_when_it_holds_reference_cycles() -> Non
 
         manager.load("tangled")
         reloaded = weakref.ref(manager.get("tangled", "chat")[0])
-        manager.load("tangled")  # a reload frees the engine it replaces, too
+        manager.load("tangled")  # a reload frees the engine it replaces too, once it has retired
+        deadline = time.monotonic() + 10
+        while reloaded() is not None and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert reloaded() is None
     finally:
         manager.close()
