@@ -11,7 +11,8 @@ step, a cancelled one leaves at the next.
 Messages to the child: ``("render", id, messages)``, ``("check", id, sampling)``,
 ``("generate", id, prompt, sampling)``, ``("cancel", id)``, and ``None`` to stop.
 From the child: ``("ready", info)`` or ``("load_error", reason)`` first; then ``("done", id, value)``,
-``("piece", id, piece)``, ``("end", id)``, ``("invalid", id, message, param, code)``, ``("failed", id, reason)``.
+``("piece", id, piece)``, ``("end", id)``, ``("invalid", id, message, param, code)``, ``("failed", id, reason)``,
+and ``("many", None, [replies])`` for the replies of one step.
 """
 
 from __future__ import annotations
@@ -142,13 +143,19 @@ def serve(connection: Connection, config: dict[str, Any], engine: str) -> None:
         target=_read, args=(connection, backend, send, inbox), name="engine-reader", daemon=True
     ).start()
     while _take(stepped, inbox, send):
+        replies: list[tuple[Any, ...]] = []
         for request_id, event in _step(stepped):
             if isinstance(event, EngineFailureError):
-                send("failed", request_id, str(event))
+                replies.append(("failed", request_id, str(event)))
                 continue
-            send("piece", request_id, event)
+            replies.append(("piece", request_id, event))
             if event.finish_reason is not None:
-                send("end", request_id)
+                replies.append(("end", request_id))
+        # A step's replies travel together: one message, one wake-up of the server, however many slots.
+        if len(replies) == 1:
+            send(*replies[0])
+        elif replies:
+            send("many", None, replies)
     backend.close()
 
 

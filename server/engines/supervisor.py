@@ -8,8 +8,9 @@ server's queue are kept, and the engine starts again after a pause that grows wi
 until the operator loads the model again: an engine that dies at every start would otherwise burn the
 machine in a loop.
 
-Requests and replies travel on one connection, each tagged with a request id; a reader thread hands each
-reply to the request waiting for it.
+Requests and replies travel on one connection, each tagged with a request id (the replies of one engine
+step may come as one ``("many", None, [replies])`` message); a reader thread hands each reply to the
+request waiting for it.
 """
 
 from __future__ import annotations
@@ -170,9 +171,10 @@ class Supervisor:
                 message = child.connection.recv()
             except (EOFError, OSError):
                 break
-            inbox = child.pending.get(message[1])
-            if inbox is not None:
-                inbox.put(message)
+            for reply in message[2] if message[0] == "many" else (message,):
+                inbox = child.pending.get(reply[1])
+                if inbox is not None:
+                    inbox.put(reply)
         child.process.join(STOP_TIMEOUT_S)
         if child.stopping:
             self._fail_pending(child, ("closed",))
