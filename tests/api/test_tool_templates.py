@@ -14,6 +14,7 @@ import jsonschema
 import openai
 import pytest
 from openai.types.chat import ChatCompletion, ChatCompletionMessageParam, ChatCompletionToolParam
+from openai.types.responses import FunctionToolParam
 
 from tests.api.conftest import REAL_CHAT, THINKING_CHAT, TOOL_CHAT, assert_error, http, messages, sdk
 from tests.conftest import Live
@@ -200,3 +201,60 @@ def test_a_template_that_cannot_render_tools_refuses_them(real_live: Live) -> No
     with http(real_live) as api:  # offering none of them is fine
         body["tool_choice"] = "none"
         assert api.post("/v1/chat/completions", json={**body, "max_tokens": 4}).status_code == 200
+
+
+# -- the Responses API ------------------------------------------------------------------------------
+
+RESPONSE_WEATHER: FunctionToolParam = {
+    "type": "function",
+    "name": "get_weather",
+    "description": "The current weather in a city.",
+    "parameters": WEATHER_SCHEMA,
+    "strict": True,
+}
+
+
+def test_responses_call_a_function_and_continue_after_its_output(client: openai.OpenAI) -> None:
+    first = client.responses.create(
+        model=TOOL_CHAT,
+        input="What is the weather in Paris?",
+        tools=[RESPONSE_WEATHER],
+        tool_choice="required",
+        parallel_tool_calls=False,
+        max_output_tokens=120,
+    )
+    validate("Response", first.model_dump(mode="json", exclude_unset=True))
+    (call,) = first.output
+    assert call.type == "function_call" and call.status == "completed"
+    jsonschema.validate(json.loads(call.arguments), WEATHER_SCHEMA)
+    result = {"type": "function_call_output", "call_id": call.call_id, "output": '{"temperature": 18}'}
+    second = client.responses.create(
+        model=TOOL_CHAT,
+        previous_response_id=first.id,
+        input=[result],  # type: ignore[list-item]
+        tools=[RESPONSE_WEATHER],
+        max_output_tokens=60,
+        temperature=0,
+    )
+    assert second.output[-1].type == "message" and second.output_text
+    assert "<tool_call>" not in second.output_text
+    assert second.usage is not None and first.usage is not None
+    assert second.usage.input_tokens > first.usage.input_tokens  # the call and its output were replayed
+
+
+def test_responses_stream_a_call(client: openai.OpenAI) -> None:
+    with client.responses.stream(
+        model=TOOL_CHAT,
+        input="What is the weather in Paris?",
+        tools=[RESPONSE_WEATHER],
+        tool_choice={"type": "function", "name": "get_weather"},
+        max_output_tokens=120,
+    ) as stream:
+        done = [e for e in stream if e.type == "response.function_call_arguments.done"]
+        final = stream.get_final_response()
+    calls = [item for item in final.output if item.type == "function_call"]
+    assert calls and len(done) == len(calls)
+    for call in calls:
+        assert call.parsed_arguments == json.loads(call.arguments)
+        jsonschema.validate(call.parsed_arguments, WEATHER_SCHEMA)
+    assert client.responses.retrieve(final.id).output[0].type == "function_call"
