@@ -59,23 +59,28 @@ def client(templated_live: Live) -> Iterator[openai.OpenAI]:
         yield c
 
 
-def calls_of(completion: ChatCompletion) -> list[tuple[str, dict[str, Any]]]:
-    """The choice's calls as (name, arguments), each checked against its function's schema; and no markup
-    in ``content``."""
+def calls_of(completion: ChatCompletion, *, check: bool = True) -> list[tuple[str, str]]:
+    """The choice's calls as (name, arguments), each checked against its function's schema unless not
+    ``check``; and no markup in ``content``."""
     message = completion.choices[0].message
     assert "<tool_call>" not in (message.content or ""), message.content
     found = []
     for call in message.tool_calls or []:
         assert call.type == "function" and call.id.startswith("call_")
-        arguments = json.loads(call.function.arguments)
-        jsonschema.validate(arguments, SCHEMAS[call.function.name])
-        found.append((call.function.name, arguments))
+        if check:
+            jsonschema.validate(json.loads(call.function.arguments), SCHEMAS[call.function.name])
+        found.append((call.function.name, call.function.arguments))
     return found
 
 
 def test_required_gives_a_call_whose_arguments_validate(client: openai.OpenAI) -> None:
     done = client.chat.completions.create(
-        model=TOOL_CHAT, messages=QUESTION, tools=[WEATHER], tool_choice="required", max_tokens=120
+        model=TOOL_CHAT,
+        messages=QUESTION,
+        tools=[WEATHER],
+        tool_choice="required",
+        max_tokens=200,
+        temperature=0,
     )
     validate("CreateChatCompletionResponse", done.model_dump(mode="json", exclude_unset=True))
     assert done.choices[0].finish_reason == "tool_calls"
@@ -91,6 +96,7 @@ def test_a_named_function_is_the_one_called(client: openai.OpenAI) -> None:
         tools=[WEATHER, TIME],
         tool_choice={"type": "function", "function": {"name": "get_time"}},
         max_tokens=120,
+        temperature=0,
     )
     assert [name for name, _ in calls_of(done)] == ["get_time"]
 
@@ -103,20 +109,26 @@ def test_parallel_tool_calls_false_makes_one_call(client: openai.OpenAI) -> None
         tool_choice="required",
         parallel_tool_calls=False,
         max_tokens=120,
+        temperature=0,
     )
     assert len(calls_of(done)) == 1
 
 
 def test_the_sdk_assembles_streamed_calls(client: openai.OpenAI) -> None:
     with client.chat.completions.stream(
-        model=TOOL_CHAT, messages=QUESTION, tools=[WEATHER, TIME], tool_choice="required", max_tokens=120
+        model=TOOL_CHAT,
+        messages=QUESTION,
+        tools=[WEATHER, TIME],
+        tool_choice="required",
+        max_tokens=200,
+        temperature=0,
     ) as stream:
         done_events = [e for e in stream if e.type == "tool_calls.function.arguments.done"]
         final = stream.get_final_completion()
     assert final.choices[0].finish_reason == "tool_calls"
     calls = calls_of(final)
     assert calls and len(done_events) == len(calls)
-    assert [(e.name, json.loads(e.arguments)) for e in done_events] == calls
+    assert [(e.name, e.arguments) for e in done_events] == calls
 
 
 def test_the_tool_result_turn_is_answered_with_text(client: openai.OpenAI) -> None:
@@ -128,6 +140,7 @@ def test_the_tool_result_turn_is_answered_with_text(client: openai.OpenAI) -> No
         tool_choice="required",
         parallel_tool_calls=False,
         max_tokens=120,
+        temperature=0,
     )
     (call,) = first.choices[0].message.tool_calls or []
     history += [
@@ -163,8 +176,10 @@ def test_auto_never_leaks_markup(client: openai.OpenAI) -> None:
         done = client.chat.completions.create(
             model=TOOL_CHAT, messages=QUESTION, tools=[WEATHER, TIME], max_tokens=80, seed=seed
         )
-        calls_of(done)
-        assert (done.choices[0].finish_reason == "tool_calls") is bool(done.choices[0].message.tool_calls)
+        calls_of(done, check=False)  # under auto a call is not enforced: its arguments are as written
+        finish = done.choices[0].finish_reason
+        if finish != "length":  # a call cut short comes back as far as it came
+            assert (finish == "tool_calls") is bool(done.choices[0].message.tool_calls)
 
 
 @pytest.mark.parametrize("stream", [False, True])
