@@ -70,7 +70,7 @@ def templated_live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     if not smol.source:
         pytest.skip("the embedded chat model's package is not installed")
     assert QWEN3.is_file(), f"{SETUP_HINT}: no {QWEN3}"
-    common = {"chat_template": str(QWEN3), "threads": 1, "parallel": 2, "context_length": 4096}
+    common = {"chat_template": str(QWEN3), "threads": 1, "parallel": 2, "context_length": 2048}
     models = (
         smol.model_copy(update={"name": TOOL_CHAT, **common}),
         smol.model_copy(update={"name": THINKING_CHAT, "reasoning": True, **common}),
