@@ -297,7 +297,7 @@ class _Channels:
             else:
                 events += self._answer(text)
         if final and self.calls is not None:
-            events += self._answer_parts(self.calls.flush())
+            events += self._answer_parts(self.calls.flush(cut=piece.finish_reason == "length"))
         return events
 
     def _answer(self, text: str) -> list[Event]:

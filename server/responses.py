@@ -1,4 +1,5 @@
-"""The Responses API's memory: stored responses, their inputs, and ``previous_response_id`` chains.
+"""The Responses API's memory: stored responses, their inputs, ``previous_response_id`` chains, and the
+conversation they hold as chat turns.
 
 A stored response belongs to the key that created it; any other key is told it does not exist.
 """
@@ -6,9 +7,12 @@ A stored response belongs to the key that created it; any other key is told it d
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from typing import Any
 
+from server.chat import message
+from server.engines.base import Message, ToolCall
 from server.errors import NotFound
 from server.redaction import redact_keys
 from server.store import Store, now
@@ -81,3 +85,35 @@ class ResponseStore:
             current = stored.previous_response_id
         out.reverse()
         return out
+
+
+def conversation(items: Iterable[dict[str, Any]]) -> list[Message]:
+    """Items in their stored form (input items and output items, oldest first) as the chat turns a
+    template renders: a model's function calls join the assistant turn before them (a Responses output's
+    message and calls are one chat turn), each output is a tool turn naming its function. Reasoning items
+    are left out: templates render no earlier turns' thoughts."""
+    turns: list[Message] = []
+    names: dict[str, str] = {}
+    for item in items:
+        kind = item.get("type", "message")
+        if kind == "message":
+            turns.append(message(item["role"], _text(item.get("content", ""))))
+        elif kind == "function_call":
+            call = ToolCall(id=item["call_id"], name=item["name"], arguments=item["arguments"])
+            names[call.id] = call.name
+            if turns and turns[-1].role == "assistant":
+                turns[-1] = replace(turns[-1], tool_calls=(*turns[-1].tool_calls, call))
+            else:
+                turns.append(message("assistant", "", tool_calls=(call,)))
+        elif kind == "function_call_output":
+            call_id = item["call_id"]
+            turns.append(
+                message("tool", _text(item.get("output", "")), name=names.get(call_id), tool_call_id=call_id)
+            )
+    return turns
+
+
+def _text(content: str | list[dict[str, Any]]) -> str:
+    if isinstance(content, str):
+        return content
+    return "\n".join(part.get("text") or part.get("refusal") or "" for part in content)

@@ -11,6 +11,7 @@ the grammar makes the model write a call whose arguments match the function's sc
 from __future__ import annotations
 
 import json
+import re
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -66,13 +67,15 @@ class ToolCallSplitter:
             if not self._inside:
                 at = self._held.find(OPEN)
                 if at < 0:
+                    # Whitespace waits for what follows it: between or after calls it is no answer.
                     keep = _partial_suffix(self._held, OPEN)
-                    if len(self._held) > keep:
-                        out.append(("content", self._held[: len(self._held) - keep]))
-                    self._held = self._held[len(self._held) - keep :]
+                    emit = self._held[: len(self._held) - keep].rstrip()
+                    if emit:
+                        out.append(("content", emit))
+                    self._held = self._held[len(emit) :]
                     break
-                before = self._held[:at].rstrip("\n") if self.calls or at else self._held[:at]
-                if before.strip():
+                before = self._held[:at].rstrip()
+                if before:
                     out.append(("content", before))
                 self._held = self._held[at + len(OPEN) :]
                 self._inside = True
@@ -91,12 +94,23 @@ class ToolCallSplitter:
             self._held = self._held.lstrip("\n")
         return out
 
-    def flush(self) -> list[Part]:
-        """What was held back once the answer has ended (an unfinished block stays text)."""
+    def flush(self, *, cut: bool = False) -> list[Part]:
+        """What was held back once the answer has ended.
+
+        A block left open is a call the token limit ``cut`` short: returned with its arguments as far as
+        they came, as OpenAI returns a call cut by ``max_tokens`` (nothing, if not even its name came).
+        Otherwise (the model stopped inside it) it is text as written, as a block that does not parse is.
+        """
         held, self._held = self._held, ""
         if self._inside:
             self._inside = False
-            return [("content", OPEN + held)]
+            if not cut:
+                return [("content", OPEN + held)]
+            call = parse_call(held) or _partial_call(held)
+            if call is None:
+                return []
+            self.calls += 1
+            return [("call", call)]
         return [("content", held)] if held.strip() or (held and not self.calls) else []
 
 
@@ -111,6 +125,21 @@ def parse_call(block: str) -> ToolCall | None:
     arguments = value.get("arguments", value.get("parameters", {}))
     text = arguments if isinstance(arguments, str) else json.dumps(arguments, ensure_ascii=False)
     return ToolCall(id=new_call_id(), name=value["name"], arguments=text)
+
+
+_STARTED_CALL = re.compile(r'\s*\{\s*"name"\s*:\s*("(?:[^"\\]|\\.)*")\s*,\s*"arguments"\s*:\s*(.*)', re.S)
+
+
+def _partial_call(block: str) -> ToolCall | None:
+    """A call cut short: its name, and its arguments' text as far as it came."""
+    match = _STARTED_CALL.fullmatch(block)
+    if match is None:
+        return None
+    try:
+        name = json.loads(match.group(1))
+    except ValueError:
+        return None
+    return ToolCall(id=new_call_id(), name=name, arguments=match.group(2))
 
 
 def _partial_suffix(text: str, tag: str) -> int:

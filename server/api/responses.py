@@ -14,33 +14,28 @@ from server import chat
 from server.api.billing import Bill, Intake
 from server.api.http import JSON, EventStream, Key, new_id, read_json, services, until_disconnected
 from server.api.models import model_loaded
+from server.api.response_output import Event as OutputEvent
+from server.api.response_output import Output
 from server.errors import APIError, InvalidRequest, ModelNotFound
-from server.events import ChoiceEnd, Delta, Meter
+from server.events import ChoiceEnd, Delta, Meter, ToolCallDelta
 from server.keys import KeyRecord
 from server.protocol import responses as wire
 from server.protocol.wire import sse_event
-from server.responses import ResponseStore
+from server.responses import ResponseStore, conversation
+from server.tool_calls import Tool
+
+ID_PREFIXES = {"message": "msg_", "function_call": "fc_", "function_call_output": "fco_", "reasoning": "rs_"}
 
 
-def _history(store: ResponseStore, key: KeyRecord, previous: str | None) -> list[tuple[str, str, str | None]]:
-    """The turns of the stored conversation that ``previous`` ends."""
-    turns: list[tuple[str, str, str | None]] = []
+def _history(store: ResponseStore, key: KeyRecord, previous: str | None) -> list[dict[str, Any]]:
+    """The items of the stored conversation that ``previous`` ends: each response's input, then its output."""
+    items: list[dict[str, Any]] = []
     if previous is None:
-        return turns
+        return items
     for stored in store.chain(key.id, previous):
-        for item in stored.input_items:
-            turns.append((item["role"], _item_text(item), None))
-        for item in stored.body.get("output", []):
-            if item.get("type") == "message":
-                turns.append(("assistant", _item_text(item), None))
-    return turns
-
-
-def _item_text(item: dict[str, Any]) -> str:
-    content = item.get("content", "")
-    if isinstance(content, str):
-        return content
-    return "\n".join(part.get("text") or part.get("refusal") or "" for part in content)
+        items += stored.input_items
+        items += stored.body.get("output", [])
+    return items
 
 
 def _json_schema(req: wire.ResponseRequest) -> dict[str, Any] | None:
@@ -52,6 +47,37 @@ def _json_schema(req: wire.ResponseRequest) -> dict[str, Any] | None:
     if fmt.schema_ is None:
         raise InvalidRequest("A text.format of type json_schema needs a schema.", param="text.format.schema")
     return fmt.schema_
+
+
+def _tool_choice(req: wire.ResponseRequest) -> str:
+    choice = req.tool_choice
+    if choice is not None and not req.tools and choice != "none":
+        raise InvalidRequest("tool_choice needs tools to choose from.", param="tool_choice")
+    if choice is None:
+        return "auto"
+    return choice if isinstance(choice, str) else choice.name
+
+
+def _ask(req: wire.ResponseRequest, history: list[dict[str, Any]], items: list[dict[str, Any]]) -> chat.Ask:
+    """The request as generation sees it: the stored conversation, the instructions and the new items."""
+    turns = conversation([*history, *items])
+    if req.instructions:
+        turns.insert(0, chat.message("system", req.instructions))
+    return chat.Ask(
+        messages=tuple(turns),
+        max_tokens=req.max_output_tokens,
+        temperature=req.temperature,
+        top_p=req.top_p,
+        json_schema=_json_schema(req),
+        tools=tuple(
+            Tool(t.name, t.description or "", t.parameters or {"type": "object"}) for t in req.tools or ()
+        ),
+        tool_choice=_tool_choice(req),
+        parallel_tool_calls=req.parallel_tool_calls is not False,
+        effort=req.reasoning.effort if req.reasoning is not None else None,
+        stream=bool(req.stream),
+        params={"messages": "input", "max_tokens": "max_output_tokens", "format": "text.format"},
+    )
 
 
 async def create_response(request: Request, key: Key) -> Response:
@@ -73,25 +99,13 @@ async def _respond(request: Request, key: KeyRecord, intake: Intake) -> Response
     await model_loaded(request, req.model)
     if req.stream_options is not None and not req.stream:
         raise InvalidRequest("stream_options is only allowed when stream is true.", param="stream_options")
-    items = req.items()
-    turns = await asyncio.to_thread(_history, svc.responses, key, req.previous_response_id)
-    if req.instructions:
-        turns.insert(0, ("system", req.instructions, None))
-    turns += [(item.role, item.text, None) for item in items]
-    asked = chat.Ask(
-        messages=tuple(chat.message(role, text, name=name) for role, text, name in turns),
-        max_tokens=req.max_output_tokens,
-        temperature=req.temperature,
-        top_p=req.top_p,
-        json_schema=_json_schema(req),
-        effort=req.reasoning.effort if req.reasoning is not None else None,
-        stream=bool(req.stream),
-        params={"messages": "input", "max_tokens": "max_output_tokens", "format": "text.format"},
+    input_items = [wire.input_item(item.id or new_id(ID_PREFIXES[item.type]), item) for item in req.items()]
+    history = await asyncio.to_thread(_history, svc.responses, key, req.previous_response_id)
+    prepared = await chat.prepare(
+        svc.models, req.model, _ask(req, history, input_items), upstream=svc.upstream
     )
-    prepared = await chat.prepare(svc.models, req.model, asked, upstream=svc.upstream)
     request_id: str = request.state.request_id
     response_id = "resp_" + request_id.removeprefix("req_")
-    input_items = [wire.input_item(item.id or new_id("msg_"), item) for item in items]
     meter = Meter()
     run = _Run(req, key, svc.responses, response_id, input_items, prepared, meter)
     run.bill = intake.admit(
@@ -109,23 +123,24 @@ async def _respond(request: Request, key: KeyRecord, intake: Intake) -> Response
             error_frame=run.failure,
         )
     try:
-        collected = await until_disconnected(request, chat.collect(chat.run(prepared, meter, key.id), 1))
+        finish = await until_disconnected(request, run.generate())
     except BaseException as exc:
         run.bill.abandon(
             disconnected=isinstance(exc, asyncio.CancelledError), http_status=getattr(exc, "status", 500)
         )
         raise
-    if collected is None:
+    if finish is None:
         run.bill.abandon(disconnected=True)
         return Response(status_code=499)  # nobody is listening
-    body = run.finish(collected.contents[0], collected.reasonings[0], collected.finish_reasons[0])
+    run.output.finish(finish)
+    body = run.finish(finish)
     await run.bill.settle()
     await run.save(body)
     return JSON(body)
 
 
 class _Run:
-    """One response being generated: its ids, its events, and how it ends."""
+    """One response being generated: its ids, its output, its events, and how it ends."""
 
     bill: Bill
 
@@ -144,8 +159,7 @@ class _Run:
         self.input_items = input_items
         self.prepared, self.meter = prepared, meter
         self.created_at = int(time.time())
-        self.message_id = "msg_" + response_id.removeprefix("resp_")
-        self.reasoning_id = "rs_" + response_id.removeprefix("resp_")
+        self.output = Output(response_id)
         self.sequence = 0
 
     def body(
@@ -171,16 +185,11 @@ class _Run:
             completed_at=int(time.time()) if done else None,
         )
 
-    def outputs(self, text: str, reasoning: str) -> list[dict[str, Any]]:
-        output = [wire.reasoning_item(self.reasoning_id, reasoning)] if reasoning else []
-        return [*output, wire.output_message(self.message_id, text)]
-
-    def finish(self, text: str, reasoning: str, finish_reason: str) -> dict[str, Any]:
+    def finish(self, finish_reason: str) -> dict[str, Any]:
+        """The finished response, once its output is closed."""
         if finish_reason == "length":
-            return self.body(
-                "incomplete", self.outputs(text, reasoning), incomplete_reason="max_output_tokens"
-            )
-        return self.body("completed", self.outputs(text, reasoning))
+            return self.body("incomplete", self.output.items, incomplete_reason="max_output_tokens")
+        return self.body("completed", self.output.items)
 
     async def save(self, body: dict[str, Any]) -> None:
         if self.req.store is not False:
@@ -191,82 +200,47 @@ class _Run:
         self.sequence += 1
         return sse_event(kind, value)
 
-    async def stream(self) -> AsyncIterator[bytes]:
-        yield self.event("response.created", response=self.body("in_progress", []))
-        yield self.event("response.in_progress", response=self.body("in_progress", []))
-        text: list[str] = []
-        reasoning: list[str] = []
+    def _feed(self, event: chat.Event) -> list[OutputEvent]:
+        if isinstance(event, ToolCallDelta):
+            return self.output.call(event.call)
+        if isinstance(event, Delta):
+            return [
+                *(self.output.reasoning(event.reasoning) if event.reasoning else []),
+                *(self.output.text(event.content) if event.content else []),
+            ]
+        return []
+
+    async def generate(self) -> str:
+        """Generate the whole output (not streamed); the finish reason."""
         finish = "stop"
-        message_index: int | None = None
         events = chat.run(self.prepared, self.meter, self.key.id)
         try:
             async for event in events:
                 if isinstance(event, ChoiceEnd):
                     finish = event.finish_reason
-                    continue
-                if not isinstance(event, Delta):
-                    continue  # tool calls: the Responses API's function tools are not offered yet
-                if event.reasoning:
-                    if not reasoning:
-                        yield self.event(
-                            "response.output_item.added",
-                            output_index=0,
-                            item={**wire.reasoning_item(self.reasoning_id, ""), "content": []},
-                        )
-                    reasoning.append(event.reasoning)
-                    yield self.event(
-                        "response.reasoning_text.delta",
-                        item_id=self.reasoning_id,
-                        output_index=0,
-                        content_index=0,
-                        delta=event.reasoning,
-                    )
-                if event.content:
-                    if message_index is None:
-                        for chunk in self._close_reasoning(reasoning):
-                            yield chunk
-                        message_index = 1 if reasoning else 0
-                        for chunk in self._open_message(message_index):
-                            yield chunk
-                    text.append(event.content)
-                    yield self.event(
-                        "response.output_text.delta",
-                        item_id=self.message_id,
-                        output_index=message_index,
-                        content_index=0,
-                        delta=event.content,
-                        logprobs=[],
-                    )
-            if message_index is None:
-                for chunk in self._close_reasoning(reasoning):
-                    yield chunk
-                message_index = 1 if reasoning else 0
-                for chunk in self._open_message(message_index):
-                    yield chunk
-            full = "".join(text)
-            body = self.finish(full, "".join(reasoning), finish)
+                else:
+                    self._feed(event)
+        finally:
+            await events.aclose()  # cancelled: stop generation and meter what was generated
+        return finish
+
+    async def stream(self) -> AsyncIterator[bytes]:
+        yield self.event("response.created", response=self.body("in_progress", []))
+        yield self.event("response.in_progress", response=self.body("in_progress", []))
+        finish = "stop"
+        events = chat.run(self.prepared, self.meter, self.key.id)
+        try:
+            async for event in events:
+                if isinstance(event, ChoiceEnd):
+                    finish = event.finish_reason
+                for kind, fields in self._feed(event):
+                    yield self.event(kind, **fields)
+            closing = self.output.finish(finish)
+            body = self.finish(finish)
             await self.bill.settle()
             await self.save(body)
-            yield self.event(
-                "response.output_text.done",
-                item_id=self.message_id,
-                output_index=message_index,
-                content_index=0,
-                text=full,
-                logprobs=[],
-            )
-            yield self.event(
-                "response.content_part.done",
-                item_id=self.message_id,
-                output_index=message_index,
-                content_index=0,
-                part=wire.output_text_part(full),
-            )
-            yield self.event(
-                "response.output_item.done",
-                output_index=message_index,
-                item=wire.output_message(self.message_id, full),
-            )
+            for kind, fields in closing:
+                yield self.event(kind, **fields)
             kind = "response.completed" if body["status"] == "completed" else "response.incomplete"
             yield self.event(kind, response=body)
         except APIError as error:
@@ -285,36 +259,6 @@ class _Run:
         return self.event("error", code=error.code, message=error.message, param=error.param) + self.event(
             "response.failed", response=failed
         )
-
-    def _close_reasoning(self, reasoning: list[str]) -> list[bytes]:
-        if not reasoning:
-            return []
-        full = "".join(reasoning)
-        return [
-            self.event(
-                "response.reasoning_text.done",
-                item_id=self.reasoning_id,
-                output_index=0,
-                content_index=0,
-                text=full,
-            ),
-            self.event(
-                "response.output_item.done", output_index=0, item=wire.reasoning_item(self.reasoning_id, full)
-            ),
-        ]
-
-    def _open_message(self, index: int) -> list[bytes]:
-        item = {**wire.output_message(self.message_id, "", status="in_progress"), "content": []}
-        return [
-            self.event("response.output_item.added", output_index=index, item=item),
-            self.event(
-                "response.content_part.added",
-                item_id=self.message_id,
-                output_index=index,
-                content_index=0,
-                part=wire.output_text_part(""),
-            ),
-        ]
 
 
 def _response_error_code(error: APIError) -> str:

@@ -2,10 +2,12 @@
 
 The chat model answers with the words of the last user message (one token per word), or with a fixed
 ``reply``; its ``source`` tunes it: ``delay=0.01`` seconds per token, ``fail_at=5`` raises after five
-tokens, ``load_delay=2`` takes that long to load, ``think=1`` wraps a thought in ``<think>…</think>`` first, ``repeat=1`` repeats until the
-token limit, ``process=1`` runs it in an engine process of its own (as llama.cpp runs), where
+tokens, ``load_delay=2`` takes that long to load, ``think=1`` wraps a thought in ``<think>…</think>`` first
+(unless the request switched thinking off, which the prompt shows as ``<no_think>``), ``repeat=1`` repeats
+until the token limit, ``process=1`` runs it in an engine process of its own (as llama.cpp runs), where
 ``crash_at=3`` kills that process with a segmentation fault after three tokens and ``abort_at=3`` aborts it;
-``call=lookup`` answers with a call of the function ``lookup`` in the markup tool-calling models write.
+``call=lookup`` answers with a call of the function ``lookup`` in the markup tool-calling models write
+when the request offers that function, and in words once a tool has answered.
 The embedder hashes character trigrams, so similar texts get similar vectors; it puts the model table's
 ``prompts`` before its inputs and cuts vectors to a requested size as the real embedder does.
 """
@@ -73,17 +75,23 @@ class FakeChat:
     def render(self, messages: Sequence[Message], template: Template | None = None) -> Prompt:
         words: list[str] = []
         for tool in (template or Template()).tools:
-            words += ["<tool>", str(tool["function"]["name"])]
+            words.append(f"<function:{tool['function']['name']}>")
         for message in messages:
             words += [f"<{message.role}>", *message.content.split()]
             words += [f"<call:{call.name}>" for call in message.tool_calls]
         words.append("<assistant>")
+        if (template or Template()).thinking is False:
+            words.append("<no_think>")  # as Qwen3's template writes an empty thought
         return Prompt(tokens=tuple(_token_id(w) for w in words), text=" ".join(words))
 
     def _words(self, prompt: Prompt) -> list[str]:
-        last_user = prompt.text.rsplit("<user>", 1)[-1].replace("<assistant>", "").split()
-        words = self.reply.split("_") if self.reply else [w for w in last_user if not w.startswith("<")]
-        if self.call:  # a tool call, in the markup tool-calling models write (one token a piece)
+        # The last user message, and the results of any tools called since (a tool turn's words).
+        turn = prompt.text.rsplit("<user>", 1)[-1].split()
+        words = self.reply.split("_") if self.reply else [w for w in turn if not w.startswith("<")]
+        offered = f"<function:{self.call}>" in prompt.text.split()
+        if offered and "<tool>" not in turn:
+            # A call of the function when it is offered and no tool has answered since the user spoke,
+            # in the markup tool-calling models write (one token a piece).
             arguments = json.dumps({"words": len(words)})
             words = [
                 "<tool_call>\n",
@@ -91,7 +99,7 @@ class FakeChat:
                 "\n</tool_call>",
             ]
         words = words or ["…"]
-        if self.think:
+        if self.think and not prompt.text.endswith("<no_think>"):
             words = ["<think>", "Let", "me", "think.", "</think>", *words]
         return words
 

@@ -17,15 +17,22 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
-from server.config import ModelConfig
+from server.config import ModelConfig, default_models, load_settings
+from server.runner import ServerThread
+from server.services import Services
 from server.usage import ledger_rows
 from tests.conftest import FAKE_CHAT, FAKE_EMBED, Live
 from tests.spec import validate
+from tests.support.templates import QWEN3, SETUP_HINT
 
 CHAT = "fake-chat"
 EMBED = "fake-embed"
 REAL_CHAT = "smollm2-135m-instruct"
 REAL_EMBED = "all-minilm-l6-v2"
+TOOL_CHAT = "smol-qwen3"
+"""The embedded SmolLM2 rendered by Qwen3's chat template, which renders tools (``templated_live``)."""
+THINKING_CHAT = "smol-qwen3-thinking"
+"""The same as a reasoning model: Qwen3's template switches its thinking."""
 
 
 def sdk(live: Live, key: str | None = None, **options: Any) -> openai.OpenAI:
@@ -53,6 +60,32 @@ def client(live: Live) -> Iterator[openai.OpenAI]:
 def api(live: Live) -> Iterator[httpx.Client]:
     with http(live) as c:
         yield c
+
+
+@pytest.fixture(scope="session")
+def templated_live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    """The embedded SmolLM2 with Qwen3's real chat template (tests/support/templates.py), loaded once:
+    as ``TOOL_CHAT`` and as the reasoning model ``THINKING_CHAT``."""
+    smol = default_models()[0]
+    if not smol.source:
+        pytest.skip("the embedded chat model's package is not installed")
+    assert QWEN3.is_file(), f"{SETUP_HINT}: no {QWEN3}"
+    common = {"chat_template": str(QWEN3), "threads": 1, "parallel": 2, "context_length": 2048}
+    models = (
+        smol.model_copy(update={"name": TOOL_CHAT, **common}),
+        smol.model_copy(update={"name": THINKING_CHAT, "reasoning": True, **common}),
+    )
+    data = tmp_path_factory.mktemp("templated-data")
+    services = Services.open(load_settings(environ={"AISP_DATA_DIR": str(data)}, port=0, models=models))
+    assert services.models.wait_loaded(300), "the templated models did not load in time"
+    failed = [s for s in services.models.statuses() if s.state != "loaded"]
+    assert not failed, f"the templated models failed to load: {failed}"
+    thread = ServerThread(services)
+    thread.start()
+    key, _ = services.keys.create("templated")
+    yield Live(thread, services, key)
+    thread.stop()
+    services.close()
 
 
 def reasoning_models(**options: str) -> tuple[ModelConfig, ...]:

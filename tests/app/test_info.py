@@ -24,7 +24,7 @@ from app.window import PAGES, MainWindow
 from .conftest import click, opened
 
 NODE_MODULES = Path(__file__).parents[1] / "clients" / "node_modules"
-ENDPOINTS = ("List the models", "Chat completions", "Responses", "Embeddings")
+ENDPOINTS = ("List the models", "Chat completions", "Responses", "Tool calling", "Embeddings")
 LANGUAGES = ("curl", "Python", "JavaScript")
 
 

@@ -3,7 +3,9 @@
 #   tests/.envs/openai028   venv with the legacy openai==0.28.1 (legacy_openai028.py), plus
 #                           numpy, which 0.28.1 needs to decode the base64 embeddings it asks for
 #   tests/clients/node_modules   the pinned npm `openai` from package-lock.json (node_sdk.mjs)
-# Needs python3 (with venv) and node/npm >= 20; reaches PyPI and the npm registry only when
+#   tests/.envs/templates   Qwen3's chat template (with a README naming its source and licence), taken
+#                           from the llama-cpp-python source package the lock pins (tests/support/templates.py)
+# Needs python3 (with venv and pip) and node/npm >= 20; reaches PyPI and the npm registry only when
 # something is missing or stale. PYTHON=... picks another interpreter for the venv.
 set -euo pipefail
 
@@ -17,6 +19,8 @@ if ! "$venv/bin/python" -c 'import numpy, openai; assert openai.version.VERSION 
   "$venv/bin/python" -m pip install --quiet --quiet --disable-pip-version-check openai==0.28.1 "numpy<3"
   echo "setup.sh: installed openai 0.28.1 + numpy in tests/.envs/openai028"
 fi
+
+"$python" "$(dirname "$here")/support/templates.py"
 
 command -v npm >/dev/null || { echo "setup.sh: npm not found (Node.js >= 20 is needed)" >&2; exit 1; }
 cd "$here"
