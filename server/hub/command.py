@@ -73,14 +73,16 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     try:
         if args.models_command == "token":
             return _token(args.action, services)
-        try:
-            listing = services.downloads.inspect(_repository(args.repo))
-            if args.models_command == "list-files":
-                return _list(listing, args.json)
-            return _pull(services.downloads, listing, args)
-        except HubError as exc:
-            sys.stderr.write(f"ai-service-platform: {exc.message}\n")
-            return 1
+        listing = services.downloads.inspect(_repository(args.repo))
+        if args.models_command == "list-files":
+            return _list(listing, args.json)
+        return _pull(services.downloads, listing, args)
+    except HubError as exc:
+        sys.stderr.write(f"ai-service-platform: {exc.message}\n")
+        return 1
+    except KeyboardInterrupt:
+        sys.stderr.write("\n")
+        return 130
     finally:
         services.close()
 
@@ -137,8 +139,8 @@ def _pull(downloads: DownloadService, listing: RepoListing, args: argparse.Names
     paths, why = pick(listing, wanted, hardware)
     total = sum(listing.file(p).size for p in paths)
     sys.stderr.write(
-        f"{listing.repo_id}: {len(paths)} file{'s' if len(paths) > 1 else ''}, {size(total)} ({why}), "
-        f"into {downloads.folder}\n"
+        f"{listing.repo_id}: {len(paths)} file{'s' if len(paths) > 1 else ''}, {size(total)}, into "
+        f"{downloads.folder}\n  {why}\n"
     )
     status = downloads.start(listing, paths, name=args.name)
     try:
@@ -160,14 +162,14 @@ def _follow(downloads: DownloadService, status: DownloadStatus) -> DownloadStatu
     live = sys.stderr.isatty()
     printed = 0.0
     while status.working:
-        status = downloads.wait(status.id, timeout=0.5 if live else PROGRESS_EVERY_S)
         now = time.monotonic()
         if live:
             sys.stderr.write("\r\033[K" + describe(status))
             sys.stderr.flush()
-        elif now - printed >= PROGRESS_EVERY_S or not status.working:
+        elif now - printed >= PROGRESS_EVERY_S:
             printed = now
             sys.stderr.write(describe(status) + "\n")
+        status = downloads.wait(status.id, timeout=0.5 if live else PROGRESS_EVERY_S)
     if live:
-        sys.stderr.write("\n")
+        sys.stderr.write("\r\033[K")
     return status

@@ -18,6 +18,7 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import signal
 from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -43,9 +44,13 @@ STOP_TIMEOUT_S = 5.0
 def _child(
     connection: Connection, task: str, endpoint: str, token: str | None, args: dict[str, Any], log_level: str
 ) -> None:
+    # Ctrl+C in a terminal reaches the whole process group: the parent decides what it means (a pause).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ.update(ENVIRONMENT)
     os.environ["HF_ENDPOINT"] = endpoint
     configure_logging(log_level)
+    if log_level != "debug":
+        logging.getLogger("httpx2").setLevel(logging.WARNING)  # a line per request is for debugging
     # Imported only now: huggingface_hub reads the environment above when it is imported.
     from server.hub import client  # noqa: PLC0415
 

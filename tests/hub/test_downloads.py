@@ -15,7 +15,7 @@ from server.hub.errors import HubError
 from server.services import Services, settings_from_store
 from tests.support.fake_hub import FakeHub
 
-from .conftest import FOLDER_REPO, GGUF_REPO, SMOL
+from .conftest import FOLDER_REPO, GATED_REPO, GGUF_REPO, SMOL, TOKEN
 
 MB = 1024 * 1024
 
@@ -189,3 +189,60 @@ def test_the_free_space_check_counts_what_other_downloads_still_need(
         assert refused.value.kind == "disk_full" and [s.repo_id for s in downloads.statuses()] == [GGUF_REPO]
     finally:
         downloads.close()
+
+
+def test_a_gated_repository_is_explained_and_downloads_once_a_token_is_given(
+    make_services: Callable[..., Services], hub: FakeHub, caplog: pytest.LogCaptureFixture
+) -> None:
+    services = offline_services(make_services, hub)
+    before = services.models.configs()
+    listing = services.downloads.inspect(GATED_REPO)  # its files are listed to anyone, as on the Hub
+    assert listing.gated and listing.kind == "sentence-transformers"
+    started = services.downloads.start(listing, pick(listing, None, None)[0])
+
+    refused = services.downloads.wait(started.id, 60)
+    assert (refused.state, refused.error_kind, refused.resumable) == ("failed", "gated", True)
+    assert f"accept its licence at {hub.url}/{GATED_REPO}" in (refused.message or "")
+    assert "access token" in (refused.message or "") and services.models.configs() == before
+
+    services.tokens.set("hf_" + "W" * 34)  # a token whose account was not granted the model
+    refused = services.downloads.wait(services.downloads.resume(started.id).id, 60)
+    assert refused.error_kind == "gated" and "has not been granted it" in (refused.message or "")
+
+    place = services.tokens.set(TOKEN)
+    token_file = services.settings.data_dir / "hf-token"
+    assert place == f"the file {token_file} (readable by you alone)"  # no credential store here
+    assert token_file.stat().st_mode & 0o777 == 0o600
+    done = services.downloads.wait(services.downloads.resume(started.id).id, 120)
+    assert done.state == "done", done.message
+    assert "gated-minilm" in [c.name for c in services.models.configs()]
+
+    # The token went to the endpoint alone: not to the server the large file was redirected to.
+    sent = [seen for seen in hub.seen if seen.authorization == f"Bearer {TOKEN}"]
+    assert sent and {seen.host for seen in sent} == {f"127.0.0.1:{hub.port}"}
+    redirected = [seen for seen in hub.seen if "/blobs/" in seen.path]
+    assert redirected and not any(seen.authorization for seen in redirected)
+    # Nowhere else is it kept: not in the database, the download records or the log.
+    for path in services.settings.data_dir.rglob("*"):
+        if path.is_file() and path != token_file:
+            assert TOKEN.encode() not in path.read_bytes(), path
+    assert TOKEN not in caplog.text
+
+
+def test_a_repository_that_does_not_exist_is_said_so(
+    make_services: Callable[..., Services], hub: FakeHub
+) -> None:
+    services = offline_services(make_services, hub)
+    with pytest.raises(HubError, match="has no repository acme/missing") as missing:
+        services.downloads.inspect("acme/missing")
+    assert missing.value.kind == "not_found"
+
+
+def test_without_a_network_the_endpoint_is_named_and_nothing_changes(
+    make_services: Callable[..., Services],
+) -> None:
+    services = make_services(hf_endpoint="http://127.0.0.1:9", load_models=False)  # nothing listens there
+    with pytest.raises(HubError, match="cannot reach http://127.0.0.1:9") as offline:
+        services.downloads.inspect(GGUF_REPO)
+    assert offline.value.kind == "network" and "network connection" in offline.value.message
+    assert services.downloads.statuses() == [] and not services.settings.models_folder.exists()
