@@ -23,7 +23,7 @@ from server.config import ModelConfig, Settings, default_models, load_settings  
 from server.runner import ServerThread  # noqa: E402
 from server.services import Services  # noqa: E402
 
-pytest_plugins = ["tests.support.disk"]
+pytest_plugins = ["tests.support.disk", "tests.support.fake_hub"]
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
 

@@ -10,9 +10,7 @@ import pytest
 
 from server.hub.downloads import pick
 from tests.conftest import Live
-from tests.support.fake_hub import FakeHub
-
-from .conftest import FOLDER_REPO, GGUF_REPO
+from tests.support.fake_hub import FOLDER_REPO, GGUF_REPO, FakeHub
 
 
 @pytest.mark.slow

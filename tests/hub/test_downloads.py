@@ -13,9 +13,7 @@ import pytest
 from server.hub.downloads import DownloadService, pick
 from server.hub.errors import HubError
 from server.services import Services, settings_from_store
-from tests.support.fake_hub import FakeHub
-
-from .conftest import FOLDER_REPO, GATED_REPO, GGUF_REPO, SMOL, TOKEN
+from tests.support.fake_hub import FOLDER_REPO, GATED_REPO, GGUF_REPO, SMOL, TOKEN, FakeHub
 
 MB = 1024 * 1024
 

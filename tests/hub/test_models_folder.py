@@ -11,9 +11,7 @@ from server.hub.downloads import pick
 from server.hub.errors import HubError
 from server.model_presets import preset
 from server.services import Services
-from tests.support.fake_hub import FakeHub, folder_repo
-
-from .conftest import FOLDER_REPO, GGUF_REPO, MINILM, SMOL
+from tests.support.fake_hub import FOLDER_REPO, GGUF_REPO, MINILM, SMOL, FakeHub, folder_repo
 
 MB = 1024 * 1024
 

@@ -12,9 +12,7 @@ import time
 from pathlib import Path
 
 from server.services import settings_from_store
-from tests.support.fake_hub import FakeHub
-
-from .conftest import GATED_REPO, GGUF_REPO, SMOL, TOKEN
+from tests.support.fake_hub import GATED_REPO, GGUF_REPO, SMOL, TOKEN, FakeHub
 
 ROOT = Path(__file__).resolve().parents[2]
 MB = 1024 * 1024

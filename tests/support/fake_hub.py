@@ -13,6 +13,9 @@ answered the way the Hub answers.
 Faults: ``cut_after[path] = n`` closes the connection after ``n`` bytes of that file, once; ``rate``
 slows every transfer to so many bytes a second; ``corrupt`` serves those files with one byte changed (the
 listing keeps the true checksum). Every request is kept in ``seen``.
+
+The fixture ``hub`` serves the embedded models as repositories: the SmolLM2 GGUF (``GGUF_REPO``), the
+MiniLM folder (``FOLDER_REPO``) and the same folder behind a gate (``GATED_REPO``, granted to ``TOKEN``).
 """
 
 from __future__ import annotations
@@ -24,7 +27,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
 from aiohttp import web
+
+from server.config import default_models
 
 COMMIT = "7d3b2c1a0f9e8d7c6b5a49382716051a2b3c4d5e"
 CHUNK = 256 * 1024
@@ -292,3 +298,37 @@ class FakeHub:
                     await asyncio.sleep(len(block) / self.rate)
         await response.write_eof()
         return response
+
+
+GGUF_REPO = "HuggingFaceTB/SmolLM2-135M-Instruct-GGUF"
+FOLDER_REPO = "sentence-transformers/all-MiniLM-L6-v2"
+GATED_REPO = "acme/gated-minilm"
+TOKEN = "hf_" + "Q" * 34
+SMOL = Path(default_models()[0].source)
+MINILM = Path(default_models()[1].source)
+
+
+@pytest.fixture(scope="session")
+def repositories() -> dict[str, FakeRepo]:
+    """The repositories, their checksums computed once."""
+    readme = MINILM / "README.md"
+    gguf = FakeRepo(
+        GGUF_REPO,
+        {
+            SMOL.name: fake_file(SMOL.name, SMOL, lfs=True),
+            "README.md": fake_file("README.md", readme, lfs=False),
+        },
+    )
+    return {
+        GGUF_REPO: gguf,
+        FOLDER_REPO: folder_repo(FOLDER_REPO, MINILM),
+        GATED_REPO: folder_repo(GATED_REPO, MINILM, gated=True),
+    }
+
+
+@pytest.fixture
+def hub(repositories: dict[str, FakeRepo]) -> Iterator[FakeHub]:
+    """A fake Hugging Face endpoint on loopback serving ``repositories``."""
+    fake = FakeHub(repos=dict(repositories), tokens={TOKEN}).start()
+    yield fake
+    fake.stop()
