@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.pages.downloads import DownloadsDialog
 from app.pages.hardware import probe_in_child
 from app.pages.info import InfoPage
 from app.pages.keys import KeysPage
@@ -129,6 +130,8 @@ class MainWindow(QMainWindow):
         self.server.status_changed.connect(self.info_page.show_server)
         self.server.requests_changed.connect(self.usage_page.requests_recorded)
         self.models_page.names_changed.connect(self.keys_page.set_models)
+        self.downloads_dialog: DownloadsDialog | None = None
+        self.models_page.download_requested.connect(self.open_downloads)
         self.settings_page.preferences_saved.connect(
             lambda p: self.info_page.set_support_contact(p.support_contact)
         )
@@ -166,6 +169,15 @@ class MainWindow(QMainWindow):
         """Go to API Keys and open the create dialog (Ctrl+N)."""
         self.show_page(PAGES.index("API Keys"))
         self.keys_page.new_key()
+
+    def open_downloads(self) -> None:
+        """Show the download window (one, kept while the window lives: downloads go on without it)."""
+        if self.downloads_dialog is None:
+            self.downloads_dialog = DownloadsDialog(
+                self.services, self.tasks, lambda: self.models_page.hardware, self
+            )
+        self.downloads_dialog.show()
+        self.downloads_dialog.raise_()
 
     def start_server(self) -> None:
         self.tasks.spawn(self.server.start(), "starting the server")
