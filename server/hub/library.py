@@ -43,8 +43,11 @@ def place(staging: Path, folder: Path, listing: RepoListing) -> None:
     base = repository_folder(folder, listing.repo_id)
     for item in listing.files:
         destination = base / safe_path(item.path)
+        source = staging / safe_path(item.path)
+        if not source.exists() and destination.is_file() and destination.stat().st_size == item.size:
+            continue  # moved by an attempt that ended before the model was added
         destination.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(staging / safe_path(item.path), destination)
+        os.replace(source, destination)
 
 
 def default_name(listing: RepoListing, kind: RepoKind) -> str:

@@ -11,6 +11,7 @@ from server.hub.downloads import pick
 from server.hub.errors import HubError
 from server.model_presets import preset
 from server.services import Services
+from tests.conftest import FAKE_CHAT
 from tests.support.fake_hub import FOLDER_REPO, GGUF_REPO, MINILM, SMOL, FakeHub, folder_repo
 
 MB = 1024 * 1024
@@ -77,3 +78,24 @@ def test_a_presets_repository_is_downloaded_to_be_served_as_the_preset(
     config = next(c for c in services.models.configs() if c.name == "embeddinggemma-300m")
     assert config.model_dump() == preset("embeddinggemma-300m").config(config.source).model_dump()
     assert config.source == str(services.settings.models_folder / "google" / "embeddinggemma-300m")
+
+
+def test_a_name_taken_while_downloading_is_refused_at_the_end_and_the_download_can_finish_later(
+    make_services: Callable[..., Services], hub: FakeHub
+) -> None:
+    services = make_services(hf_endpoint=hub.url, load_models=False)
+    downloads = services.downloads
+    hub.rate = 20 * MB
+    started = downloads.start(downloads.inspect(GGUF_REPO), [SMOL.name], name="smol")
+    services.models.add(
+        FAKE_CHAT.model_copy(update={"name": "smol"})
+    )  # someone else takes the name meanwhile
+    refused = downloads.wait(started.id, 120)
+    assert (refused.state, refused.error_kind) == ("failed", "name_taken")
+    assert (refused.message or "").startswith(f"downloaded to {refused.target}, but not added to the table")
+    assert next(c for c in services.models.configs() if c.name == "smol").engine == "fake"
+
+    services.models.remove("smol")
+    done = downloads.wait(downloads.resume(started.id).id, 60)
+    assert done.state == "done", done.message
+    assert next(c for c in services.models.configs() if c.name == "smol").source == refused.target
