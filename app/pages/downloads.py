@@ -11,20 +11,17 @@ them. Every call into the download service runs through :class:`app.tasks.Tasks`
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
 from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal
 from PySide6.QtGui import QHideEvent, QShowEvent
 from PySide6.QtWidgets import (
     QComboBox,
     QDialog,
-    QFileDialog,
     QGridLayout,
     QGroupBox,
     QHBoxLayout,
     QLabel,
     QLineEdit,
-    QMessageBox,
     QPushButton,
     QVBoxLayout,
     QWidget,
@@ -32,6 +29,7 @@ from PySide6.QtWidgets import (
 
 from app.pages.download_rows import DownloadList
 from app.pages.hub_token import TokenBox
+from app.pages.models_folder import ModelsFolderBox
 from app.tasks import Tasks
 from app.theme import set_tone
 from app.widgets.rows_table import RowsTable, fill
@@ -47,7 +45,6 @@ from server.services import Services
 
 REFRESH_MS = 500
 CHOICE_COLUMNS = ("Download", "Size", "Files", "")
-STORED_COLUMNS = ("In the models folder", "Size", "Served as")
 OTHER = ""
 """The source entry for a repository the operator types."""
 
@@ -86,8 +83,6 @@ class DownloadsDialog(QDialog):
     download_finished = Signal(str)
     """A download was added to the model table (and loaded, or failed to load); the argument is its id."""
     statuses_shown = Signal()
-    stored_shown = Signal()
-    folder_changed = Signal(str)
 
     def __init__(
         self,
@@ -110,8 +105,6 @@ class DownloadsDialog(QDialog):
         self._reading = False
         self._finished: set[str] = set()
         self.statuses: list[DownloadStatus] = []
-        self.picker: QFileDialog | None = None
-        self.delete_box: QMessageBox | None = None
 
         intro = QLabel(
             f"Models come from Hugging Face ({services.settings.hf_endpoint}) into the models folder. A "
@@ -184,36 +177,14 @@ class DownloadsDialog(QDialog):
         running_layout.addWidget(self.list)
         running_layout.addWidget(self.list_message)
 
-        disk = QGroupBox("Models folder", self)
-        self.folder = QLabel(str(self._downloads.folder), disk)
-        self.folder.setWordWrap(True)
-        self.folder.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.folder_button = QPushButton("&Change folder…", disk)
-        self.stored = RowsTable(STORED_COLUMNS, "Models in the models folder", 2, disk)
-        self.delete_button = QPushButton("De&lete from disk…", disk)
-        self.delete_button.setEnabled(False)
-        self.disk_message = QLabel(disk)
-        self.disk_message.setWordWrap(True)
-        set_tone(self.disk_message, "error")
-        self.disk_message.hide()
-        folder_row = QHBoxLayout()
-        folder_row.addWidget(self.folder, 1)
-        folder_row.addWidget(self.folder_button)
-        disk_buttons = QHBoxLayout()
-        disk_buttons.addWidget(self.delete_button)
-        disk_buttons.addStretch(1)
-        disk_layout = QVBoxLayout(disk)
-        disk_layout.addLayout(folder_row)
-        disk_layout.addWidget(self.stored)
-        disk_layout.addLayout(disk_buttons)
-        disk_layout.addWidget(self.disk_message)
+        self.folder_box = ModelsFolderBox(services, tasks, self)
 
         layout = QVBoxLayout(self)
         layout.addWidget(intro)
         layout.addWidget(get)
         layout.addWidget(self.token_box)
         layout.addWidget(running)
-        layout.addWidget(disk, 1)
+        layout.addWidget(self.folder_box, 1)
 
         self.source.currentIndexChanged.connect(self._source_chosen)
         self.repository.returnPressed.connect(self.look_up)
@@ -227,10 +198,6 @@ class DownloadsDialog(QDialog):
         self.list.cancel_clicked.connect(lambda i: self._act(self._downloads.cancel, i, "cancelling"))
         self.list.dismiss_clicked.connect(lambda i: self._act(self._downloads.dismiss, i, "clearing"))
         self.token_box.token_saved.connect(lambda _: self.gated_note.hide())
-        self.folder_button.clicked.connect(self.choose_folder)
-        self.stored.itemSelectionChanged.connect(self._stored_selected)
-        self.delete_button.clicked.connect(self.delete_selected)
-        self._stored_items: list[library.StoredModel] = []
         self._timer = QTimer(self)
         self._timer.setInterval(REFRESH_MS)
         self._timer.timeout.connect(self.refresh)
@@ -249,7 +216,7 @@ class DownloadsDialog(QDialog):
         self._timer.start()
         self.refresh()
         self.token_box.refresh()
-        self.refresh_stored()
+        self.folder_box.refresh()
 
     def hideEvent(self, event: QHideEvent) -> None:
         super().hideEvent(event)
@@ -406,97 +373,11 @@ class DownloadsDialog(QDialog):
         for ident in finished:
             self.download_finished.emit(ident)
         if finished:
-            self.refresh_stored()
+            self.folder_box.refresh()
         self.statuses_shown.emit()
 
     def status(self, ident: str) -> DownloadStatus | None:
         return next((s for s in self.statuses if s.id == ident), None)
-
-    # -- the models folder -----------------------------------------------------------------------
-    def refresh_stored(self) -> None:
-        self._tasks.spawn(self._show_stored(), "reading the models folder")
-
-    async def _show_stored(self) -> None:
-        self._stored_items = await self._tasks.call(self._downloads.stored)
-        base = self._downloads.folder
-        rows: list[tuple[str, ...]] = [
-            (str(item.path.relative_to(base)), size(item.size), ", ".join(item.used_by) or "not in the table")
-            for item in self._stored_items
-        ]
-        fill(
-            self.stored,
-            rows,
-            [(str(i.path), f"{i.size} bytes", ", ".join(i.used_by)) for i in self._stored_items],
-        )
-        self._stored_selected()
-        self.stored_shown.emit()
-
-    def _stored_selected(self) -> None:
-        self.delete_button.setEnabled(self.selected_stored() is not None)
-
-    def selected_stored(self) -> library.StoredModel | None:
-        rows = self.stored.selectionModel().selectedRows()
-        if not rows or rows[0].row() >= len(self._stored_items):
-            return None
-        return self._stored_items[rows[0].row()]
-
-    def delete_selected(self) -> None:
-        item = self.selected_stored()
-        if item is None:
-            return
-        if item.used_by:
-            self._say(
-                self.disk_message,
-                f"{item.path.name} is served as {', '.join(item.used_by)}: remove that model on the Models page first.",
-            )
-            return
-        box = QMessageBox(
-            QMessageBox.Icon.Warning,
-            "Delete from disk",
-            f"Delete {item.path} ({size(item.size)}) from disk?",
-            QMessageBox.StandardButton.Cancel,
-            self,
-        )
-        delete = box.addButton("Delete", QMessageBox.ButtonRole.DestructiveRole)
-        box.setDefaultButton(QMessageBox.StandardButton.Cancel)
-        box.finished.connect(lambda _: self._delete_confirmed(box.clickedButton() is delete, item.path))
-        self.delete_box = box
-        box.open()
-
-    def _delete_confirmed(self, confirmed: bool, path: Path) -> None:
-        if confirmed:
-            self._tasks.spawn(self._delete(path), f"deleting {path}")
-
-    async def _delete(self, path: Path) -> None:
-        try:
-            await self._tasks.call(self._downloads.delete, path)
-        except (OSError, ValueError) as exc:
-            self._say(self.disk_message, str(exc))
-        else:
-            self.disk_message.hide()
-        await self._show_stored()
-
-    def choose_folder(self) -> None:
-        picker = QFileDialog(self, "Choose the models folder", str(self._downloads.folder))
-        picker.setFileMode(QFileDialog.FileMode.Directory)
-        picker.setOption(QFileDialog.Option.ShowDirsOnly, True)
-        picker.fileSelected.connect(
-            lambda chosen: self._tasks.spawn(self._change_folder(Path(chosen)), "changing the models folder")
-        )
-        self.picker = picker
-        picker.open()
-
-    async def _change_folder(self, folder: Path) -> None:
-        try:
-            await self._tasks.call(self._downloads.set_folder, folder)
-            await self._tasks.call(self._services.save_server_settings, models_dir=str(folder))
-        except (OSError, ValueError) as exc:
-            self._say(self.disk_message, str(exc))
-            return
-        self.disk_message.hide()
-        self.folder.setText(str(self._downloads.folder))
-        self.folder_changed.emit(str(self._downloads.folder))
-        await self._show_stored()
 
     @staticmethod
     def _say(label: QLabel, text: str) -> None:

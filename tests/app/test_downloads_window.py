@@ -14,6 +14,7 @@ from pytestqt.qtbot import QtBot
 from app.pages.downloads import DownloadsDialog
 from app.window import PAGES, MainWindow
 from server.hub.downloads import DownloadStatus
+from server.services import settings_from_store
 from tests.support.fake_hub import GATED_REPO, GGUF_REPO, SMOL, TOKEN, FakeHub
 
 from .conftest import SDK, cell_text, click, opened, settle
@@ -95,12 +96,12 @@ def test_a_gguf_is_chosen_downloaded_paused_resumed_and_served(
     key, _ = window.services.keys.create("downloads")
     assert ask(qtbot, sdk(window, key, timeout=60), "smol")
 
-    qtbot.waitUntil(lambda: dialog.stored.rowCount() == 1)
-    assert cell_text(dialog.stored, 0, 0) == f"{GGUF_REPO}/{SMOL.name}"
-    assert cell_text(dialog.stored, 0, 2) == "smol"
-    dialog.stored.selectRow(0)
-    click(qtbot, dialog.delete_button)
-    assert dialog.disk_message.text().startswith(f"{SMOL.name} is served as smol: remove that model")
+    qtbot.waitUntil(lambda: dialog.folder_box.stored.rowCount() == 1)
+    assert cell_text(dialog.folder_box.stored, 0, 0) == f"{GGUF_REPO}/{SMOL.name}"
+    assert cell_text(dialog.folder_box.stored, 0, 2) == "smol"
+    dialog.folder_box.stored.selectRow(0)
+    click(qtbot, dialog.folder_box.delete_button)
+    assert dialog.folder_box.message.text().startswith(f"{SMOL.name} is served as smol: remove that model")
     assert dialog.grab().save(str(screenshots / "downloads-done.png"))
 
 
@@ -137,8 +138,8 @@ def test_a_gated_repository_is_explained_and_downloads_once_a_token_is_kept(
     qtbot.waitUntil(lambda: window.models_page.row("gated-minilm") is not None, timeout=10_000)
 
 
-def test_what_no_model_uses_is_deleted_from_the_models_folder(
-    qtbot: QtBot, make_window: Callable[..., MainWindow], hub: FakeHub
+def test_what_no_model_uses_is_deleted_and_another_models_folder_chosen(
+    qtbot: QtBot, make_window: Callable[..., MainWindow], hub: FakeHub, tmp_path: Path
 ) -> None:
     window = make_window(hf_endpoint=hub.url, load_models=False)
     dialog = open_downloads(qtbot, window)
@@ -146,16 +147,32 @@ def test_what_no_model_uses_is_deleted_from_the_models_folder(
     with qtbot.waitSignal(dialog.download_finished, timeout=120_000):
         click(qtbot, dialog.download_button)
     window.services.models.remove("smollm2-135m-instruct.q4_1")
-    dialog.refresh_stored()
+    dialog.folder_box.refresh()
     qtbot.waitUntil(
-        lambda: dialog.stored.rowCount() == 1 and cell_text(dialog.stored, 0, 2) == "not in the table"
+        lambda: (
+            dialog.folder_box.stored.rowCount() == 1
+            and cell_text(dialog.folder_box.stored, 0, 2) == "not in the table"
+        )
     )
-    dialog.stored.selectRow(0)
-    click(qtbot, dialog.delete_button)
-    box = opened(dialog.delete_box)
+    dialog.folder_box.stored.selectRow(0)
+    click(qtbot, dialog.folder_box.delete_button)
+    box = opened(dialog.folder_box.delete_box)
     qtbot.waitUntil(box.isVisible)
     delete = next(b for b in box.buttons() if b.text() == "Delete")
-    with qtbot.waitSignal(dialog.stored_shown, timeout=10_000):
+    with qtbot.waitSignal(dialog.folder_box.stored_shown, timeout=10_000):
         click(qtbot, delete)
-    assert dialog.stored.rowCount() == 0
+    assert dialog.folder_box.stored.rowCount() == 0
     assert not (window.services.settings.models_folder / GGUF_REPO).exists()
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    folder_box = dialog.folder_box
+    click(qtbot, folder_box.folder_button)
+    picker = opened(folder_box.picker)
+    qtbot.waitUntil(picker.isVisible)
+    picker.selectFile(str(elsewhere))
+    with qtbot.waitSignal(folder_box.folder_changed, timeout=10_000):
+        picker.accept()
+    assert folder_box.folder.text() == str(elsewhere) and window.services.downloads.folder == elsewhere
+    data = window.services.settings.data_dir
+    assert settings_from_store(environ={"AISP_DATA_DIR": str(data)}).models_folder == elsewhere  # kept
