@@ -29,6 +29,7 @@ from PySide6.QtWidgets import (
 
 from app.autostart import Autostart
 from app.icons import app_icon, page_icon
+from app.pages.downloads import DownloadsDialog
 from app.pages.hardware import probe_in_child
 from app.pages.info import InfoPage
 from app.pages.keys import KeysPage
@@ -209,6 +210,8 @@ class MainWindow(QMainWindow):
         # The key dialogs offer the models of the table (as soon as it changes), except those that failed.
         self.models_page.names_changed.connect(self.keys_page.set_models)
         self.server.status_changed.connect(self.keys_page.show_models)
+        self.downloads_dialog: DownloadsDialog | None = None
+        self.models_page.download_requested.connect(self.open_downloads)
         self.settings_page.preferences_saved.connect(self._preferences_saved)
         self.tasks.failed.connect(lambda message: self.statusBar().showMessage(message, STATUS_MESSAGE_MS))
         self.server.start_failed.connect(
@@ -266,6 +269,15 @@ class MainWindow(QMainWindow):
         self.raise_()
         self.activateWindow()
         self.brought_forward.emit()
+
+    def open_downloads(self) -> None:
+        """Show the download window (one, kept while the window lives: downloads go on without it)."""
+        if self.downloads_dialog is None:
+            self.downloads_dialog = DownloadsDialog(
+                self.services, self.tasks, lambda: self.models_page.hardware, self
+            )
+        self.downloads_dialog.show()
+        self.downloads_dialog.raise_()
 
     def start_server(self) -> None:
         self.tasks.spawn(self.server.start(), "starting the server")

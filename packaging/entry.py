@@ -10,7 +10,7 @@ from __future__ import annotations
 import multiprocessing
 import sys
 
-HEADLESS = frozenset({"serve", "keys", "usage", "doctor"})
+HEADLESS = frozenset({"serve", "keys", "models", "usage", "doctor"})
 
 
 def main() -> int:

@@ -1,4 +1,5 @@
-"""The ``ai-service-platform`` command's headless verbs: ``serve``, ``keys …``, ``usage export``, ``doctor``.
+"""The ``ai-service-platform`` command's headless verbs: ``serve``, ``keys …``, ``models …``, ``usage export``,
+``doctor``.
 
 (With no verb the command opens the window; ``app.main`` handles that and hands every verb here.)
 """
@@ -19,6 +20,7 @@ from typing import Any
 from server import doctor
 from server.config import ConfigError, Settings
 from server.errors import APIError
+from server.hub import command as models_command
 from server.keys import BudgetUnit, KeyLimits, KeyService, load_or_create_secret, parse_duration
 from server.logs import configure_logging
 from server.runner import ServerStartError, ServerThread
@@ -77,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="run the models in this process, not in engine processes (under a debugger or an emulator)",
     )
+
+    models_command.add_parser(commands)
 
     usage = commands.add_parser("usage", help="usage ledger").add_subparsers(
         dest="usage_command", metavar="ACTION"
@@ -188,6 +192,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         configure_logging("warning" if settings.log_level == "info" else settings.log_level)
         if args.command == "keys":
             return _keys(args, settings)
+        if args.command == "models":
+            return models_command.run(args, settings)
         if args.command == "doctor":
             return doctor.run(
                 settings, only=args.only, model=args.model, as_json=args.json, in_process=args.in_process

@@ -14,6 +14,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import platformdirs
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -303,6 +304,12 @@ class Settings(BaseModel):
     tuning: bool = True
     """Tune the headless server's and the engines' processes for serving (``AISP_TUNING``), as
     ``server/tuning.py`` explains setting by setting; off leaves Python's and the libraries' defaults."""
+    models_dir: Path | None = None
+    """Where models downloaded from Hugging Face are kept (``AISP_MODELS_DIR``); unset: ``models`` in the
+    data folder."""
+    hf_endpoint: str = "https://huggingface.co"
+    """The Hugging Face endpoint models are downloaded from (``AISP_HF_ENDPOINT``, else ``HF_ENDPOINT``): the
+    Hub, or a mirror. The access token for gated models is sent there and nowhere else."""
 
     @field_validator("host")
     @classmethod
@@ -314,6 +321,16 @@ class Settings(BaseModel):
         except ValueError as exc:
             raise ValueError(f"host must be an IP address, not {value!r}") from exc
         return value
+
+    @field_validator("hf_endpoint")
+    @classmethod
+    def _endpoint_is_a_url(cls, value: str) -> str:
+        parsed = urlsplit(value.strip())
+        if parsed.scheme not in ("http", "https") or not parsed.hostname or parsed.query or parsed.fragment:
+            raise ValueError(
+                f"hf_endpoint must be an http(s) URL such as https://huggingface.co, not {value!r}"
+            )
+        return value.strip().rstrip("/")
 
     @model_validator(mode="after")
     def _safe(self) -> Settings:
@@ -347,6 +364,11 @@ class Settings(BaseModel):
         """The server's own log (model loads, crashes, warnings; never what clients send), rotated."""
         return self.data_dir / "logs" / "server.log"
 
+    @property
+    def models_folder(self) -> Path:
+        """Where downloaded models go: ``models_dir``, or ``models`` in the data folder."""
+        return self.models_dir if self.models_dir is not None else self.data_dir / "models"
+
     def model(self, name: str) -> ModelConfig | None:
         return next((m for m in self.models if m.name == name), None)
 
@@ -370,10 +392,12 @@ ENVIRONMENT: dict[str, str] = {
     "AISP_LOG_LEVEL": "log_level",
     "AISP_LOAD_MODELS": "load_models",
     "AISP_TUNING": "tuning",
+    "AISP_MODELS_DIR": "models_dir",
+    "AISP_HF_ENDPOINT": "hf_endpoint",
 }
 """Environment variable → settings field."""
 
-STORED: frozenset[str] = frozenset({"host", "port", "lan", "models"})
+STORED: frozenset[str] = frozenset({"host", "port", "lan", "models", "models_dir"})
 """Fields the window saves in the store; the environment still overrides them."""
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -397,6 +421,10 @@ def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
                 raise ConfigError(f"{variable}: cannot read a JSON model list from {raw}: {exc}") from exc
         else:
             values[field] = raw
+    if "AISP_HF_ENDPOINT" not in environ and environ.get("HF_ENDPOINT", "").strip():
+        values["hf_endpoint"] = environ[
+            "HF_ENDPOINT"
+        ].strip()  # huggingface_hub's own variable, as a fallback
     return values
 
 

@@ -233,3 +233,11 @@ def estimate(config: ModelConfig, hardware: Hardware) -> FitEstimate:
     )
     fits = None if gpu and hardware.gpu_free_bytes is None else not problems
     return FitEstimate(gpu, cpu, fits, summary + ("; " + "; ".join(problems) if problems else ""), short)
+
+
+def weights_budget(hardware: Hardware) -> tuple[int | None, str]:
+    """The memory a llama.cpp model with every layer offloaded would live in, and where that is: the GPUs'
+    free memory when llama.cpp can offload to them, otherwise the RAM available. ``None`` when unknown."""
+    if hardware.llama_gpu_offload and hardware.gpu_free_bytes is not None:
+        return hardware.gpu_free_bytes, "GPU memory free"
+    return hardware.system_ram_available_bytes, "RAM available"

@@ -1,7 +1,7 @@
-"""Presets for the production models the operator points at their own files: sensible settings for
-``qwen3-30b-a3b`` (chat and responses, a GGUF offloaded to the GPU) and ``embeddinggemma-300m``
-(embeddings, a sentence-transformers directory). A preset never names a file: the app does not pretend
-a small model is a large one, so the operator picks where the weights are.
+"""Presets for the production models: sensible settings for ``qwen3-30b-a3b`` (chat and responses, a GGUF
+offloaded to the GPU) and ``embeddinggemma-300m`` (embeddings, a sentence-transformers directory), and the
+Hugging Face repository each comes from. A preset never names a file: the app does not pretend a small
+model is a large one, so the operator picks the weights, on disk or downloaded from the repository.
 """
 
 from __future__ import annotations
@@ -26,6 +26,9 @@ class Preset:
     """What the operator picks: a GGUF ``file`` or a model ``directory``."""
     settings: dict[str, Any]
     """``ModelConfig`` fields other than ``name`` and ``source``."""
+    repository: str | None = None
+    """The Hugging Face repository the weights are downloaded from: GGUF files in several quantisations,
+    or a sentence-transformers model directory."""
 
     def config(self, source: str, name: str | None = None) -> ModelConfig:
         """The model these settings describe, served from ``source`` (raises pydantic's ValidationError)."""
@@ -54,6 +57,7 @@ PRESETS: tuple[Preset, ...] = (
             "price_input_per_million": 0.0,
             "price_output_per_million": 0.0,
         },
+        repository="Qwen/Qwen3-30B-A3B-GGUF",
     ),
     Preset(
         name="embeddinggemma-300m",
@@ -81,8 +85,16 @@ PRESETS: tuple[Preset, ...] = (
             "price_input_per_million": 0.0,
             "price_output_per_million": 0.0,
         },
+        # Gated: Google's licence must be accepted on the model's page, and an access token given.
+        repository="google/embeddinggemma-300m",
     ),
 )
+
+
+def preset_for_repository(repository: str) -> Preset | None:
+    """The preset whose weights come from ``repository`` (Hugging Face ids ignore case), if any."""
+    wanted = repository.strip().lower()
+    return next((p for p in PRESETS if p.repository is not None and p.repository.lower() == wanted), None)
 
 
 def preset(name: str) -> Preset:

@@ -15,6 +15,9 @@ from server.config import Settings, load_settings, storable_models, stored_value
 from server.datadir import protect
 from server.engines.manager import Factory, ModelManager
 from server.engines.upstream import UpstreamClient
+from server.hub.credentials import TokenStore
+from server.hub.downloads import DownloadService
+from server.hub.process import Hub
 from server.inflight import InFlight, recover
 from server.instance import InstanceLock
 from server.keys import KeyService, load_or_create_secret
@@ -40,6 +43,11 @@ def settings_from_store(environ: Mapping[str, str] | None = None, **overrides: A
     return load_settings(environ, stored=stored_values(saved), **overrides)
 
 
+def save_model_table(store: Store, models: ModelManager) -> None:
+    """Save the model table as it is now, read back at the next start."""
+    store.set_setting("models", storable_models(tuple(models.configs())))
+
+
 @dataclass
 class Services:
     settings: Settings
@@ -54,6 +62,10 @@ class Services:
     """The HTTP session to upstream engines; opened and closed on the server's event loop."""
     inflight: InFlight
     """The requests being served, checkpointed; ended with their rows when the server stops."""
+    tokens: TokenStore
+    """The Hugging Face access token, for gated repositories."""
+    downloads: DownloadService
+    """Models downloaded from Hugging Face into the models folder, and from there into the table."""
     instance: InstanceLock | None = None
     """This process's hold on the data directory: one window or server per data folder."""
 
@@ -75,6 +87,14 @@ class Services:
         models = ModelManager(settings.models, max_queue=settings.max_queue, engines=engines)
         ledger = Ledger(store)
         limiter = Limiter(store)
+        tokens = TokenStore(settings.data_dir)
+        downloads = DownloadService(
+            settings.models_folder,
+            Hub(settings.hf_endpoint, tokens.get, settings.log_level),
+            models,
+            lambda: save_model_table(store, models),
+            load=settings.load_models,
+        )
         services = cls(
             settings=settings,
             store=store,
@@ -90,6 +110,8 @@ class Services:
                 max_body_bytes=settings.upstream_max_body_bytes,
             ),
             inflight=InFlight(store, limiter.boot),
+            tokens=tokens,
+            downloads=downloads,
             instance=instance,
         )
         recovered = recover(store, ledger, limiter.boot, settings.models)
@@ -102,11 +124,13 @@ class Services:
             log.warning("released %d budget reservations left by a previous run", released)
         if settings.load_models:
             models.load_all_in_background()
+            downloads.resume_interrupted()  # those a previous run was working on when it ended
         return services
 
     def save_server_settings(self, **values: object) -> None:
-        """Save host, port or LAN for the next start (the running server keeps its address)."""
-        allowed = {"host", "port", "lan"}
+        """Save host, port, LAN or the models folder for the next start (the running server keeps its
+        address)."""
+        allowed = {"host", "port", "lan", "models_dir"}
         unknown = set(values) - allowed
         if unknown:
             raise ValueError(f"not server settings: {', '.join(sorted(unknown))}")
@@ -116,10 +140,12 @@ class Services:
 
     def save_models(self) -> None:
         """Save the model table as it is now (the Models page's changes survive a restart)."""
-        self.store.set_setting("models", storable_models(tuple(self.models.configs())))
+        save_model_table(self.store, self.models)
 
     def close(self) -> None:
-        """Finish writing the ledger, unload the models and close the store."""
+        """Stop the downloads (each goes on at the next start), finish writing the ledger, unload the models
+        and close the store."""
+        self.downloads.close()
         self.inflight.close()
         self.ledger.close()
         self.keys.close()

@@ -9,6 +9,8 @@ import sys
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Never the developer's own credential store: tests that need one give their own.
+os.environ.setdefault("PYTHON_KEYRING_BACKEND", "keyring.backends.fail.Keyring")
 
 from collections.abc import Callable, Iterator  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
@@ -21,7 +23,7 @@ from server.config import ModelConfig, Settings, default_models, load_settings  
 from server.runner import ServerThread  # noqa: E402
 from server.services import Services  # noqa: E402
 
-pytest_plugins = ["tests.support.disk"]
+pytest_plugins = ["tests.support.disk", "tests.support.fake_hub"]
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
 

@@ -63,6 +63,8 @@ class ModelsPage(QWidget):
     """A load (or reload) finished, whatever its outcome: the table shows it."""
     model_unloaded = Signal(str)
     model_removed = Signal(str)
+    download_requested = Signal()
+    """Download models… was clicked (the window opens its download window)."""
 
     def __init__(
         self,
@@ -98,6 +100,9 @@ class ModelsPage(QWidget):
         intro.setWordWrap(True)
         self.add_button = QPushButton("A&dd model…", self)
         self.add_button.setToolTip("Add a model from a GGUF file, a model directory or another server")
+        self.download_button = QPushButton("Do&wnload models…", self)
+        self.download_button.setToolTip("Download a model from Hugging Face: a preset's, or any repository")
+        self.download_button.clicked.connect(self.download_requested)
         self.edit_button = QPushButton("&Edit…", self)
         self.edit_button.setToolTip(
             "Change the model's settings: prices and limits apply at once; a new file or context loads a "
@@ -141,6 +146,7 @@ class ModelsPage(QWidget):
         buttons = QHBoxLayout()
         for button in (
             self.add_button,
+            self.download_button,
             self.edit_button,
             self.load_button,
             self.unload_button,

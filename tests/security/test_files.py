@@ -54,7 +54,9 @@ def _assert_private(directory: Path) -> None:
     assert modes, "the data folder is empty"
     # Folders in it (the log's) are the user's alone too: 0700, as files are 0600.
     assert {
-        name: oct(mode) for name, mode in modes.items() if mode != (0o700 if (directory / name).is_dir() else 0o600)
+        name: oct(mode)
+        for name, mode in modes.items()
+        if mode != (0o700 if (directory / name).is_dir() else 0o600)
     } == {}
 
 
