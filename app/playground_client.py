@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from server.access.keys import KeyRecord, KeyService
 from server.errors import Unauthenticated
-from server.keys import KeyRecord, KeyService
 
 KEY_FILE = "playground-key"
 KEY_NAME = "Playground (this window's own key)"

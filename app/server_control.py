@@ -19,7 +19,7 @@ from app.preferences import Network, network_of
 from app.tasks import Tasks
 from server.config import load_settings
 from server.engines.manager import ModelStatus
-from server.reports import totals
+from server.metering.reports import totals
 from server.runner import ServerStartError, ServerThread
 from server.services import Services
 

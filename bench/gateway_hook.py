@@ -23,9 +23,9 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
-from server.api.http import new_id
+from server.api.request import new_id
+from server.metering.ledger import UsageEntry
 from server.services import Services
-from server.usage import UsageEntry
 
 _opened: list[Services] = []
 _original_open = Services.open.__func__  # type: ignore[attr-defined]
@@ -42,7 +42,7 @@ Services.open = classmethod(_open_and_keep)  # type: ignore[assignment,method-as
 if os.environ.get("BENCH_LEDGER_NO_WAIT") == "1":
     # A diagnosis, not a configuration: requests queue their row and go on without awaiting its commit,
     # to measure what waiting for the commit costs them.
-    from server.usage import Ledger  # noqa: E402
+    from server.metering.ledger import Ledger  # noqa: E402
 
     async def _record_without_waiting(self: Ledger, entry: UsageEntry) -> None:
         self.submit(entry)

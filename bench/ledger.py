@@ -1,4 +1,4 @@
-"""The usage ledger: rows per second through ``server.usage.Ledger`` (submit, then flush), and whether a
+"""The usage ledger: rows per second through ``server.metering.ledger.Ledger`` (submit, then flush), and whether a
 ledger kept busy at 5,000 rows a second slows the gateway's requests.
 
 The second part runs the gateway through :mod:`bench.gateway_hook`, which submits the extra rows (built
@@ -25,9 +25,9 @@ from bench.loadgen import drive
 from bench.procs import PYTHON, split_cores
 from bench.stats import median, median_of_rounds
 from bench.systems import Running, start_gateway
-from server.api.http import new_id
+from server.api.request import new_id
+from server.metering.ledger import Ledger, UsageEntry
 from server.store import Store
-from server.usage import Ledger, UsageEntry
 
 LEDGER_RATE = 5000
 PHASE_S = 1.0

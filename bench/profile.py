@@ -33,7 +33,7 @@ from bench.systems import start_gateway
 LAYERS: tuple[tuple[str, str], ...] = (
     ("server/api/", "server: HTTP handlers (server/api)"),
     ("server/engines/upstream", "server: upstream client (engines/upstream.py)"),
-    ("server/upstream_chat", "server: upstream chat relay (upstream_chat.py)"),
+    ("server/generation/remote", "server: upstream chat relay (generation/remote.py)"),
     ("server/protocol/", "server: wire models (protocol/)"),
     ("server/keys", "server: keys"),
     ("server/limits", "server: limits"),

@@ -12,7 +12,7 @@ from typing import Any
 from bench.context import Context
 from bench.procs import PYTHON, ROOT, child_setup, run_json
 from bench.stats import median
-from server.reports import HOUR, GroupBy, usage_series
+from server.metering.reports import HOUR, GroupBy, usage_series
 from server.store import Store
 from tests.ledger_fill import KEYS, MODELS, fill_ledger
 
@@ -70,7 +70,7 @@ def usage(ctx: Context) -> dict[str, Any]:
     }
     if not (ROOT / "app" / "pages" / "usage.py").exists():
         result["widget"] = {
-            "todo": "app/pages/usage.py does not exist yet: only server/reports.py's queries were timed"
+            "todo": "app/pages/usage.py does not exist yet: only server/metering/reports.py's queries were timed"
         }
         return result
     ctx.say("usage page: timing the real widget offscreen")

@@ -18,16 +18,16 @@ from collections.abc import Sequence
 from typing import Any
 
 from server import doctor
+from server.access.keys import BudgetUnit, KeyLimits, KeyService, load_or_create_secret, parse_duration
 from server.config import ConfigError, Settings
 from server.errors import APIError
 from server.hub import command as models_command
-from server.keys import BudgetUnit, KeyLimits, KeyService, load_or_create_secret, parse_duration
 from server.logs import configure_logging
+from server.metering.ledger import export
 from server.runner import ServerStartError, ServerThread
 from server.services import Services, settings_from_store
 from server.store import Store, StoreUnavailable
 from server.tuning import apply_to_server
-from server.usage import export
 
 log = logging.getLogger("server.cli")
 

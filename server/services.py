@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from server.access.keys import KeyService, load_or_create_secret
+from server.access.limits import AuthThrottle, Limiter
 from server.config import Settings, load_settings, storable_models, stored_values
 from server.datadir import protect
 from server.engines.manager import Factory, ModelManager
@@ -18,13 +20,11 @@ from server.engines.upstream import UpstreamClient
 from server.hub.credentials import TokenStore
 from server.hub.downloads import DownloadService
 from server.hub.process import Hub
-from server.inflight import InFlight, recover
 from server.instance import InstanceLock
-from server.keys import KeyService, load_or_create_secret
-from server.limits import AuthThrottle, Limiter
-from server.responses import ResponseStore
+from server.metering.inflight import InFlight, recover
+from server.metering.ledger import Ledger
 from server.store import Store
-from server.usage import Ledger
+from server.stored_responses import ResponseStore
 
 log = logging.getLogger(__name__)
 

@@ -33,8 +33,8 @@ from PySide6.QtWidgets import (
 from app.pages.key_limits import LimitsBox, ModelPicker
 from app.theme import set_tone
 from app.widgets.code_block import monospace
+from server.access.keys import KeyLimits, KeyRecord
 from server.errors import InvalidRequest
-from server.keys import KeyLimits, KeyRecord
 
 DAY = 86400.0
 GRACE_PERIODS: tuple[tuple[str, float], ...] = (

@@ -2,7 +2,7 @@
 name, its rates (requests and tokens per minute, requests at once) and its budget, with the key's use
 against each.
 
-The fields are checked by :class:`server.keys.KeyLimits` itself, so the window and the CLI refuse the
+The fields are checked by :class:`server.access.keys.KeyLimits` itself, so the window and the CLI refuse the
 same values with the same words.
 """
 
@@ -28,9 +28,9 @@ from PySide6.QtWidgets import (
 )
 
 from app.currency import amount
+from server.access.keys import KeyLimits
+from server.access.limits import BudgetState, KeyActivity
 from server.errors import InvalidRequest
-from server.keys import KeyLimits
-from server.limits import BudgetState, KeyActivity
 
 RATE_FIELDS = {
     "rpm": "Requests per minute",

@@ -1,7 +1,7 @@
 """API Keys: create, rename, roll and revoke keys, set what each may use, and a table of them with their
 use against their limits that stays current.
 
-The page calls :class:`server.keys.KeyService` and :class:`server.limits.Limiter` through
+The page calls :class:`server.access.keys.KeyService` and :class:`server.access.limits.Limiter` through
 :class:`app.tasks.Tasks` only; the table is re-read every few seconds while the page is visible (last
 use, expiry and use against limits change on their own) and at once after every change made here.
 """
@@ -39,9 +39,9 @@ from app.pages.key_limits import budget_text, budget_tooltip, rate_text
 from app.server_control import ServerView
 from app.tasks import Tasks
 from app.theme import set_tone
+from server.access.keys import KeyLimits, KeyRecord, KeyService
+from server.access.limits import KeyActivity, Limiter
 from server.errors import APIError
-from server.keys import KeyLimits, KeyRecord, KeyService
-from server.limits import KeyActivity, Limiter
 
 REFRESH_MS = 2000
 COLUMNS = ("Name", "Status", "Models", "Budget", "Last minute", "Last used", "Expires", "Created", "Hint")

@@ -30,7 +30,7 @@ from app.playground_client import KEY_NAME, Similarity, playground_key, similari
 from app.server_control import ServerView
 from app.tasks import Tasks
 from app.theme import set_tone
-from server.keys import KeyService
+from server.access.keys import KeyService
 
 
 class EmbeddingPanel(QWidget):

@@ -31,9 +31,9 @@ from PySide6.QtWidgets import (
 
 from app.currency import money
 from app.widgets.flow import FlowRow
-from server.reports import latest_rows
+from server.metering.ledger import UsageEntry
+from server.metering.reports import latest_rows
 from server.services import Services
-from server.usage import UsageEntry
 
 HISTORY = 500
 """Rows read from disk when the page first opens."""

@@ -1,7 +1,7 @@
 """Usage: today and this month at a glance, then requests, input and output tokens and cost over a chosen
 range (the last hour by the minute, up to months by the day), by model, by key, or by key and model.
 
-The numbers come from :func:`server.reports.usage_series` (the hourly roll-up, fast at millions of
+The numbers come from :func:`server.metering.reports.usage_series` (the hourly roll-up, fast at millions of
 ledger rows; the last hour from the ledger's own rows), read off the GUI thread; a newer request wins
 over an older one still on its way. The page re-reads when it is shown, when the range or breakdown
 changes, and when the server records requests while it is visible. Costs are in the operator's
@@ -35,7 +35,7 @@ from app.pages.usage_chart import MetricView
 from app.pages.usage_labels import KeyName, Labels, key_names
 from app.tasks import Tasks
 from app.theme import ThemeManager
-from server.reports import (
+from server.metering.reports import (
     HOUR,
     METRICS,
     GroupBy,

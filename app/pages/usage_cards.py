@@ -11,7 +11,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
 from app.currency import money
-from server.reports import Amounts, totals
+from server.metering.reports import Amounts, totals
 from server.store import Store
 
 

@@ -1,7 +1,7 @@
 """One metric of the Usage page: a QtCharts line graph over time, its legend, and under them a table of
 the same numbers.
 
-All are filled from the same :class:`server.reports.UsageSeries`, so what the graph draws, what the
+All are filled from the same :class:`server.metering.reports.UsageSeries`, so what the graph draws, what the
 table lists and what the export writes cannot disagree. The legend is a wrapping label of its own (the
 chart's legend cuts names short when they do not fit on one line); every name it and the table headings
 show in short has its whole name in a tooltip. The value axis steps in round numbers (1, 2, 2.5 or 5
@@ -39,7 +39,7 @@ from PySide6.QtWidgets import (
 
 from app.pages.usage_labels import Labels
 from app.theme import ThemeManager
-from server.reports import Metric, UsageSeries, format_value
+from server.metering.reports import Metric, UsageSeries, format_value
 
 METRIC_TITLES: dict[Metric, str] = {
     "requests": "Requests",

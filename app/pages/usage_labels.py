@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from server.keys import KeyService
-from server.reports import OTHER, GroupBy, split_pair
+from server.access.keys import KeyService
+from server.metering.reports import OTHER, GroupBy, split_pair
 
 SHORT_NAME = 22
 """Characters of a key's or model's name kept in a short label (the rest is in its tooltip)."""

@@ -20,7 +20,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import server
 from server.api import chat, embeddings, models, openapi, responses
-from server.api.http import JSON, exception_response, new_id, server_error_response, services
+from server.api.errors import JSON, exception_response, server_error_response
+from server.api.request import new_id, services
 from server.config import Settings
 from server.engines.manager import Factory
 from server.errors import APIError

@@ -13,16 +13,16 @@ from dataclasses import dataclass
 
 from fastapi import Request
 
+from server.access.keys import KeyRecord
+from server.access.limits import Admission, Limiter
 from server.config import ModelConfig
 from server.errors import APIError
-from server.events import Meter
-from server.inflight import Flight, InFlight
-from server.keys import KeyRecord
-from server.limits import Admission, Limiter
+from server.generation.events import Meter
+from server.metering.inflight import Flight, InFlight
+from server.metering.ledger import Ledger, Status, UsageEntry, cost_of
 from server.protocol.wire import BodyError
 from server.redaction import redact
 from server.services import Services
-from server.usage import Ledger, Status, UsageEntry, cost_of
 
 
 @dataclass

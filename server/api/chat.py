@@ -10,17 +10,21 @@ from typing import Any
 from fastapi import Request
 from starlette.responses import Response
 
-from server import chat
+from server import generation
+from server.access.keys import KeyRecord
+from server.api.auth import Key
 from server.api.billing import Bill, Intake
-from server.api.http import JSON, EventStream, Key, read_json, services, until_disconnected
+from server.api.body import read_json
+from server.api.errors import JSON
 from server.api.models import model_loaded
+from server.api.request import services
+from server.api.streaming import EventStream, until_disconnected
 from server.engines.base import Message, ToolCall
 from server.errors import APIError, InvalidRequest, ModelNotFound
-from server.events import Delta, Meter, ToolCallDelta
-from server.keys import KeyRecord
+from server.generation.events import Delta, Meter, ToolCallDelta
+from server.generation.tool_calls import Tool
 from server.protocol import chat as wire
 from server.protocol.wire import SSE_DONE, sse_data
-from server.tool_calls import Tool
 
 
 def _refuse_unsupported(req: wire.ChatCompletionRequest) -> None:
@@ -62,7 +66,7 @@ def _max_tokens(req: wire.ChatCompletionRequest) -> tuple[int | None, str]:
 
 def _messages(req: wire.ChatCompletionRequest) -> tuple[Message, ...]:
     return tuple(
-        chat.message(
+        generation.message(
             m.role,
             m.text,
             name=m.name,
@@ -83,11 +87,11 @@ def _tool_choice(req: wire.ChatCompletionRequest) -> str:
     return choice if isinstance(choice, str) else choice.function.name
 
 
-def ask(req: wire.ChatCompletionRequest) -> chat.Ask:
+def ask(req: wire.ChatCompletionRequest) -> generation.Ask:
     """The request as generation sees it."""
     _refuse_unsupported(req)
     max_tokens, max_param = _max_tokens(req)
-    return chat.Ask(
+    return generation.Ask(
         messages=_messages(req),
         max_tokens=max_tokens,
         temperature=req.temperature,
@@ -112,12 +116,16 @@ def ask(req: wire.ChatCompletionRequest) -> chat.Ask:
     )
 
 
-async def prepare_chat(request: Request, req: wire.ChatCompletionRequest, key: KeyRecord) -> chat.Prepared:
+async def prepare_chat(
+    request: Request, req: wire.ChatCompletionRequest, key: KeyRecord
+) -> generation.Prepared:
     asked = ask(req)
     if not key.may_use(req.model):
         raise ModelNotFound(req.model)
     await model_loaded(request, req.model)
-    return await chat.prepare(services(request).models, req.model, asked, upstream=services(request).upstream)
+    return await generation.prepare(
+        services(request).models, req.model, asked, upstream=services(request).upstream
+    )
 
 
 def _logprob_entries(entries: Any) -> list[dict[str, Any]]:
@@ -166,7 +174,7 @@ async def _complete(request: Request, key: KeyRecord, intake: Intake) -> Respons
         )
     try:
         collected = await until_disconnected(
-            request, chat.collect(chat.run(prepared, meter, key.id), prepared.n)
+            request, generation.collect(generation.run(prepared, meter, key.id), prepared.n)
         )
     except BaseException as exc:
         bill.abandon(
@@ -202,7 +210,7 @@ async def _complete(request: Request, key: KeyRecord, intake: Intake) -> Respons
 
 
 async def _stream(
-    prepared: chat.Prepared,
+    prepared: generation.Prepared,
     meter: Meter,
     bill: Bill,
     key: KeyRecord,
@@ -218,7 +226,7 @@ async def _stream(
             value["usage"] = None
         return sse_data(value)
 
-    events = chat.run(prepared, meter, key.id)
+    events = generation.run(prepared, meter, key.id)
     try:
         for index in range(prepared.n):
             yield frame([wire.chunk_choice(index, {"role": "assistant", "content": "", "refusal": None})])

@@ -8,17 +8,21 @@ from typing import Any
 from fastapi import Request
 from starlette.responses import Response
 
+from server.access.keys import KeyRecord
+from server.api.auth import Key
 from server.api.billing import Intake
-from server.api.http import JSON, Key, read_json, services, until_disconnected
+from server.api.body import read_json
+from server.api.errors import JSON
 from server.api.models import model_loaded
+from server.api.request import services
+from server.api.streaming import until_disconnected
 from server.config import ModelConfig
 from server.engines.base import EmbeddingBackend, Embeddings, EngineCrashedError, EngineFailureError
 from server.engines.upstream import UpstreamFailure, UpstreamModel
 from server.errors import APIError, EngineCrashed, EngineFailure, InvalidRequest, ModelNotFound, UpstreamError
-from server.events import Meter
-from server.keys import KeyRecord
+from server.generation.events import Meter
+from server.generation.remote import as_api_error
 from server.protocol import embeddings as wire
-from server.upstream_chat import as_api_error
 
 
 async def create_embeddings(request: Request, key: Key) -> Response:

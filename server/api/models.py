@@ -8,9 +8,11 @@ import asyncio
 from fastapi import Request
 from starlette.responses import Response
 
-from server.api.http import JSON, Key, services
+from server.access.keys import KeyRecord
+from server.api.auth import Key
+from server.api.errors import JSON
+from server.api.request import services
 from server.errors import ModelNotFound
-from server.keys import KeyRecord
 from server.protocol import models as wire
 
 LISTED = ("loaded", "restarting", "loading")

@@ -15,7 +15,9 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 from starlette.responses import Response
 
-from server.api.http import JSON, Key, services
+from server.api.auth import Key
+from server.api.errors import JSON
+from server.api.request import services
 from server.protocol.chat import ChatCompletionRequest
 from server.protocol.embeddings import EmbeddingRequest
 from server.protocol.responses import ResponseRequest

@@ -10,19 +10,23 @@ from typing import Any, Literal
 from fastapi import Request
 from starlette.responses import Response
 
-from server import chat
+from server import generation
+from server.access.keys import KeyRecord
+from server.api.auth import Key
 from server.api.billing import Bill, Intake
-from server.api.http import JSON, EventStream, Key, new_id, read_json, services, until_disconnected
+from server.api.body import read_json
+from server.api.errors import JSON
 from server.api.models import model_loaded
+from server.api.request import new_id, services
 from server.api.response_output import Event as OutputEvent
 from server.api.response_output import Output
+from server.api.streaming import EventStream, until_disconnected
 from server.errors import APIError, InvalidRequest, ModelNotFound
-from server.events import ChoiceEnd, Delta, Meter, ToolCallDelta
-from server.keys import KeyRecord
+from server.generation.events import ChoiceEnd, Delta, Event, Meter, ToolCallDelta
+from server.generation.tool_calls import Tool
 from server.protocol import responses as wire
 from server.protocol.wire import sse_event
-from server.responses import ResponseStore, conversation
-from server.tool_calls import Tool
+from server.stored_responses import ResponseStore, conversation
 
 ID_PREFIXES = {"message": "msg_", "function_call": "fc_", "function_call_output": "fco_", "reasoning": "rs_"}
 
@@ -58,12 +62,14 @@ def _tool_choice(req: wire.ResponseRequest) -> str:
     return choice if isinstance(choice, str) else choice.name
 
 
-def _ask(req: wire.ResponseRequest, history: list[dict[str, Any]], items: list[dict[str, Any]]) -> chat.Ask:
+def _ask(
+    req: wire.ResponseRequest, history: list[dict[str, Any]], items: list[dict[str, Any]]
+) -> generation.Ask:
     """The request as generation sees it: the stored conversation, the instructions and the new items."""
     turns = conversation([*history, *items])
     if req.instructions:
-        turns.insert(0, chat.message("system", req.instructions))
-    return chat.Ask(
+        turns.insert(0, generation.message("system", req.instructions))
+    return generation.Ask(
         messages=tuple(turns),
         max_tokens=req.max_output_tokens,
         temperature=req.temperature,
@@ -101,7 +107,7 @@ async def _respond(request: Request, key: KeyRecord, intake: Intake) -> Response
         raise InvalidRequest("stream_options is only allowed when stream is true.", param="stream_options")
     input_items = [wire.input_item(item.id or new_id(ID_PREFIXES[item.type]), item) for item in req.items()]
     history = await asyncio.to_thread(_history, svc.responses, key, req.previous_response_id)
-    prepared = await chat.prepare(
+    prepared = await generation.prepare(
         svc.models, req.model, _ask(req, history, input_items), upstream=svc.upstream
     )
     request_id: str = request.state.request_id
@@ -151,7 +157,7 @@ class _Run:
         store: ResponseStore,
         response_id: str,
         input_items: list[dict[str, Any]],
-        prepared: chat.Prepared,
+        prepared: generation.Prepared,
         meter: Meter,
     ) -> None:
         self.req, self.key, self.store = req, key, store
@@ -200,7 +206,7 @@ class _Run:
         self.sequence += 1
         return sse_event(kind, value)
 
-    def _feed(self, event: chat.Event) -> list[OutputEvent]:
+    def _feed(self, event: Event) -> list[OutputEvent]:
         if isinstance(event, ToolCallDelta):
             return self.output.call(event.call)
         if isinstance(event, Delta):
@@ -213,7 +219,7 @@ class _Run:
     async def generate(self) -> str:
         """Generate the whole output (not streamed); the finish reason."""
         finish = "stop"
-        events = chat.run(self.prepared, self.meter, self.key.id)
+        events = generation.run(self.prepared, self.meter, self.key.id)
         try:
             async for event in events:
                 if isinstance(event, ChoiceEnd):
@@ -228,7 +234,7 @@ class _Run:
         yield self.event("response.created", response=self.body("in_progress", []))
         yield self.event("response.in_progress", response=self.body("in_progress", []))
         finish = "stop"
-        events = chat.run(self.prepared, self.meter, self.key.id)
+        events = generation.run(self.prepared, self.meter, self.key.id)
         try:
             async for event in events:
                 if isinstance(event, ChoiceEnd):

@@ -18,9 +18,9 @@ import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
 from server.config import ModelConfig, default_models, load_settings
+from server.metering.ledger import ledger_rows
 from server.runner import ServerThread
 from server.services import Services
-from server.usage import ledger_rows
 from tests.conftest import FAKE_CHAT, FAKE_EMBED, Live
 from tests.spec import validate
 from tests.support.templates import QWEN3, SETUP_HINT

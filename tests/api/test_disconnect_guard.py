@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from server.api.http import DisconnectGuard
+from server.api.streaming import DisconnectGuard
 from server.connections import DISCONNECT_EXTENSION, DisconnectSignal
 
 

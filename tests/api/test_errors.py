@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from openai.types.chat import ChatCompletionMessageParam
 
-from server.keys import KeyLimits
+from server.access.keys import KeyLimits
 from tests.api.conftest import CHAT, EMBED, assert_error, http, messages, sdk
 from tests.conftest import Live
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import time
 
-from server.api.http import new_id
+from server.api.request import new_id
 
 
 def test_ids_have_the_prefix_and_27_hex_digits_and_never_repeat() -> None:

@@ -26,7 +26,7 @@ from app.refcounts import guard_singletons
 from app.window import MainWindow
 from server.config import Settings
 from server.gpu import Hardware
-from server.reports import UsageSeries
+from server.metering.reports import UsageSeries
 
 SCREENSHOTS = "screenshots"
 

@@ -33,10 +33,10 @@ from pytestqt.qtbot import QtBot
 
 from app.theme import FONT_STEPS, ThemeName
 from app.window import PAGES, MainWindow
+from server.access.keys import KeyLimits
 from server.config import ModelConfig
-from server.keys import KeyLimits
+from server.metering.ledger import UsageEntry
 from server.model_presets import preset
-from server.usage import UsageEntry
 from tests.conftest import fake_models
 
 from .conftest import cell_text, opened, settle

@@ -15,7 +15,7 @@ from pytestqt.qtbot import QtBot
 
 from app.pages.keys import COLUMNS
 from app.window import MainWindow
-from server.reports import Metric, format_value
+from server.metering.reports import Metric, format_value
 
 from .conftest import SDK, cell_text, click, opened, shown
 

@@ -15,9 +15,9 @@ from pytestqt.qtbot import QtBot
 
 from app.pages.keys import COLUMNS
 from app.window import MainWindow
+from server.access.keys import KeyLimits
+from server.access.limits import period_end
 from server.config import ModelConfig
-from server.keys import KeyLimits
-from server.limits import period_end
 from tests.conftest import fake_models
 
 from .conftest import SDK, cell_text, click, opened, settle

@@ -16,7 +16,7 @@ from app.playground_client import KEY_NAME, cosine
 from app.window import PAGES, MainWindow
 from server.config import ModelConfig
 from server.engines.fake import FakeEmbedder
-from server.usage import ledger_rows
+from server.metering.ledger import ledger_rows
 from tests.conftest import FAKE_CHAT, fake_models
 
 from .conftest import click

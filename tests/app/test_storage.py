@@ -9,7 +9,7 @@ from pathlib import Path
 from pytestqt.qtbot import QtBot
 
 from app.window import MainWindow
-from server.usage import ledger_rows
+from server.metering.ledger import ledger_rows
 from tests.app.conftest import SDK
 from tests.support.disk import fill
 

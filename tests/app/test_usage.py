@@ -19,9 +19,9 @@ from app.pages.model_rows import COLUMNS, PRICE_COLUMN
 from app.pages.usage import UsagePage
 from app.theme import FONT_STEPS
 from app.window import PAGES, MainWindow
-from server.reports import METRICS, format_time, format_value
+from server.metering.ledger import UsageEntry
+from server.metering.reports import METRICS, format_time, format_value
 from server.store import Store
-from server.usage import UsageEntry
 from tests.support.ledger import ledger_totals
 
 from .conftest import click, opened, settle, shown

@@ -12,10 +12,10 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
-from server.keys import KeyLimits
-from server.limits import period_end, period_start
+from server.access.keys import KeyLimits
+from server.access.limits import period_end, period_start
+from server.metering.ledger import ledger_rows
 from server.store import Store
-from server.usage import ledger_rows
 from tests.conftest import Live, fake_models
 
 MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "one two three four"}]

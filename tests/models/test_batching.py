@@ -15,7 +15,7 @@ import pytest
 from server.config import ModelConfig, default_models
 from server.engines.base import EngineFailureError, Message, Piece, Prompt, Sampling
 from server.engines.llama import N_BATCH, LlamaChat
-from server.tool_calls import output_grammar
+from server.generation.tool_calls import output_grammar
 from tests.conftest import Live
 
 pytestmark = pytest.mark.slow

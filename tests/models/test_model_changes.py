@@ -14,7 +14,7 @@ import openai
 from openai.types.chat import ChatCompletionMessageParam
 
 from server.config import ModelConfig, needs_reload
-from server.usage import ledger_rows
+from server.metering.ledger import ledger_rows
 from tests.conftest import FAKE_CHAT, Live, fake_models
 
 ASK: list[ChatCompletionMessageParam] = [{"role": "user", "content": "the old words"}]

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from openai import AuthenticationError, OpenAI
 
-from server.keys import well_formed
+from server.access.keys import well_formed
 from tests.packaging.bundle import (
     BUILD_TIMEOUT,
     CHAT_MODEL,

@@ -14,12 +14,12 @@ import httpx
 import platformdirs
 import pytest
 
+from server.access.keys import KeyService, generate_key, hint, load_or_create_secret
 from server.config import APP_NAME, load_settings
 from server.errors import Unauthenticated
-from server.keys import KeyService, generate_key, hint, load_or_create_secret
+from server.metering.ledger import ledger_rows
 from server.redaction import redact_keys
 from server.store import MIGRATIONS, SCHEMA_VERSION, Store
-from server.usage import ledger_rows
 from tests.packaging.bundle import (
     BUILD_TIMEOUT,
     CHAT_MODEL,

@@ -31,7 +31,7 @@ from typing import Any
 import httpx
 import pytest
 
-from server.keys import KeyRecord, KeyService, load_or_create_secret
+from server.access.keys import KeyRecord, KeyService, load_or_create_secret
 from server.runner import ServerThread
 from server.services import Services
 from server.store import Store

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from server.keys import KeyLimits
+from server.access.keys import KeyLimits
 from tests.security.conftest import ServerProcess, fake_model_table
 
 

@@ -16,9 +16,9 @@ from typing import Any
 import httpx
 import pytest
 
+from server.access.keys import KeyLimits
 from server.engines.fake import FakeChat
-from server.keys import KeyLimits
-from server.usage import ledger_rows
+from server.metering.ledger import ledger_rows
 from tests.conftest import Live, fake_models
 
 CHAT = "fake-chat"

@@ -17,8 +17,8 @@ from typing import Any
 
 import httpx
 
-from server.keys import KeyLimits
-from server.usage import Ledger, ledger_rows
+from server.access.keys import KeyLimits
+from server.metering.ledger import Ledger, ledger_rows
 from tests.conftest import Live
 from tests.security.conftest import ROOT, SERVE, ServerProcess, assert_envelope
 from tests.support.disk import fill

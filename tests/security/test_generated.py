@@ -27,12 +27,12 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from server import keys
+from server.access import keys
+from server.access.keys import KeyService
 from server.config import ModelConfig
 from server.errors import Unauthenticated
-from server.keys import KeyService
+from server.metering.ledger import Ledger, UsageEntry, cost_of, ledger_rows
 from server.store import Store
-from server.usage import Ledger, UsageEntry, cost_of, ledger_rows
 from tests.security.conftest import ServerProcess
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]

@@ -18,8 +18,8 @@ from typing import Any
 
 import httpx
 
-from server.inflight import LOOK_S
-from server.keys import KeyLimits
+from server.access.keys import KeyLimits
+from server.metering.inflight import LOOK_S
 from tests.conftest import Live, fake_models
 from tests.security.conftest import ServerProcess, fake_model_table
 

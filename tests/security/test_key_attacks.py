@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from server import keys
+from server.access import keys
 from tests.conftest import Live
 from tests.security.conftest import TracedLive, assert_envelope, raw
 

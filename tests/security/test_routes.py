@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
 from server.api import PUBLIC_ROUTES, create_app
-from server.api.http import Key
+from server.api.auth import Key
 from tests.conftest import Live
 from tests.security.conftest import assert_envelope, raw
 

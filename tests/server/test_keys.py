@@ -6,7 +6,7 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from server import keys
+from server.access import keys
 from server.errors import InvalidRequest, Unauthenticated
 from server.services import Services
 from tests.conftest import Live

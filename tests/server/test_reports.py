@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from server import reports
-from server.reports import HOUR, Amounts, usage_series
+from server.metering import reports
+from server.metering.ledger import UsageEntry
+from server.metering.reports import HOUR, Amounts, usage_series
 from server.services import Services
-from server.usage import UsageEntry
 from tests.ledger_fill import fill_ledger
 from tests.support.ledger import ledger_totals
 

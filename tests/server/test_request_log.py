@@ -17,7 +17,7 @@ import openai
 import pytest
 
 from server.logs import RecentRecords
-from server.reports import latest_rows
+from server.metering.reports import latest_rows
 from tests.conftest import Live, fake_models
 
 ROOT = Path(__file__).resolve().parents[2]

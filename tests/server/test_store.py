@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from server.keys import generate_key
+from server.access.keys import generate_key
 from server.store import _V1, MIGRATIONS, SCHEMA_VERSION, Store
 
 

@@ -15,12 +15,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from server import usage
 from server.config import ModelConfig
 from server.errors import StorageFailure
+from server.metering import ledger as usage
+from server.metering.ledger import Ledger, UsageEntry, cost_of, entry_dict, export, ledger_rows
 from server.services import Services
 from server.store import Store
-from server.usage import Ledger, UsageEntry, cost_of, entry_dict, export, ledger_rows
 
 
 def _entry(i: int, **extra: object) -> UsageEntry:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from server.reports import Amounts
+from server.metering.reports import Amounts
 from server.store import Store
 
 

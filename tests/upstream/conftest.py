@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from server.config import ModelConfig
-from server.usage import ledger_rows
+from server.metering.ledger import ledger_rows
 from tests.conftest import FAKE_EMBED, Live
 from tests.support.mock_upstream import MockUpstream
 

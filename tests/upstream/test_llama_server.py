@@ -15,7 +15,7 @@ import pytest
 
 from server.config import ModelConfig, default_models
 from server.engines.llama_backends import best_cpu_library
-from server.usage import ledger_rows
+from server.metering.ledger import ledger_rows
 from tests.conftest import Live
 
 

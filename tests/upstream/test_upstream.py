@@ -12,7 +12,7 @@ import httpx
 import openai
 import pytest
 
-from server.keys import KeyLimits
+from server.access.keys import KeyLimits
 from tests.conftest import Live
 from tests.support.mock_upstream import MockUpstream, Script
 from tests.upstream.conftest import upstream_models, upstream_rows

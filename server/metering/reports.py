@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from server.metering.ledger import LEDGER_COLUMNS, ledger_rows
 from server.store import Store
-from server.usage import LEDGER_COLUMNS, ledger_rows
 
 HOUR = 3600
 MAX_BUCKETS = 10_000

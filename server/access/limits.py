@@ -20,11 +20,11 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from server.access.keys import BudgetPeriod, KeyLimits, KeyRecord
 from server.config import ModelConfig
 from server.errors import QuotaExceeded, RateLimited
-from server.keys import BudgetPeriod, KeyLimits, KeyRecord
+from server.metering.ledger import cost_of
 from server.store import Store
-from server.usage import cost_of
 
 WINDOW_S = 60.0
 

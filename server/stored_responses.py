@@ -11,9 +11,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from server.chat import message
 from server.engines.base import Message, ToolCall
 from server.errors import NotFound
+from server.generation import message
 from server.redaction import redact_keys
 from server.store import Store, now
 

@@ -15,7 +15,7 @@ from typing import Any, Literal
 from server.engines.base import Message, Sampling
 from server.engines.upstream import UpstreamClient, UpstreamFailure, UpstreamModel, sse_json
 from server.errors import APIError, UpstreamError
-from server.events import ChoiceEnd, Delta, Event, Meter
+from server.generation.events import ChoiceEnd, Delta, Event, Meter
 
 
 @dataclass(frozen=True)

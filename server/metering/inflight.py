@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from server.config import ModelConfig
-from server.events import Meter
+from server.generation.events import Meter
+from server.metering.ledger import Ledger, UsageEntry, cost_of
 from server.store import Store
-from server.usage import Ledger, UsageEntry, cost_of
 
 log = logging.getLogger(__name__)
 
