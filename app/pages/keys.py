@@ -39,6 +39,7 @@ from app.pages.key_limits import budget_text, budget_tooltip, rate_text
 from app.server_control import ServerView
 from app.tasks import Tasks
 from app.theme import set_tone
+from app.widgets.confirm import confirm_destructive
 from server.access.keys import KeyLimits, KeyRecord, KeyService
 from server.access.limits import KeyActivity, Limiter
 from server.errors import APIError
@@ -402,23 +403,15 @@ class KeysPage(QWidget):
         record = self.selected()
         if record is None:
             return
-        box = QMessageBox(
-            QMessageBox.Icon.Warning,
+        key_id = record.id
+        self.revoke_box = confirm_destructive(
+            self,
             "Revoke API key",
             f"Revoke “{record.name}” ({record.hint})?\n\nPrograms using it are refused from their next "
             "request on. This cannot be undone.",
-            QMessageBox.StandardButton.Cancel,
-            self,
+            "Revoke key",
+            lambda: self._tasks.spawn(self._revoke(key_id), "revoking a key"),
         )
-        revoke = box.addButton("Revoke key", QMessageBox.ButtonRole.DestructiveRole)
-        box.setDefaultButton(QMessageBox.StandardButton.Cancel)
-        box.finished.connect(lambda _: self._revoke_confirmed(box.clickedButton() is revoke, record.id))
-        self.revoke_box = box
-        box.open()
-
-    def _revoke_confirmed(self, confirmed: bool, key_id: str) -> None:
-        if confirmed:
-            self._tasks.spawn(self._revoke(key_id), "revoking a key")
 
     async def _revoke(self, key_id: str) -> None:
         await self._tasks.call(self._keys.revoke, key_id)
@@ -429,23 +422,15 @@ class KeysPage(QWidget):
         record = self.selected()
         if record is None or record.usable():
             return
-        box = QMessageBox(
-            QMessageBox.Icon.Warning,
+        key_id = record.id
+        self.delete_box = confirm_destructive(
+            self,
             "Delete API key",
             f"Delete “{record.name}” ({record.hint}) from the list?\n\nIt no longer works either way. Its "
             "usage stays in the ledger and on the Usage page, as a deleted key.",
-            QMessageBox.StandardButton.Cancel,
-            self,
+            "Delete key",
+            lambda: self._tasks.spawn(self._delete(key_id), "deleting a key"),
         )
-        delete = box.addButton("Delete key", QMessageBox.ButtonRole.DestructiveRole)
-        box.setDefaultButton(QMessageBox.StandardButton.Cancel)
-        box.finished.connect(lambda _: self._delete_confirmed(box.clickedButton() is delete, record.id))
-        self.delete_box = box
-        box.open()
-
-    def _delete_confirmed(self, confirmed: bool, key_id: str) -> None:
-        if confirmed:
-            self._tasks.spawn(self._delete(key_id), "deleting a key")
 
     async def _delete(self, key_id: str) -> None:
         try:

@@ -41,6 +41,7 @@ from app.pages.model_rows import (
 )
 from app.tasks import Tasks
 from app.theme import set_tone
+from app.widgets.confirm import confirm_destructive
 from app.widgets.rows_table import RowsTable, fill
 from server.config import ModelConfig
 from server.engines.manager import ModelManager
@@ -431,23 +432,14 @@ class ModelsPage(QWidget):
         if row is None:
             return
         name = row.config.name
-        box = QMessageBox(
-            QMessageBox.Icon.Warning,
+        self.remove_box = confirm_destructive(
+            self,
             "Remove model",
             f"Remove “{name}” from the table?\n\nIt stops serving at once. Its file stays where it is, "
             "and keys that name it keep their settings.",
-            QMessageBox.StandardButton.Cancel,
-            self,
+            "Remove model",
+            lambda: self._tasks.spawn(self._remove(name), f"removing {name}"),
         )
-        remove = box.addButton("Remove model", QMessageBox.ButtonRole.DestructiveRole)
-        box.setDefaultButton(QMessageBox.StandardButton.Cancel)
-        box.finished.connect(lambda _: self._remove_confirmed(box.clickedButton() is remove, name))
-        self.remove_box = box
-        box.open()
-
-    def _remove_confirmed(self, confirmed: bool, name: str) -> None:
-        if confirmed:
-            self._tasks.spawn(self._remove(name), f"removing {name}")
 
     async def _remove(self, name: str) -> None:
         self._busy.add(name)

@@ -19,6 +19,7 @@ from PySide6.QtWidgets import (
 
 from app.tasks import Tasks
 from app.theme import set_tone
+from app.widgets.confirm import confirm_destructive
 from app.widgets.rows_table import RowsTable, fill
 from server.hub.library import StoredModel
 from server.hub.progress import size
@@ -111,22 +112,14 @@ class ModelsFolderBox(QGroupBox):
                 "first."
             )
             return
-        box = QMessageBox(
-            QMessageBox.Icon.Warning,
-            "Delete from disk",
-            f"Delete {item.path} ({size(item.size)}) from disk?",
-            QMessageBox.StandardButton.Cancel,
+        path = item.path
+        self.delete_box = confirm_destructive(
             self,
+            "Delete from disk",
+            f"Delete {path} ({size(item.size)}) from disk?",
+            "Delete",
+            lambda: self._tasks.spawn(self._delete(path), f"deleting {path}"),
         )
-        delete = box.addButton("Delete", QMessageBox.ButtonRole.DestructiveRole)
-        box.setDefaultButton(QMessageBox.StandardButton.Cancel)
-        box.finished.connect(lambda _: self._confirmed(box.clickedButton() is delete, item.path))
-        self.delete_box = box
-        box.open()
-
-    def _confirmed(self, confirmed: bool, path: Path) -> None:
-        if confirmed:
-            self._tasks.spawn(self._delete(path), f"deleting {path}")
 
     async def _delete(self, path: Path) -> None:
         try:

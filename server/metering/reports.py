@@ -155,19 +155,27 @@ def usage_series(
         f"SELECT (hour - ?) / ? AS bucket, {column} AS grp, SUM(requests), SUM(input_tokens), "
         "SUM(output_tokens), SUM(cost) FROM usage_hourly WHERE hour >= ? AND hour < ? GROUP BY bucket, grp"
     )
+    cells, groups = _fold(
+        store.db.execute_sql(sql, (first, bucket_seconds, first, last)), first, bucket_seconds
+    )
+    buckets = tuple(first + i * bucket_seconds for i in range(count))
+    return UsageSeries(first, last, bucket_seconds, group_by, buckets, groups, cells)
+
+
+def _fold(
+    rows: Iterable[tuple[Any, ...]], first: int, bucket_seconds: int
+) -> tuple[dict[tuple[int, str], Amounts], tuple[str, ...]]:
+    """Rows of (bucket index, group, requests, input, output, cost) as cells keyed on (bucket start, group),
+    and the groups, busiest first."""
     cells: dict[tuple[int, str], Amounts] = {}
     busy: dict[str, int] = {}
-    for index, group, requests, input_tokens, output_tokens, cost in store.db.execute_sql(
-        sql, (first, bucket_seconds, first, last)
-    ):
+    for index, group, requests, input_tokens, output_tokens, cost in rows:
         group = group or ""
         cells[(first + int(index) * bucket_seconds, group)] = Amounts(
             int(requests), int(input_tokens), int(output_tokens), float(cost)
         )
         busy[group] = busy.get(group, 0) + int(requests)
-    groups = tuple(sorted(busy, key=lambda g: (-busy[g], g)))
-    buckets = tuple(first + i * bucket_seconds for i in range(count))
-    return UsageSeries(first, last, bucket_seconds, group_by, buckets, groups, cells)
+    return cells, tuple(sorted(busy, key=lambda g: (-busy[g], g)))
 
 
 def ledger_series(
@@ -191,17 +199,9 @@ def ledger_series(
         "SUM(input_tokens), SUM(output_tokens), SUM(cost) FROM usage_record "
         "WHERE created_at >= ? AND created_at < ? GROUP BY bucket, grp"
     )
-    cells: dict[tuple[int, str], Amounts] = {}
-    busy: dict[str, int] = {}
-    for index, group, requests, input_tokens, output_tokens, cost in store.db.execute_sql(
-        sql, (first, bucket_seconds, first, last)
-    ):
-        group = group or ""
-        cells[(first + int(index) * bucket_seconds, group)] = Amounts(
-            int(requests), int(input_tokens), int(output_tokens), float(cost)
-        )
-        busy[group] = busy.get(group, 0) + int(requests)
-    groups = tuple(sorted(busy, key=lambda g: (-busy[g], g)))
+    cells, groups = _fold(
+        store.db.execute_sql(sql, (first, bucket_seconds, first, last)), first, bucket_seconds
+    )
     buckets = tuple(range(first, last, bucket_seconds))
     return UsageSeries(first, last, bucket_seconds, group_by, buckets, groups, cells)
 

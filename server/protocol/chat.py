@@ -158,7 +158,9 @@ class JsonSchemaFormat(BaseModel):
         return None if value is None else check_json_schema(value)
 
 
-class FunctionSpec(BaseModel):
+class FunctionFields(BaseModel):
+    """What describes a function to the model, in both APIs' tool shapes."""
+
     model_config = Strict
     name: FunctionName
     description: Annotated[str, Field(max_length=16384)] | None = None
@@ -169,6 +171,10 @@ class FunctionSpec(BaseModel):
     @classmethod
     def _bounded(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
         return None if value is None else check_json_schema(value)
+
+
+class FunctionSpec(FunctionFields):
+    """The ``function`` of a Chat Completions tool."""
 
 
 class ToolSpec(BaseModel):

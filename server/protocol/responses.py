@@ -18,6 +18,7 @@ from pydantic import (
 from server.protocol.chat import (
     MAX_ARGUMENTS,
     MAX_TOOLS,
+    FunctionFields,
     FunctionName,
     check_content,
     check_json_schema,
@@ -128,21 +129,11 @@ InputItem = Annotated[
 ]
 
 
-class FunctionTool(BaseModel):
+class FunctionTool(FunctionFields):
     """A function the model may call, in the Responses API's flat shape (the only tool type this server
     runs: text only)."""
 
-    model_config = Strict
     type: Literal["function"]
-    name: FunctionName
-    description: Annotated[str, Field(max_length=16384)] | None = None
-    parameters: dict[str, Any] | None = None
-    strict: StrictBool | None = None
-
-    @field_validator("parameters")
-    @classmethod
-    def _bounded(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        return None if value is None else check_json_schema(value)
 
 
 class FunctionChoice(BaseModel):
