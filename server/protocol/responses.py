@@ -129,11 +129,15 @@ InputItem = Annotated[
 ]
 
 
-class FunctionTool(FunctionFields):
-    """A function the model may call, in the Responses API's flat shape (the only tool type this server
-    runs: text only)."""
-
+class _FunctionType(BaseModel):
+    model_config = Strict
     type: Literal["function"]
+
+
+class FunctionTool(FunctionFields, _FunctionType):
+    """A function the model may call, in the Responses API's flat shape (the only tool type this server
+    runs: text only). ``type`` is checked before the other fields (pydantic orders fields from the last base
+    first), so a tool of another type is refused for its type, not for a missing name."""
 
 
 class FunctionChoice(BaseModel):
