@@ -124,6 +124,9 @@ def create_app(
         openapi_url=None,
         lifespan=lifespan,
         redirect_slashes=False,  # a redirect would echo the client's Host header back as a Location
+        # No OpenTelemetry: the appliance exports nothing about its requests to whatever collector the
+        # environment names, and each request no longer asks OpenTelemetry whether one is configured.
+        telemetry={"tracing": False, "metrics": False, "logs": False, "auto_configure": False},
     )
     app.state.services = services
     app.state.json_parser = ThreadPoolExecutor(
