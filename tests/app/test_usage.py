@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from PySide6.QtCharts import QLineSeries
 from PySide6.QtCore import QDateTime, Qt, QTime
+from PySide6.QtWidgets import QFileDialog
 from pytestqt.qtbot import QtBot
 
 from app.pages.model_rows import COLUMNS, PRICE_COLUMN
@@ -148,15 +149,25 @@ def test_a_custom_range(qtbot: QtBot, window: MainWindow, used: dict[str, str]) 
     check_tables_against_the_ledger(page, window.services.store, "model")
 
 
-def export_through_the_dialog(qtbot: QtBot, page: UsagePage, button_name: str, path: Path) -> int:
+def choose_export_file(qtbot: QtBot, page: UsagePage, button_name: str, path: Path) -> QFileDialog:
+    """Click an export button and pick ``path`` in its file dialog (not yet accepted)."""
     click(qtbot, getattr(page, button_name))
     dialog = page.file_dialog
     assert dialog is not None and dialog.isVisible()
     dialog.selectFile(str(path))
+    return dialog
+
+
+def accept_export(qtbot: QtBot, page: UsagePage, dialog: QFileDialog, path: Path) -> int:
+    """Accept the file dialog and wait for the export; the rows written."""
     with qtbot.waitSignal(page.exported, timeout=60_000) as done:
         dialog.accept()
     assert done.args[0] == str(path)
     return int(done.args[1])
+
+
+def export_through_the_dialog(qtbot: QtBot, page: UsagePage, button_name: str, path: Path) -> int:
+    return accept_export(qtbot, page, choose_export_file(qtbot, page, button_name, path), path)
 
 
 def test_export_writes_exactly_what_is_shown(
