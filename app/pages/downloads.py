@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal
-from PySide6.QtGui import QHideEvent, QShowEvent
+from PySide6.QtCore import QEvent, QObject, Qt, Signal
+from PySide6.QtGui import QShowEvent
 from PySide6.QtWidgets import (
     QComboBox,
     QDialog,
@@ -32,6 +32,7 @@ from app.pages.hub_token import TokenBox
 from app.pages.models_folder import ModelsFolderBox
 from app.tasks import Tasks
 from app.theme import set_tone
+from app.widgets.refresh import RefreshWhileShown
 from app.widgets.rows_table import RowsTable, fill
 from server.gpu import Hardware
 from server.hub import library
@@ -198,9 +199,7 @@ class DownloadsDialog(QDialog):
         self.list.cancel_clicked.connect(lambda i: self._act(self._downloads.cancel, i, "cancelling"))
         self.list.dismiss_clicked.connect(lambda i: self._act(self._downloads.dismiss, i, "clearing"))
         self.token_box.token_saved.connect(lambda _: self.gated_note.hide())
-        self._timer = QTimer(self)
-        self._timer.setInterval(REFRESH_MS)
-        self._timer.timeout.connect(self.refresh)
+        self._while_shown = RefreshWhileShown(self, REFRESH_MS, self.refresh)
         if parent is not None:
             parent.installEventFilter(self)  # hidden with the window it belongs to
         self._source_chosen()
@@ -213,14 +212,8 @@ class DownloadsDialog(QDialog):
 
     def showEvent(self, event: QShowEvent) -> None:
         super().showEvent(event)
-        self._timer.start()
-        self.refresh()
         self.token_box.refresh()
         self.folder_box.refresh()
-
-    def hideEvent(self, event: QHideEvent) -> None:
-        super().hideEvent(event)
-        self._timer.stop()
 
     # -- choosing --------------------------------------------------------------------------------
     def _source_chosen(self) -> None:

@@ -12,8 +12,7 @@ import html
 import time
 from collections.abc import Sequence
 
-from PySide6.QtCore import Qt, QTimer, Signal
-from PySide6.QtGui import QHideEvent, QShowEvent
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QHBoxLayout,
@@ -40,6 +39,7 @@ from app.server_control import ServerView
 from app.tasks import Tasks
 from app.theme import set_tone
 from app.widgets.confirm import confirm_destructive
+from app.widgets.refresh import RefreshWhileShown
 from server.access.keys import KeyLimits, KeyRecord, KeyService
 from server.access.limits import KeyActivity, Limiter
 from server.errors import APIError
@@ -206,20 +206,10 @@ class KeysPage(QWidget):
         layout.addWidget(self.message)
         layout.addWidget(self.empty)
         layout.addWidget(self.table, 1)
-        self._timer = QTimer(self)
-        self._timer.setInterval(REFRESH_MS)
-        self._timer.timeout.connect(self.reload)
+        self._while_shown = RefreshWhileShown(self, REFRESH_MS, self.reload)
         self._update_buttons()
 
     # -- reading ---------------------------------------------------------------------------------
-    def showEvent(self, event: QShowEvent) -> None:
-        super().showEvent(event)
-        self._timer.start()
-        self.reload()
-
-    def hideEvent(self, event: QHideEvent) -> None:
-        super().hideEvent(event)
-        self._timer.stop()
 
     def reload(self) -> None:
         """Re-read the keys off the GUI thread (skipped if a read is already on its way)."""

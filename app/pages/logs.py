@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import Qt, QTimer, Signal
-from PySide6.QtGui import QHideEvent, QShowEvent
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QApplication,
     QComboBox,
@@ -27,6 +26,7 @@ from PySide6.QtWidgets import (
 from app.pages.request_log import LogRead, RequestLogView, read_requests
 from app.tasks import Tasks
 from app.widgets.code_block import monospace
+from app.widgets.refresh import RefreshWhileShown
 from server.logs import LogLine, RecentRecords
 from server.services import Services
 
@@ -128,18 +128,7 @@ class LogsPage(QWidget):
         layout = QVBoxLayout(self)
         layout.addWidget(title)
         layout.addWidget(self.tabs, 1)
-        self._timer = QTimer(self)
-        self._timer.setInterval(REFRESH_MS)
-        self._timer.timeout.connect(self.reload)
-
-    def showEvent(self, event: QShowEvent) -> None:
-        super().showEvent(event)
-        self._timer.start()
-        self.reload()
-
-    def hideEvent(self, event: QHideEvent) -> None:
-        super().hideEvent(event)
-        self._timer.stop()
+        self._while_shown = RefreshWhileShown(self, REFRESH_MS, self.reload)
 
     def requests_recorded(self, _count: int) -> None:
         """The server recorded requests: show them now if anyone is looking."""

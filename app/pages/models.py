@@ -12,8 +12,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from PySide6.QtCore import Qt, QTimer, Signal
-from PySide6.QtGui import QHideEvent, QShowEvent
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QShowEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QGroupBox,
@@ -42,6 +42,7 @@ from app.pages.model_rows import (
 from app.tasks import Tasks
 from app.theme import set_tone
 from app.widgets.confirm import confirm_destructive
+from app.widgets.refresh import RefreshWhileShown
 from app.widgets.rows_table import RowsTable, fill
 from server.config import ModelConfig
 from server.engines.manager import ModelManager
@@ -169,9 +170,7 @@ class ModelsPage(QWidget):
         layout.addWidget(self.details_box)
         # Last: what the hardware check finds grows the panel, and moves nothing the operator aims at.
         layout.addWidget(self.hardware_panel)
-        self._timer = QTimer(self)
-        self._timer.setInterval(REFRESH_MS)
-        self._timer.timeout.connect(self.reload)
+        self._while_shown = RefreshWhileShown(self, REFRESH_MS, self.reload)
         self._update_buttons()
 
     def set_currency(self, currency: str) -> None:
@@ -188,14 +187,8 @@ class ModelsPage(QWidget):
 
     def showEvent(self, event: QShowEvent) -> None:
         super().showEvent(event)
-        self._timer.start()
-        self.reload()
         if self.hardware is None:
             self.hardware_panel.refresh()  # once, the first time the page is shown; then on Refresh
-
-    def hideEvent(self, event: QHideEvent) -> None:
-        super().hideEvent(event)
-        self._timer.stop()
 
     def reload(self) -> None:
         """Re-read the table off the GUI thread (once more after a read already on its way)."""

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from PySide6.QtCore import QDateTime, QTimer, Signal
-from PySide6.QtGui import QHideEvent, QShowEvent
 from PySide6.QtWidgets import (
     QComboBox,
     QDateTimeEdit,
@@ -35,6 +34,7 @@ from app.pages.usage_chart import MetricView
 from app.pages.usage_labels import KeyName, Labels, key_names
 from app.tasks import Tasks
 from app.theme import ThemeManager
+from app.widgets.refresh import RefreshWhileShown
 from server.metering.reports import (
     HOUR,
     METRICS,
@@ -209,9 +209,7 @@ class UsagePage(QWidget):
         self._settle.setSingleShot(True)
         self._settle.setInterval(SETTLE_MS)
         self._settle.timeout.connect(self.reload)
-        self._clock = QTimer(self)
-        self._clock.setInterval(REFRESH_MS)
-        self._clock.timeout.connect(self.reload)
+        self._while_shown = RefreshWhileShown(self, REFRESH_MS, self.reload)
         self.range.currentIndexChanged.connect(self._range_changed)
         self.breakdown.currentIndexChanged.connect(self.reload)
         self._show_custom_range(False)
@@ -260,15 +258,6 @@ class UsagePage(QWidget):
         self._show_status()
 
     # -- reading ---------------------------------------------------------------------------------
-    def showEvent(self, event: QShowEvent) -> None:
-        super().showEvent(event)
-        self._clock.start()
-        self.reload()
-
-    def hideEvent(self, event: QHideEvent) -> None:
-        super().hideEvent(event)
-        self._clock.stop()
-
     def requests_recorded(self, _count: int) -> None:
         """The server recorded requests: re-read soon if anyone is looking."""
         if self.isVisible():
