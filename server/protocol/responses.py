@@ -32,6 +32,14 @@ Echoed = ConfigDict(extra="allow", strict=True)
 CallId = Annotated[str, Field(min_length=1, max_length=256)]
 
 
+def _required_content(value: Any, missing: str) -> str | list[dict[str, Any]]:
+    """``value`` as a string or text parts; ``missing`` is the error when it holds nothing."""
+    checked = check_content(value)
+    if checked is None:
+        raise ValueError(missing)
+    return checked
+
+
 class InputMessage(BaseModel):
     """A message item of ``input`` (``type`` may be left out, as the SDKs' easy form does)."""
 
@@ -46,10 +54,7 @@ class InputMessage(BaseModel):
     @field_validator("content")
     @classmethod
     def _content(cls, value: Any) -> str | list[dict[str, Any]]:
-        checked = check_content(value)
-        if checked is None:
-            raise ValueError("a message needs content")
-        return checked
+        return _required_content(value, "a message needs content")
 
     @property
     def text(self) -> str:
@@ -83,10 +88,7 @@ class FunctionCallOutputInput(BaseModel):
     @field_validator("output")
     @classmethod
     def _output(cls, value: Any) -> str | list[dict[str, Any]]:
-        checked = check_content(value)
-        if checked is None:
-            raise ValueError("a function call output needs an output")
-        return checked
+        return _required_content(value, "a function call output needs an output")
 
     @property
     def text(self) -> str:
