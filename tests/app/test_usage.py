@@ -20,6 +20,7 @@ from app.pages.model_rows import COLUMNS, PRICE_COLUMN
 from app.pages.usage import UsagePage
 from app.theme import FONT_STEPS
 from app.window import PAGES, MainWindow
+from server.access.keys import KeyRecord
 from server.metering.ledger import UsageEntry
 from server.metering.reports import METRICS, format_time, format_value
 from server.store import Store
@@ -68,6 +69,10 @@ def pick(qtbot: QtBot, page: UsagePage, combo_name: str, data: str) -> None:
     combo = getattr(page, combo_name)
     with qtbot.waitSignal(page.usage_loaded, timeout=10_000):
         combo.setCurrentIndex(combo.findData(data))
+
+
+def key_named(window: MainWindow, name: str) -> KeyRecord:
+    return next(r for r in window.services.keys.list() if r.name == name)
 
 
 def check_tables_against_the_ledger(page: UsagePage, store: Store, column: str) -> None:
@@ -124,7 +129,7 @@ def test_by_key_names_each_key_and_equals_the_ledger(
     series = shown(page)
     assert series is not None
     assert set(series.groups) == {used["alice"], used["bob"], ""}
-    alice = next(r for r in window.services.keys.list() if r.name == "alice")
+    alice = key_named(window, "alice")
     assert page.label(used["alice"]) == f"alice (…{alice.hint[-4:]})"
     assert page.label("") == "(no key)"
     check_tables_against_the_ledger(page, window.services.store, "COALESCE(key_id, '')")
@@ -190,7 +195,7 @@ def test_export_writes_exactly_what_is_shown(
             assert record[metric] == page.views[metric].cell(row, shown_as[record["group"]])
     # The whole names, unambiguous in a spreadsheet: no "…" standing for what was cut.
     assert {r["group"] for r in exported} == {page.full_label(g) for g in series.groups}
-    alice = next(r for r in window.services.keys.list() if r.name == "alice")
+    alice = key_named(window, "alice")
     assert f"alice (key ending {alice.hint[-4:]})" in {r["group"] for r in exported}
     assert all("…" not in r["group"] for r in exported) and {r["currency"] for r in exported} == {"USD"}
     assert page.status.text().startswith(f"Exported {rows} rows")
@@ -276,7 +281,7 @@ def test_by_key_and_model_and_the_last_hour_by_the_minute(
     pick(qtbot, page, "range", "week")
     pick(qtbot, page, "breakdown", "key_model")
     series = shown(page)
-    alice = next(r for r in window.services.keys.list() if r.name == "alice")
+    alice = key_named(window, "alice")
     assert f"{used['alice']} fake-embed" in series.groups
     assert page.label(f"{used['alice']} fake-embed") == f"alice (…{alice.hint[-4:]}) · fake-embed"
     check_tables_against_the_ledger(page, window.services.store, "COALESCE(key_id, '') || ' ' || model")
