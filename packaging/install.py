@@ -19,6 +19,7 @@ import argparse
 import importlib.util
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -51,20 +52,56 @@ def pip(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "pip", "--disable-pip-version-check", *args], check=True)
 
 
+def start_llama_build(lock: Path, cmake_args: str) -> subprocess.Popen[str]:
+    """``llama_build.py`` in a process of its own (and its own process group, to be stopped whole); it
+    prints the wheel's path last."""
+    return subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "packaging" / "llama_build.py"),
+            "--lock",
+            str(lock),
+            "--cmake-args",
+            cmake_args,
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=os.name == "posix",
+    )
+
+
+def stop(process: subprocess.Popen[str]) -> None:
+    """End the build and the compilers it started."""
+    if process.poll() is None:
+        if os.name == "posix":
+            os.killpg(process.pid, signal.SIGTERM)
+        else:
+            process.terminate()
+    process.wait()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--lock", type=Path, required=True)
     parser.add_argument("--cmake-args", default=os.environ.get("CMAKE_ARGS", ""))
     options = parser.parse_args()
-    llama_build = _load_llama_build()
-    with tempfile.TemporaryDirectory(prefix="aisp-install-") as work:
-        rest = Path(work) / options.lock.name
-        rest.write_text(
-            without(options.lock.read_text(encoding="utf-8"), llama_build.PACKAGE), encoding="utf-8"
-        )  # type: ignore[attr-defined]
-        pip("install", "--quiet", "--no-deps", "--require-hashes", "-r", str(rest))
-    wheel = llama_build.build(options.lock, options.cmake_args)  # type: ignore[attr-defined]
-    pip("install", "--quiet", "--no-deps", "--force-reinstall", str(wheel))
+    package: str = _load_llama_build().PACKAGE  # type: ignore[attr-defined]
+    # llama.cpp compiles (minutes, every core) while pip downloads and unpacks the rest (the network and
+    # the disk): together they take about as long as the compile alone.
+    building = start_llama_build(options.lock, options.cmake_args)
+    try:
+        with tempfile.TemporaryDirectory(prefix="aisp-install-") as work:
+            rest = Path(work) / options.lock.name
+            rest.write_text(without(options.lock.read_text(encoding="utf-8"), package), encoding="utf-8")
+            pip("install", "--quiet", "--no-deps", "--require-hashes", "-r", str(rest))
+    except BaseException:
+        stop(building)
+        raise
+    output, _ = building.communicate()
+    if building.returncode != 0:
+        return building.returncode
+    wheel = output.strip().splitlines()[-1]
+    pip("install", "--quiet", "--no-deps", "--force-reinstall", wheel)
     pip("install", "--quiet", "--no-deps", "--no-build-isolation", "--editable", str(ROOT))
     pip("check")
     return 0

@@ -25,6 +25,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -141,7 +142,11 @@ def build(lock: Path, extra_args: str = "") -> Path:
         environment = dict(os.environ, CMAKE_ARGS=" ".join(args))
         # Compile with every core the machine has, as llama.cpp's own builds do.
         environment.setdefault("CMAKE_BUILD_PARALLEL_LEVEL", str(os.cpu_count() or 2))
-        print(f"llama_build: compiling llama.cpp {version} for every CPU level (several minutes)", flush=True)
+        print(
+            f"llama_build: compiling llama.cpp {version} for every CPU level (several minutes)",
+            file=sys.stderr,
+            flush=True,
+        )
         subprocess.run(
             [
                 sys.executable,
@@ -165,7 +170,9 @@ def build(lock: Path, extra_args: str = "") -> Path:
         shutil.move(str(wheel), str(target) + ".part")
         os.replace(str(target) + ".part", target)
         (folder / "build-flags.txt").write_text(" ".join(args) + "\n", encoding="utf-8")
-        print(f"llama_build: {target.name} with CPU variants {', '.join(variants)}", flush=True)
+        print(
+            f"llama_build: {target.name} with CPU variants {', '.join(variants)}", file=sys.stderr, flush=True
+        )
         return target
 
 
@@ -174,6 +181,8 @@ def main() -> int:
     parser.add_argument("--lock", type=Path, required=True, help="the lock file that pins llama-cpp-python")
     parser.add_argument("--cmake-args", default=os.environ.get("CMAKE_ARGS", ""), help="more CMake flags")
     options = parser.parse_args()
+    # Stopped (the install it runs beside failed): leave no half-built source behind.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     try:
         print(build(options.lock, options.cmake_args))
     except (BuildError, subprocess.CalledProcessError) as exc:
