@@ -75,7 +75,7 @@ $(LITELLM_STAMP):
 	$(LITELLM_ENV)/bin/pip install --quiet --disable-pip-version-check 'litellm[proxy]==$(LITELLM_VERSION)'
 	touch $@
 
-bench: $(TEST_STAMP) $(LITELLM_STAMP)  ## the performance measurements, interleaved, 3 rounds (about 15 minutes)
+bench: $(TEST_STAMP) $(LITELLM_STAMP)  ## the performance measurements, interleaved, 3 rounds (about 30 minutes on 2 cores)
 	QT_QPA_PLATFORM=offscreen $(PY) -m bench $(BENCH_ARGS)
 
 soak: $(TEST_STAMP)  ## the long attack runs (about 5 minutes)
