@@ -77,6 +77,9 @@ def test_ctrl_c_pauses_a_pull_and_the_same_command_goes_on_with_it(tmp_path: Pat
         stderr=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
+        # Ctrl+C as at a terminal, even when these tests run in the background (where a shell without job
+        # control starts its commands with SIGINT ignored, and Python then never raises KeyboardInterrupt).
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     staged = tmp_path / "models" / ".downloads"
     deadline = time.monotonic() + 60
