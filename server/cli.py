@@ -79,6 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="run the models in this process, not in engine processes (under a debugger or an emulator)",
     )
+    doctor.add_argument(
+        "--brief",
+        action="store_true",
+        help="generate two tokens from a few prompt tokens: whether each model runs, not how fast (an emulator)",
+    )
 
     models_command.add_parser(commands)
 
@@ -196,7 +201,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return models_command.run(args, settings)
         if args.command == "doctor":
             return doctor.run(
-                settings, only=args.only, model=args.model, as_json=args.json, in_process=args.in_process
+                settings,
+                only=args.only,
+                model=args.model,
+                as_json=args.json,
+                in_process=args.in_process,
+                brief=args.brief,
             )
         if args.command == "usage":
             store = Store(settings.database_path)

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from server.config import default_models
+from server.doctor import BRIEF_TOKENS
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -93,6 +94,18 @@ def test_the_embedded_models_run_and_the_json_report_names_the_cpu_backend(tmp_p
         384,
     )
     assert chat["tokens_per_second"] > 0 and embedding["embed_ms"] > 0
+
+
+def test_brief_runs_the_chat_model_on_a_few_prompt_tokens_and_generates_two(tmp_path: Path) -> None:
+    """What the emulated-CPU checks run: the template still renders, the model still evaluates a batch and
+    then single tokens, in a fraction of the time."""
+    chat = default_models()[0]
+    if not chat.source:
+        pytest.skip("the embedded chat model's package is not installed")
+    done = doctor(tmp_path, None, "--only", "chat", "--in-process", "--brief", "--json")
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    (model,) = json.loads(done.stdout)["models"]
+    assert (model["name"], model["tokens"]) == (chat.name, BRIEF_TOKENS) and model["text"]
 
 
 def test_an_unknown_model_name_is_refused(tmp_path: Path) -> None:

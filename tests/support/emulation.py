@@ -30,7 +30,7 @@ def qemu() -> str:
 def emulated_doctor(
     command: list[str], cpu: str, data: Path, timeout: float = 600, env: dict[str, str] | None = None
 ) -> dict[str, object]:
-    """``doctor --only chat --in-process --json`` run under QEMU as ``cpu`` (in ``env``, by default this
+    """``doctor --only chat --in-process --brief --json`` run under QEMU as ``cpu`` (in ``env``, by default this
     process's environment); its JSON report."""
     env = {
         **(os.environ if env is None else env),
@@ -40,7 +40,7 @@ def emulated_doctor(
         "OPENBLAS_CORETYPE": cpu,
     }
     done = subprocess.run(
-        [qemu(), "-cpu", cpu, *command, "doctor", "--only", "chat", "--in-process", "--json"],
+        [qemu(), "-cpu", cpu, *command, "doctor", "--only", "chat", "--in-process", "--brief", "--json"],
         capture_output=True,
         text=True,
         timeout=timeout,
