@@ -144,6 +144,33 @@ def test_the_next_turn_of_a_conversation_reuses_its_slots_cached_prompt(engine: 
         assert cached >= len(first_prompt) and cached < len(prompts[rid]), (rid, cached)
 
 
+def test_requests_that_arrive_together_run_in_neighbouring_slots(engine: LlamaChat) -> None:
+    """llama.cpp decodes together only sequences whose slots follow one another: four requests in scattered
+    slots would cost four decodes a step. So new requests go beside each other, even where the least
+    recently used slots are scattered."""
+    filling = {f"fill{i}": (ask(engine, q), GREEDY) for i, q in enumerate(QUESTIONS)}
+    for rid, (prompt, sampling) in filling.items():
+        engine.start(rid, prompt, sampling)
+    engine.step()
+    placed = engine.scheduler.placement()
+    assert sorted(placed.values()) == list(range(8))
+    # The odd slots finish first: they become the least recently used.
+    for rid, seq in placed.items():
+        if seq % 2:
+            engine.cancel(rid)
+    engine.step()
+    while engine.busy:
+        engine.step()
+    arriving = {f"new{i}": (ask(engine, f"Story number {i}, please."), GREEDY) for i in range(4)}
+    for rid, (prompt, sampling) in arriving.items():
+        engine.start(rid, prompt, sampling)
+    engine.step()
+    slots = sorted(engine.scheduler.placement().values())
+    assert slots == list(range(slots[0], slots[0] + 4)), slots
+    while engine.busy:
+        engine.step()
+
+
 def test_a_long_prompt_is_evaluated_in_chunks_between_the_running_streams_steps(engine: LlamaChat) -> None:
     running = {
         str(i): (ask(engine, q), Sampling(max_tokens=80, temperature=0.0))
