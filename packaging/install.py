@@ -6,7 +6,7 @@
 1. every locked package but llama-cpp-python, hash-checked, without resolving anything (``--no-deps``:
    the lock already holds every package, transitive ones included);
 2. llama-cpp-python from the portable wheel ``packaging/llama_build.py`` builds (or finds in its cache)
-   from the locked, hash-checked source;
+   from the locked, hash-checked source, in a process of its own that compiles while step 1 runs;
 3. the project itself, editable, without its dependencies (they are in place).
 
 A lock made on another platform may name packages this one has no wheels for; ``make lock`` on that

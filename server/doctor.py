@@ -3,8 +3,8 @@
 It prints the CPU and its instruction sets, which llama.cpp CPU backend was chosen (and that the AMX one
 never is), GPU offload, the GPUs with their free and total memory, torch's version and device, and the
 memory; then it loads each configured model (or the one named, or those of one kind), generates four
-tokens (``--brief``: two, from a few prompt tokens) or one embedding, and prints the speed, and where the server's own log is (a support request
-wants it too). The exit status is 0 only if everything it tried worked; otherwise the last line gives the
+tokens (``--brief``: two, from a few prompt tokens) or one embedding, and prints the speed, and where the
+server's own log is (a support request wants it too). The exit status is 0 only if everything it tried worked; otherwise the last line gives the
 reason.
 
 Models load in their engine processes, as the server runs them, so a crash is reported with its cause.
@@ -39,7 +39,7 @@ TOKENS = 4
 BRIEF_PROMPT_TOKENS = 4
 """``--brief``: the rendered prompt's last tokens (the opening of the assistant's turn) are all the model
 evaluates, and it generates ``BRIEF_TOKENS``: still a batch of several tokens and single-token steps, which
-run different kernels, at a tenth of the cost (under an emulator every token takes seconds)."""
+run different kernels, at about a sixth of the cost (under an emulator every token takes seconds)."""
 BRIEF_TOKENS = 2
 
 

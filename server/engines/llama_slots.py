@@ -136,20 +136,13 @@ class Scheduler:
             if not free:
                 break
             request = self._waiting.popleft()
-            slot = max(free, key=lambda s: (self._fit(s, request.prompt), -s.used_at))
+            busy = {s.seq for s in self.slots if s.request is not None}
+            slot = max(free, key=lambda s: (_fit(s, request.prompt, busy), -s.used_at))
             try:
                 self._begin(slot, request)
             except EngineFailureError as exc:
                 events.append((request.request_id, exc))
         return events
-
-    def _fit(self, slot: _Slot, prompt: tuple[int, ...]) -> int:
-        """How good a free slot is for ``prompt``: the cached tokens it saves, less ``RUN_COST_TOKENS`` for each
-        run of consecutive busy slots it adds (a slot beside a running one adds none; one between two
-        running ones joins them). Ties go to the least recently used slot, whose cache is the stalest."""
-        busy = {s.seq for s in self.slots if s.request is not None}
-        added_runs = 1 - ((slot.seq - 1) in busy) - ((slot.seq + 1) in busy)
-        return _common_prefix(slot.tokens, prompt) - RUN_COST_TOKENS * added_runs
 
     def _begin(self, slot: _Slot, request: _Request) -> None:
         keep = _common_prefix(slot.tokens, request.prompt)
@@ -373,6 +366,14 @@ class Scheduler:
                 self._lib.llama_sampler_free(slot.sampler)
                 slot.sampler = None
         self._lib.llama_batch_free(self._batch)
+
+
+def _fit(slot: _Slot, prompt: tuple[int, ...], busy: set[int]) -> int:
+    """How good a free slot is for ``prompt`` beside the ``busy`` ones: the cached tokens it saves, less
+    ``RUN_COST_TOKENS`` for each run of consecutive busy slots it adds (a slot beside a running one adds none;
+    one between two running ones joins them). The caller breaks ties by the least recently used slot."""
+    added_runs = 1 - ((slot.seq - 1) in busy) - ((slot.seq + 1) in busy)
+    return _common_prefix(slot.tokens, prompt) - RUN_COST_TOKENS * added_runs
 
 
 def _common_prefix(a: list[int] | tuple[int, ...], b: tuple[int, ...]) -> int:

@@ -30,8 +30,8 @@ def qemu() -> str:
 def emulated_doctor(
     command: list[str], cpu: str, data: Path, timeout: float = 600, env: dict[str, str] | None = None
 ) -> dict[str, object]:
-    """``doctor --only chat --in-process --brief --json`` run under QEMU as ``cpu`` (in ``env``, by default this
-    process's environment); its JSON report."""
+    """``doctor --only chat --in-process --brief --json`` run under QEMU as ``cpu`` (in ``env``, by default
+    this process's environment); its JSON report."""
     env = {
         **(os.environ if env is None else env),
         "AISP_DATA_DIR": str(data),
