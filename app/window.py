@@ -155,6 +155,7 @@ class MainWindow(QMainWindow):
         self.keys_page = KeysPage(
             services.keys,
             services.limiter,
+            services.ledger,
             [m.name for m in services.settings.models],
             self.tasks,
             currency=currency,

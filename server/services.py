@@ -22,6 +22,7 @@ from server.hub.downloads import DownloadService
 from server.hub.process import Hub
 from server.instance import InstanceLock
 from server.metering.inflight import InFlight, recover
+from server.metering.journal import JOURNAL_FOLDER, Journal
 from server.metering.ledger import Ledger
 from server.store import Store
 from server.stored_responses import ResponseStore
@@ -85,7 +86,7 @@ class Services:
             raise
         secret = load_or_create_secret(settings.secret_path)
         models = ModelManager(settings.models, max_queue=settings.max_queue, engines=engines)
-        ledger = Ledger(store)
+        ledger = Ledger(store, journal=Journal(settings.data_dir / JOURNAL_FOLDER))
         limiter = Limiter(store)
         tokens = TokenStore(settings.data_dir)
         downloads = DownloadService(

@@ -43,6 +43,7 @@ from app.widgets.refresh import RefreshWhileShown
 from server.access.keys import KeyLimits, KeyRecord, KeyService
 from server.access.limits import KeyActivity, Limiter
 from server.errors import APIError
+from server.metering.ledger import Ledger
 
 REFRESH_MS = 2000
 COLUMNS = ("Name", "Status", "Models", "Budget", "Last minute", "Last used", "Expires", "Created", "Hint")
@@ -95,8 +96,10 @@ def _tooltip(record: KeyRecord, activity: KeyActivity, currency: str) -> str:
     )
 
 
-def read_keys(keys: KeyService, limiter: Limiter) -> list[tuple[KeyRecord, KeyActivity]]:
-    """Every key with its use against its limits (blocking: reads the store)."""
+def read_keys(keys: KeyService, limiter: Limiter, ledger: Ledger) -> list[tuple[KeyRecord, KeyActivity]]:
+    """Every key with its use against its limits, every request answered so far counted (blocking:
+    reads the store)."""
+    ledger.catch_up()
     return [(record, limiter.activity(record)) for record in keys.list()]
 
 
@@ -120,6 +123,7 @@ class KeysPage(QWidget):
         self,
         keys: KeyService,
         limiter: Limiter,
+        ledger: Ledger,
         models: Sequence[str],
         tasks: Tasks,
         parent: QWidget | None = None,
@@ -130,6 +134,7 @@ class KeysPage(QWidget):
         self._currency = currency
         self._keys = keys
         self._limiter = limiter
+        self._ledger = ledger
         self._names = list(models)
         self._failed: set[str] = set()
         self._tasks = tasks
@@ -219,7 +224,7 @@ class KeysPage(QWidget):
 
     async def _load(self) -> None:
         try:
-            found = await self._tasks.call(read_keys, self._keys, self._limiter)
+            found = await self._tasks.call(read_keys, self._keys, self._limiter, self._ledger)
         finally:
             self._loading = False
         self._show(found)

@@ -294,6 +294,7 @@ class UsagePage(QWidget):
         )
 
     def _read(self, span: Span, group_by: GroupBy) -> tuple[UsageSeries, dict[str, KeyName], Glance]:
+        self._services.ledger.catch_up()  # every request answered so far is counted
         store = self._services.store
         read = ledger_series if span.bucket_seconds < HOUR else usage_series
         series = read(
@@ -335,6 +336,7 @@ class UsagePage(QWidget):
                     export_series_csv, series, path, labels.__getitem__, self._currency
                 )
             else:
+                await self._tasks.call(self._services.ledger.catch_up)
                 rows = await self._tasks.call(
                     export_ledger_csv,
                     self._services.store,

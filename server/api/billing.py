@@ -1,6 +1,7 @@
 """One ledger row per request, whatever happens to it.
 
-A completed request waits for its row to be committed before its last bytes are sent; a request cut
+A completed request waits for its row to be durable (journaled, or committed) before its last bytes are
+sent; a request cut
 short by a disconnect or a failure is queued for the ledger without waiting (nobody is left to wait); a
 request refused before its bill was opened leaves a row that costs nothing (:class:`Intake`).
 """
@@ -73,7 +74,7 @@ class Bill:
         )
 
     async def settle(self) -> None:
-        """The request completed: record it and wait until the row is committed."""
+        """The request completed: record it and wait until the row is durable."""
         if not self.settled:
             self.settled = True
             try:

@@ -1,25 +1,29 @@
 """The usage ledger: one row per request, written in batches by one writer thread.
 
-A request awaits its row's commit before its last bytes go out, so a response the client received in
-full is never unbilled, even if the process dies right after. Rows are grouped into one transaction per
-batch (thousands of rows a second on one SQLite file) and an hourly roll-up is updated in that same
-transaction: the graphs read the roll-up and stay fast with millions of ledger rows.
+A completed request's row is made durable before its last bytes go out, so a response the client received
+in full is never unbilled, even if the process dies right after. In the server it is appended to the
+journal (``server/metering/journal.py``: one system call, and the rows go to SQLite with the next batch;
+a process that dies leaves them to the next start); without a journal, or when it cannot be written,
+``record`` waits for the row's commit. Rows are grouped into one transaction per batch (thousands of rows
+a second on one SQLite file) and an hourly roll-up is updated in that same transaction: the graphs read
+the roll-up and stay fast with millions of ledger rows.
 
-The rows awaited during one pass of the server's event loop are committed together at the end of that
-pass, on the loop's own thread: a wake-up of the writer thread and the hand-back of its result cost the
-loop more than the commit itself. That commit never waits for a lock (nor checkpoints the log): when the
-database is busy, or failing, its rows go to the writer thread like any other. Rows committed on the
-loop are counted, and the writer checkpoints every ``CHECKPOINT_EVERY`` such commits.
+Rows committed one by one (no journal) and awaited during one pass of the server's event loop are
+committed together at the end of that pass, on the loop's own thread: a wake-up of the writer thread and
+the hand-back of its result cost the loop more than the commit itself. That commit never waits for a lock
+(nor checkpoints the log): when the database is busy, or failing, its rows go to the writer thread like
+any other. Rows committed on the loop are counted, and the writer checkpoints every ``CHECKPOINT_EVERY``
+such commits.
 
 Queuing a row for the writer costs an append to a deque: no lock, no future and no wake-up of its own.
 Every row queued before the writer takes its next batch shares that batch's :class:`_Commit`, and only
-the first row queued after the writer took a batch wakes it. A row someone awaits (``record``, or any row
-at a ``flush``) is written at once; rows nobody waits for (``submit``) gather for up to ``GATHER_S`` and are written in
-transactions of their own, so that a steady stream of them neither lengthens the awaited commits nor
-costs a transaction each. Rows go to SQLite a chunk per statement, and the roll-up and the daily spend are
-computed by SQLite over the rows a batch inserted: the writer gives up the GIL (and waits to get it back
-from the busy event loop) a few times per batch rather than per row, and its Python work per row is
-building one tuple.
+the first row queued after the writer took a batch wakes it. A row someone awaits (``record`` without a
+journal, or any row at a ``flush``) is written at once; rows nobody waits for (``submit``, and journaled
+rows) gather for up to ``GATHER_S`` and are written in transactions of their own, so that a steady stream
+of them neither lengthens the awaited commits nor costs a transaction each. Rows go to SQLite a chunk per
+statement, and the roll-up and the daily spend are computed by SQLite over the rows a batch inserted: the
+writer gives up the GIL (and waits to get it back from the busy event loop) a few times per batch rather
+than per row, and its Python work per row is building one tuple.
 """
 
 from __future__ import annotations
@@ -38,12 +42,14 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Iterator
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import asdict, dataclass, field
 from itertools import chain
 from typing import Any, Literal
 
 from server.config import ModelConfig
 from server.errors import StorageFailure
+from server.metering.journal import Journal, Segment, encode, read_segment
 from server.redaction import redact_keys
 from server.store import PRAGMAS, Store, disk_error
 
@@ -255,8 +261,10 @@ class Ledger:
         commit_wait_s: float = COMMIT_WAIT_S,
         gather_s: float = GATHER_S,
         on_loop: bool = True,
+        journal: Journal | None = None,
     ) -> None:
         self._store = store
+        self._journal = journal
         self._batch = batch
         self._commit_wait_s = commit_wait_s
         self._gather_s = gather_s
@@ -277,9 +285,13 @@ class Ledger:
         self._loop_transactions = 0
         self._checkpoint_due = False
         self.last_error: str | None = None
+        self.journal_error: str | None = None
+        """Why the journal could not be written, while it cannot (rows are then committed one by one)."""
         self._numbers = itertools.count(1)
         self.recent: deque[tuple[int, UsageEntry]] = deque(maxlen=RECENT_ENTRIES)
         """The latest entries, numbered from 1 as they came (their error messages included)."""
+        self.replayed = self._replay(journal) if journal is not None else 0
+        """Rows a previous run had journaled but not committed, written at start."""
         self._thread = threading.Thread(target=self._run, name="usage-ledger", daemon=True)
         self._thread.start()
 
@@ -292,6 +304,9 @@ class Ledger:
         """Queue a row without waiting for it; it is written within ``gather_s`` (or at a flush). The future,
         shared by the rows written with it, completes once the row is committed."""
         self.recent.append((next(self._numbers), entry))
+        return self._gather(entry)
+
+    def _gather(self, entry: UsageEntry) -> Future[None]:
         rows = self._gathered
         rows.append(entry)
         # Read after the append: the commit this returns is taken after the row was queued.
@@ -304,8 +319,12 @@ class Ledger:
         return commit.future
 
     async def record(self, entry: UsageEntry) -> None:
-        """Write a row and wait for its commit; a store that cannot be written raises StorageFailure."""
+        """Make a row durable: appended to the journal (and committed with the next batch), or, without a
+        journal or when it cannot be written, committed before this returns; a store that cannot be
+        written raises StorageFailure."""
         self.recent.append((next(self._numbers), entry))
+        if self._journal is not None and self._journaled(self._journal, entry):
+            return
         loop = asyncio.get_running_loop()
         if self._on_loop:
             # Committed at the end of this pass, or handed to the writer, whose wait is bounded there.
@@ -314,6 +333,47 @@ class Ledger:
         committed = self._queue_awaited(loop, entry)
         if committed is not None:
             await self._bounded(committed)
+
+    def _journaled(self, journal: Journal, entry: UsageEntry) -> bool:
+        """Append the row to the journal and queue it for the writer; False if it could not be appended."""
+        line = encode(_journal_row(entry))
+        with journal.lock:
+            try:
+                journal.append_locked(line)
+            except OSError as exc:
+                failed = exc
+            else:
+                self._gather(entry)
+                self.journal_error = None
+                return True
+        if self.journal_error is None:
+            log.warning("usage ledger journal cannot be written, committing rows one by one: %s", failed)
+        self.journal_error = str(failed)
+        return False
+
+    def _replay(self, journal: Journal) -> int:
+        """Write the rows a previous run journaled; delete its segments. Returns the rows read."""
+        total = bad = 0
+        for path in journal.left_behind():
+            try:
+                rows, unreadable = read_segment(path)
+                entries = [e for e in map(_from_journal, rows) if e is not None]
+                for start in range(0, len(entries), self._batch):
+                    self._write(entries[start : start + self._batch])
+                path.unlink()
+            except Exception as exc:  # kept for the next start: the server starts all the same
+                log.error("usage ledger: the journal segment %s could not be written: %s", path.name, exc)
+                continue
+            bad += unreadable + len(rows) - len(entries)
+            total += len(entries)
+        if total or bad:
+            log.warning(
+                "usage ledger: %d rows from the journal a previous run left (those not yet committed are now); "
+                "%d unreadable lines skipped",
+                total,
+                bad,
+            )
+        return total
 
     async def _bounded(self, committed: Awaitable[Any]) -> None:
         try:
@@ -405,12 +465,24 @@ class Ledger:
         for commit in commits:
             commit.future.result(max(0.0, deadline - time.monotonic()))
 
+    def catch_up(self, timeout: float = 2.0) -> bool:
+        """For a reader of the store (the window): wait until the rows queued so far, journaled ones
+        included, are committed, so that it sees every request answered before it began. False if that
+        took longer than ``timeout`` (the store is failing): the reader then sees what is committed."""
+        try:
+            self.flush(timeout)
+        except FutureTimeout:
+            return False
+        return True
+
     def close(self, timeout: float = 10.0) -> None:
         """Write what is queued and stop the writer (rows queued after this are not written)."""
         self._closing = True
         self._due = True
         self._nudge()
         self._thread.join(timeout)
+        if self._journal is not None:
+            self._journal.close()
 
     def _nudge(self) -> None:
         """Have the writer write now (setting only a flag that is not set yet, which costs no lock)."""
@@ -431,13 +503,17 @@ class Ledger:
             closing = False
             rows: list[UsageEntry] = []
             gathered_commit: _Commit | None = None
+            closed: Segment | None = None
             if due:
                 self._due = False
                 closing = self._closing
                 self._wake.clear()
                 gather_until = None
-                gathered_commit, self._gathered_commit = self._gathered_commit, _Commit()
-                rows = _take(self._gathered)
+                with self._journal.lock if self._journal is not None else contextlib.nullcontext():
+                    # Under the journal's lock: every row of the segment closed here is among those taken.
+                    closed = self._journal.close_segment_locked() if self._journal is not None else None
+                    gathered_commit, self._gathered_commit = self._gathered_commit, _Commit()
+                    rows = _take(self._gathered)
             awaited_commit, self._awaited_commit = self._awaited_commit, _Commit()
             rows += _take(self._awaited)
             self._requests += len(rows)
@@ -446,6 +522,8 @@ class Ledger:
             awaited_commit.done()
             if gathered_commit is not None:
                 gathered_commit.done()
+            if closed is not None:
+                Journal.retire(closed)
             if self._checkpoint_due:
                 try:
                     # RESTART: the loop keeps committing, so a passive checkpoint would never catch up with
@@ -516,6 +594,49 @@ def _chunks(rows: list[UsageEntry]) -> Iterator[tuple[str, list[Any]]]:
         size = next(n for n in _CHUNKS if n <= len(rows) - start)
         yield _INSERTS[size], list(chain.from_iterable(map(_ROW, rows[start : start + size])))
         start += size
+
+
+_JOURNAL_FIELDS: dict[str, tuple[type, ...]] = {
+    "request_id": (str,),
+    "created_at": (float, int),
+    "key_id": (str, type(None)),
+    "model": (str,),
+    "endpoint": (str,),
+    "input_tokens": (int,),
+    "output_tokens": (int,),
+    "cached_tokens": (int,),
+    "reasoning_tokens": (int,),
+    "cost": (float, int),
+    "latency_ms": (float, int),
+    "ttft_ms": (float, int, type(None)),
+    "status": (str,),
+    "http_status": (int,),
+    "stream": (bool, int),
+    "client_disconnected": (bool, int),
+    "exact": (bool, int),
+    "reservation_id": (int, type(None)),
+    "checkpointed": (bool, int),
+}
+_STATUSES = frozenset(Status.__args__)  # type: ignore[attr-defined]
+
+
+def _journal_row(entry: UsageEntry) -> dict[str, Any]:
+    """What the journal keeps of a row: what the ledger stores, and the reservation it settles."""
+    row = dict(zip(_STORED, _ROW(entry), strict=True))
+    row["reservation_id"] = entry.reservation_id
+    row["checkpointed"] = entry.checkpointed
+    return row
+
+
+def _from_journal(row: dict[str, Any]) -> UsageEntry | None:
+    """A journaled row as an entry; None if any field is missing or of the wrong kind."""
+    for name, kinds in _JOURNAL_FIELDS.items():
+        value = row.get(name, ...)
+        if type(value) not in kinds:  # exact types: a bool is not taken for a number, nor a number for it
+            return None
+    if row["status"] not in _STATUSES or not row["request_id"]:
+        return None
+    return UsageEntry(**{name: row[name] for name in _JOURNAL_FIELDS})
 
 
 def ledger_rows(

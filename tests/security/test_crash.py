@@ -1,6 +1,7 @@
-"""``kill -9`` during mixed streaming and non-streaming load, then a restart: every response a client received
-in full has exactly one ledger row with the right token counts, none is duplicated, SQLite's integrity check
-passes, and the restarted server serves again. Two cycles run in ``make test``; the soak runs ten."""
+"""``kill -9`` during mixed streaming and non-streaming load, then a restart: SQLite's file is intact at once,
+and once restarted (which first writes the rows the killed process had journaled) every response a client
+received in full has exactly one ledger row with the right token counts, none is duplicated, and the
+restarted server serves again. Two cycles run in ``make test``; the soak runs ten."""
 
 from __future__ import annotations
 
@@ -110,6 +111,14 @@ def _load(server: ServerProcess, key: str, received: Received, stop: threading.E
                     return
 
 
+def _check_integrity(database: Path) -> None:
+    connection = sqlite3.connect(database)
+    try:
+        assert connection.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    finally:
+        connection.close()
+
+
 def _check_ledger(database: Path, received: Received) -> list[tuple[Any, ...]]:
     connection = sqlite3.connect(database)
     try:
@@ -172,8 +181,9 @@ def crash_cycles(server: ServerProcess, cycles: int, load_seconds: float, client
         stop.set()
         for thread in threads:
             thread.join(30)
+        _check_integrity(server.data_dir / "aisp.sqlite3")
+        server.start()  # writes what the killed process journaled but had not committed, before serving
         _check_ledger(server.data_dir / "aisp.sqlite3", received)
-        server.start()
         with httpx.Client(
             base_url=server.url, headers={"Authorization": f"Bearer {canary}"}, timeout=10
         ) as client:

@@ -85,8 +85,14 @@ def test_a_new_data_folder_is_its_users_alone(open_parent: Path) -> None:
         server.start()
         _use(server, key)
         names = {path.name for path in server.data_dir.iterdir()}
-        assert {"aisp.sqlite3", "aisp.sqlite3-wal", "aisp.sqlite3-shm", "server-secret"} <= names
-        _assert_private(server.data_dir)  # while serving: the log and shared-memory files too
+        assert {
+            "aisp.sqlite3",
+            "aisp.sqlite3-wal",
+            "aisp.sqlite3-shm",
+            "server-secret",
+            "ledger-journal",
+        } <= names
+        _assert_private(server.data_dir)  # while serving: the log, shared-memory and journal files too
         assert server.stop() == 0
         _assert_private(server.data_dir)
     finally:
