@@ -17,7 +17,7 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
-from server.config import ModelConfig, default_models, load_settings
+from server.config import ModelConfig, SamplingPreset, default_models, load_settings
 from server.metering.ledger import ledger_rows
 from server.runner import ServerThread
 from server.services import Services
@@ -71,8 +71,9 @@ def templated_live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         pytest.skip("the embedded chat model's package is not installed")
     assert QWEN3.is_file(), f"{SETUP_HINT}: no {QWEN3}"
     common = {"chat_template": str(QWEN3), "threads": 1, "parallel": 2, "context_length": 2048}
+    greedy = SamplingPreset(temperature=0.0)  # examples that set no temperature get the same answer each run
     models = (
-        smol.model_copy(update={"name": TOOL_CHAT, **common}),
+        smol.model_copy(update={"name": TOOL_CHAT, "sampling_direct": greedy, **common}),
         smol.model_copy(update={"name": THINKING_CHAT, "reasoning": True, **common}),
     )
     data = tmp_path_factory.mktemp("templated-data")
