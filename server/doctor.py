@@ -4,8 +4,8 @@ It prints the CPU and its instruction sets, which llama.cpp CPU backend was chos
 never is), GPU offload, the GPUs with their free and total memory, torch's version and device, and the
 memory; then it loads each configured model (or the one named, or those of one kind), generates four
 tokens (``--brief``: two, from a few prompt tokens) or one embedding, and prints the speed, and where the
-server's own log is (a support request wants it too). The exit status is 0 only if everything it tried worked; otherwise the last line gives the
-reason.
+server's own log is (a support request wants it too). The exit status is 0 only if everything it tried
+worked; otherwise the last line gives the reason.
 
 Models load in their engine processes, as the server runs them, so a crash is reported with its cause.
 ``--in-process`` runs them in the doctor's own process instead: for a debugger (gdb) or an emulator

@@ -1,9 +1,9 @@
 """One ledger row per request, whatever happens to it.
 
 A completed request waits for its row to be durable (journaled, or committed) before its last bytes are
-sent; a request cut
-short by a disconnect or a failure is queued for the ledger without waiting (nobody is left to wait); a
-request refused before its bill was opened leaves a row that costs nothing (:class:`Intake`).
+sent; a request cut short by a disconnect or a failure is queued for the ledger without waiting (nobody is
+left to wait); a request refused before its bill was opened leaves a row that costs nothing
+(:class:`Intake`).
 """
 
 from __future__ import annotations

@@ -40,13 +40,12 @@ MAX_LINE_BYTES = 64 * 1024
 class Segment:
     """One journal file and how many rows were appended to it."""
 
-    __slots__ = ("broken", "fd", "path", "rows")
+    __slots__ = ("fd", "path", "rows")
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_BINARY", 0), 0o600)
         self.rows = 0
-        self.broken = False
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
@@ -88,12 +87,9 @@ class Journal:
         except OSError:
             # What follows would join the cut line: the next row starts a new segment. The rows in this
             # one stay to be committed (and a cut line is skipped if it is ever read).
-            segment.broken = True
             self._current = None
             if segment.rows == 0:
-                segment.close()
-                with contextlib.suppress(OSError):
-                    segment.path.unlink()
+                self.retire(segment)
             raise
         segment.rows += 1
 
@@ -108,7 +104,7 @@ class Journal:
 
     @staticmethod
     def retire(segment: Segment) -> None:
-        """Every row of ``segment`` is committed: delete it."""
+        """Every row of ``segment`` is committed (or it has none): delete it."""
         segment.close()
         try:
             segment.path.unlink()
@@ -122,10 +118,10 @@ class Journal:
         with self.lock:
             segment, self._current = self._current, None
         if segment is not None:
-            segment.close()
             if segment.rows == 0:
-                with contextlib.suppress(OSError):
-                    segment.path.unlink()
+                self.retire(segment)
+            else:
+                segment.close()
 
 
 def _number(path: Path) -> int:
@@ -142,6 +138,9 @@ def read_segment(path: Path) -> tuple[list[dict[str, Any]], int]:
     rows: list[dict[str, Any]] = []
     bad = 0
     for line in _lines(path):
+        if line is None:
+            bad += 1
+            continue
         try:
             value = orjson.loads(line)
         except orjson.JSONDecodeError:
@@ -154,17 +153,17 @@ def read_segment(path: Path) -> tuple[list[dict[str, Any]], int]:
     return rows, bad
 
 
-def _lines(path: Path) -> Iterator[bytes]:
+def _lines(path: Path) -> Iterator[bytes | None]:
+    """The non-blank lines of a segment; None for a line longer than ``MAX_LINE_BYTES`` (damage)."""
     with path.open("rb") as handle:
         while True:
             line = handle.readline(MAX_LINE_BYTES + 1)
             if not line:
                 return
             if len(line) > MAX_LINE_BYTES:
-                # Damage, not a row: skip to the end of this line and count it once.
-                while line and not line.endswith(b"\n"):
+                while line and not line.endswith(b"\n"):  # skip to its end: one damaged line
                     line = handle.readline(MAX_LINE_BYTES + 1)
-                yield b"\x00"
+                yield None
                 continue
             if line.strip():
                 yield line

@@ -14,23 +14,9 @@ from pathlib import Path
 import pytest
 
 from server.metering.journal import Journal
-from server.metering.ledger import Ledger, UsageEntry, ledger_rows
+from server.metering.ledger import Ledger, ledger_rows
 from server.store import Store
-
-
-def _entry(i: int, **extra: object) -> UsageEntry:
-    values: dict[str, object] = {
-        "request_id": f"req_{i}",
-        "key_id": "key_a",
-        "model": "m",
-        "endpoint": "chat.completions",
-        "input_tokens": i,
-        "output_tokens": 2 * i,
-        "cost": i / 1000,
-        "created_at": 1_700_000_000 + i,
-    }
-    values.update(extra)
-    return UsageEntry(**values)  # type: ignore[arg-type]
+from tests.support.ledger import usage_entry
 
 
 def _line(i: int, **extra: object) -> str:
@@ -83,7 +69,7 @@ def test_a_recorded_row_is_journaled_at_once_and_committed_with_the_next_batch(t
     folder = tmp_path / "journal"
     ledger = Ledger(store, gather_s=60.0, journal=Journal(folder))
     try:
-        asyncio.run(ledger.record(_entry(1)))
+        asyncio.run(ledger.record(usage_entry(1)))
         # Durable now (a process that dies here leaves it in the journal), in SQLite with the next batch.
         (segment,) = _segments(folder)
         assert json.loads(segment.read_text())["request_id"] == "req_1"
@@ -92,7 +78,7 @@ def test_a_recorded_row_is_journaled_at_once_and_committed_with_the_next_batch(t
         assert _committed(tmp_path / "db.sqlite3") == {"req_1": (1, 2)}
         assert _segments(folder) == [], "a segment whose rows are all committed is deleted"
         for i in range(2, 300):
-            asyncio.run(ledger.record(_entry(i)))
+            asyncio.run(ledger.record(usage_entry(i)))
             if i % 50 == 0:
                 ledger.flush()
     finally:
@@ -107,7 +93,7 @@ def test_rows_a_dead_process_journaled_are_written_at_the_next_start_and_counted
     store = Store(tmp_path / "db.sqlite3")
     folder = tmp_path / "journal"
     first = Ledger(store)
-    asyncio.run(first.record(_entry(1)))  # committed already: its line is in a segment too (died before
+    asyncio.run(first.record(usage_entry(1)))  # committed already: its line is in a segment too (died before
     first.close()  # deleting it)
     folder.mkdir()
     (folder / "ledger-000000007.jsonl").write_text(_line(1) + _line(2) + _line(3, status="disconnected"))
@@ -124,7 +110,7 @@ def test_rows_a_dead_process_journaled_are_written_at_the_next_start_and_counted
             "req_4": (4, 8),
         }
         assert _rollup_totals(tmp_path / "db.sqlite3") == (4, 1 + 2 + 3 + 4), "req_1 is not counted twice"
-        asyncio.run(ledger.record(_entry(5)))
+        asyncio.run(ledger.record(usage_entry(5)))
         (segment,) = _segments(folder)
         assert segment.name == "ledger-000000009.jsonl", "new segments follow those found"
     finally:
@@ -176,13 +162,13 @@ def test_when_the_journal_cannot_be_written_each_row_is_committed_before_record_
     blocker.mkdir()  # where the next segment would go: it cannot be opened as a file
     try:
         with caplog.at_level(logging.WARNING, logger="server.metering.ledger"):
-            asyncio.run(ledger.record(_entry(1)))
-            asyncio.run(ledger.record(_entry(2)))
+            asyncio.run(ledger.record(usage_entry(1)))
+            asyncio.run(ledger.record(usage_entry(2)))
         assert _committed(tmp_path / "db.sqlite3") == {"req_1": (1, 2), "req_2": (2, 4)}
         assert ledger.journal_error is not None
         assert caplog.text.count("journal cannot be written") == 1, "said once, not per row"
         blocker.rmdir()
-        asyncio.run(ledger.record(_entry(3)))
+        asyncio.run(ledger.record(usage_entry(3)))
         assert ledger.journal_error is None
         assert [p.name for p in _segments(folder)] == ["ledger-000000001.jsonl"]
         assert "req_3" not in _committed(tmp_path / "db.sqlite3")  # journaled: committed with the next batch

@@ -21,27 +21,13 @@ from server.metering import ledger as usage
 from server.metering.ledger import Ledger, UsageEntry, cost_of, entry_dict, export, ledger_rows
 from server.services import Services
 from server.store import Store
-
-
-def _entry(i: int, **extra: object) -> UsageEntry:
-    values: dict[str, object] = {
-        "request_id": f"req_{i}",
-        "key_id": f"key_{i % 3}",
-        "model": ["a", "b"][i % 2],
-        "endpoint": "chat.completions",
-        "input_tokens": i,
-        "output_tokens": 2 * i,
-        "cost": i / 1000,
-        "created_at": 1_700_000_000 + i * 600,
-    }
-    values.update(extra)
-    return UsageEntry(**values)  # type: ignore[arg-type]
+from tests.support.ledger import usage_entry
 
 
 def test_rows_rollups_and_spend_agree(make_services: Callable[..., Services]) -> None:
     services = make_services()
     for i in range(500):
-        services.ledger.submit(_entry(i))
+        services.ledger.submit(usage_entry(i))
     services.ledger.flush()
     db = services.store.db
     ledger = db.execute_sql(
@@ -58,10 +44,10 @@ def test_rows_rollups_and_spend_agree(make_services: Callable[..., Services]) ->
 
 def test_a_replayed_row_is_recorded_once(make_services: Callable[..., Services]) -> None:
     services = make_services()
-    services.ledger.submit(_entry(7))
-    services.ledger.submit(_entry(7))
+    services.ledger.submit(usage_entry(7))
+    services.ledger.submit(usage_entry(7))
     services.ledger.flush()
-    services.ledger.submit(_entry(7))
+    services.ledger.submit(usage_entry(7))
     services.ledger.flush()
     assert services.store.db.execute_sql("SELECT COUNT(*) FROM usage_record").fetchone()[0] == 1
     assert services.store.db.execute_sql("SELECT SUM(requests) FROM usage_hourly").fetchone()[0] == 1
@@ -70,7 +56,7 @@ def test_a_replayed_row_is_recorded_once(make_services: Callable[..., Services])
 def test_export_csv_and_json(make_services: Callable[..., Services]) -> None:
     services = make_services()
     for i in range(5):
-        services.ledger.submit(_entry(i))
+        services.ledger.submit(usage_entry(i))
     services.ledger.flush()
     out = io.StringIO()
     assert export(services.store, out, "csv") == 5
@@ -89,7 +75,7 @@ def test_ledger_throughput_batches(make_services: Callable[..., Services]) -> No
     services = make_services()
     started = time.perf_counter()
     for i in range(20_000):
-        services.ledger.submit(_entry(i))
+        services.ledger.submit(usage_entry(i))
     services.ledger.flush(timeout=60)
     rate = 20_000 / (time.perf_counter() - started)
     assert len(list(ledger_rows(services.store))) == 20_000
@@ -138,17 +124,17 @@ def _assert_rollups_match_the_ledger(store: Store) -> None:
 def test_a_batch_with_replays_counts_each_request_once(make_services: Callable[..., Services]) -> None:
     services = make_services()
     ledger = services.ledger
-    ledger.submit(_entry(1))
+    ledger.submit(usage_entry(1))
     ledger.flush()
     batch = [
-        _entry(1, input_tokens=999),  # already recorded: ignored
-        _entry(2),
-        _entry(2, output_tokens=999),  # twice in one batch: the first wins
-        _entry(3, key_id=None),
-        _entry(4, status="failed", output_tokens=0),  # free: no tokens against the budget
-        _entry(5, status="failed"),
-        _entry(6, created_at=1_700_003_599.999999),  # the last instant of an hour
-        _entry(7, created_at=1_700_006_400.0),  # the first instant of a day
+        usage_entry(1, input_tokens=999),  # already recorded: ignored
+        usage_entry(2),
+        usage_entry(2, output_tokens=999),  # twice in one batch: the first wins
+        usage_entry(3, key_id=None),
+        usage_entry(4, status="failed", output_tokens=0),  # free: no tokens against the budget
+        usage_entry(5, status="failed"),
+        usage_entry(6, created_at=1_700_003_599.999999),  # the last instant of an hour
+        usage_entry(7, created_at=1_700_006_400.0),  # the first instant of a day
     ]
     for entry in batch:
         ledger.submit(entry)
@@ -197,11 +183,11 @@ def test_reservations_are_released_with_their_rows(make_services: Callable[..., 
         reservation.create(key_id="key_0", unit="tokens", amount=100, boot="test", created_at=0.0).id
         for _ in range(4)
     ]
-    services.ledger.submit(_entry(0, reservation_id=held[0]))
+    services.ledger.submit(usage_entry(0, reservation_id=held[0]))
     services.ledger.flush()
-    services.ledger.submit(_entry(1, reservation_id=held[1]))
-    services.ledger.submit(_entry(0, reservation_id=held[2]))  # a replay still releases what it held
-    services.ledger.submit(_entry(2))
+    services.ledger.submit(usage_entry(1, reservation_id=held[1]))
+    services.ledger.submit(usage_entry(0, reservation_id=held[2]))  # a replay still releases what it held
+    services.ledger.submit(usage_entry(2))
     services.ledger.flush()
     assert [r.id for r in reservation.select()] == [held[3]]  # another request's hold stays
 
@@ -213,8 +199,8 @@ def test_record_returns_once_its_row_is_committed(tmp_path: Path) -> None:
     try:
 
         async def requests(first: int) -> None:
-            ledger.submit(_entry(first, status="rejected"))
-            await asyncio.gather(*(ledger.record(_entry(first + i)) for i in range(1, 50)))
+            ledger.submit(usage_entry(first, status="rejected"))
+            await asyncio.gather(*(ledger.record(usage_entry(first + i)) for i in range(1, 50)))
 
         threads = [threading.Thread(target=asyncio.run, args=(requests(n * 100),)) for n in range(3)]
         started = time.monotonic()
@@ -239,7 +225,7 @@ def test_rows_nobody_awaits_are_written_within_the_gathering_time(tmp_path: Path
     store = Store(tmp_path / "db.sqlite3")
     ledger = Ledger(store, gather_s=0.05)
     try:
-        done = ledger.submit(_entry(1))
+        done = ledger.submit(usage_entry(1))
         done.result(5)  # without a flush
         assert [r["request_id"] for r in ledger_rows(store)] == ["req_1"]
     finally:
@@ -262,7 +248,7 @@ def test_a_commit_never_settles_a_row_it_did_not_write(tmp_path: Path) -> None:
     def submitter(tag: int) -> None:
         with contextlib.closing(sqlite3.connect(path)) as con:
             for i in range(1000):
-                done = ledger.submit(_entry(tag + i))
+                done = ledger.submit(usage_entry(tag + i))
                 if i % 7 == 0:
                     done.result(10)
                     check(con, f"req_{tag + i}")
@@ -270,7 +256,7 @@ def test_a_commit_never_settles_a_row_it_did_not_write(tmp_path: Path) -> None:
     async def recorder(tag: int) -> None:
         with contextlib.closing(sqlite3.connect(path)) as con:
             for i in range(500):
-                await ledger.record(_entry(tag + i))
+                await ledger.record(usage_entry(tag + i))
                 check(con, f"req_{tag + i}")
 
     threads = [threading.Thread(target=submitter, args=(n * 10_000,)) for n in range(4)]
@@ -292,7 +278,7 @@ def test_close_writes_what_is_queued(tmp_path: Path) -> None:
     store = Store(tmp_path / "db.sqlite3")
     ledger = Ledger(store, gather_s=60.0)
     for i in range(10):
-        ledger.submit(_entry(i))
+        ledger.submit(usage_entry(i))
     ledger.close()
     assert len(list(ledger_rows(store))) == 10
     store.close()
@@ -305,12 +291,12 @@ def test_rows_are_kept_while_the_store_fails_and_written_once_it_recovers(tmp_pa
     store = Store(tmp_path / "db.sqlite3")
     ledger = Ledger(store, commit_wait_s=0.3)
     try:
-        ledger.submit(_entry(0))
+        ledger.submit(usage_entry(0))
         ledger.flush()
         store.db.execute_sql(_LEDGER_DOWN)
-        queued = ledger.submit(_entry(1))
+        queued = ledger.submit(usage_entry(1))
         with pytest.raises(StorageFailure, match="the ledger is down"):
-            asyncio.run(ledger.record(_entry(2)))
+            asyncio.run(ledger.record(usage_entry(2)))
         with pytest.raises(TimeoutError):
             ledger.flush(timeout=0.2)
         assert not queued.done()
@@ -363,7 +349,7 @@ def test_rows_awaited_in_one_loop_pass_share_one_commit_on_the_loop(tmp_path: Pa
             seen: list[int] = []
 
             async def one(number: int) -> None:
-                await ledger.record(_entry(number))
+                await ledger.record(usage_entry(number))
                 seen.append(len(list(ledger_rows(store))))  # committed by the time it returns
 
             def traced(statement: str) -> None:
@@ -422,7 +408,7 @@ def test_a_busy_database_hands_the_rows_to_the_writer_without_stalling_the_loop(
 
             beat = asyncio.ensure_future(ticker())
             started = time.monotonic()
-            await ledger.record(_entry(1))
+            await ledger.record(usage_entry(1))
             waited = time.monotonic() - started
             beat.cancel()
             return waited, ticks
@@ -447,7 +433,7 @@ def test_commits_on_the_loop_keep_the_log_bounded(tmp_path: Path) -> None:
 
         async def requests() -> None:
             for i in range(4 * usage.CHECKPOINT_EVERY):
-                await ledger.record(_entry(i))
+                await ledger.record(usage_entry(i))
 
         asyncio.run(requests())
         ledger.flush()
